@@ -1,0 +1,180 @@
+"""The `promptkit` command: run, render, lint.
+
+Exit codes: 0 success; 1 lint found errors; 2 bad input (template, suite, model, arguments); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import PromptkitError
+
+DEFAULT_MAX_VARIANTS = 24
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PromptkitError as exc:
+        print(f"promptkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("promptkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptkit", description="Rank prompt templates by how well they generalize across tasks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="score template variants on a suite and print the ranking")
+    _common(run)
+    run.add_argument("--model", default=None, help="hub id, local model dir, or .gguf file (default: Gemma 3 270M from PyPI)")
+    run.add_argument("--limit", type=int, default=None, help="examples per task (default: the suite's `limit`)")
+    run.add_argument("--max-variants", type=int, default=DEFAULT_MAX_VARIANTS,
+                     help=f"seeded sample of at most N variants, spread over families (default {DEFAULT_MAX_VARIANTS}; 0 = all)")
+    run.add_argument("--seed", type=int, default=0, help="seed for variant and example sampling (default 0)")
+    run.add_argument("--out", default=None, help="run directory to write (default runs/<timestamp>)")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: float32 on CPU)")
+    run.add_argument("--device", default="auto", help="torch device (auto: cuda if available)")
+    run.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per forward batch (default 4096)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    render = sub.add_parser("render", help="print the exact text a variant shows the model for one example")
+    render.add_argument("target", metavar="FAMILY_OR_VARIANT", help="a family name (its first variant) or a variant id")
+    _common(render)
+    render.add_argument("--task", required=True, help="task name in the suite")
+    render.add_argument("--example", default="0", help="example id or position (default 0)")
+    render.add_argument("--all", action="store_true", help="with a family name: render every variant")
+    render.set_defaults(func=cmd_render)
+
+    lint = sub.add_parser("lint", help="check template and suite YAML files")
+    lint.add_argument("paths", nargs="+", help="YAML files or directories")
+    lint.set_defaults(func=cmd_lint)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--templates", nargs="+", default=None, help="template dirs or YAML files (default: built-in library)")
+    p.add_argument("--suite", default=None, help="built-in suite name or YAML path (default: bigbench_mc)")
+
+
+def cmd_run(args) -> int:
+    from .pipeline import evaluate
+
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = evaluate(
+        args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
+        seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
+        progress=not args.quiet, log=log,
+    )
+    print(format_ranking(results))
+    print()
+    print(format_held_out(results.held_out_summary()))
+    cfg = results.config
+    print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
+          f"{cfg['forward_tokens']} forward tokens, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
+    return 0
+
+
+def format_ranking(results, max_rows: int = 40) -> str:
+    """Plain-text ranking table: variant, selection mean, held-out mean, per-task accuracy; chance last."""
+    import pandas as pd
+
+    table = results.ranking()
+    chance = results.chance()
+    tasks = [c for c in table.columns if c in results.tasks]
+    short = {t: _short(t) for t in tasks}
+    shown = table.head(max_rows)
+    view = pd.DataFrame({"rank": shown["rank"].astype(str), "variant": shown["variant"],
+                         "sel_mean": shown["selection_mean"], "held_mean": shown["held_out_mean"]})
+    for t in tasks:
+        view[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = shown[t]
+    chance_row = {"rank": "", "variant": "(chance)", "sel_mean": chance["selection_mean"], "held_mean": chance["held_out_mean"]}
+    for t in tasks:
+        chance_row[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = chance[t]
+    view = pd.concat([view, pd.DataFrame([chance_row])], ignore_index=True)
+    text = view.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-")
+    notes = [f"accuracy per task ({len(tasks)} tasks; * = held out, never used for ranking); ranked by sel_mean"]
+    if len(table) > max_rows:
+        notes.append(f"showing the top {max_rows} of {len(table)} variants; all are in ranking.csv")
+    legend = "tasks: " + ", ".join(f"{short[t]}={t}" for t in tasks if short[t] != t)
+    return "\n".join(notes) + "\n" + text + ("\n" + legend if legend != "tasks: " else "")
+
+
+def _short(task: str, width: int = 10) -> str:
+    name = task.rsplit("/", 1)[-1]
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def format_held_out(summary: dict) -> str:
+    if not summary:
+        return "held-out summary: the suite has no held-out tasks"
+    return "\n".join([
+        "held-out summary (mean accuracy over held-out tasks):",
+        f"  chosen on selection tasks  {summary['chosen_held_out']:.3f}  {summary['chosen_variant']}",
+        f"  median variant             {summary['median_variant_held_out']:.3f}",
+        f"  best in hindsight          {summary['best_held_out']:.3f}  {summary['best_variant_in_hindsight']}",
+        f"  regret (best - chosen)     {summary['regret']:.3f}",
+    ])
+
+
+def cmd_render(args) -> int:
+    from .render import render
+    from .tasks import load_suite, load_tasks
+    from .templates import load_templates
+    from .variants import expand
+
+    families = load_templates(args.templates)
+    chosen = []
+    for family in families:
+        variants = expand(family)
+        if args.target == family.name:
+            chosen = variants if args.all else variants[:1]
+            if not args.all and len(variants) > 1:
+                print(f"(family {family.name} has {len(variants)} variants; showing the first, use --all or a variant id)\n")
+            break
+        chosen = [v for v in variants if v.id == args.target]
+        if chosen:
+            break
+    if not chosen:
+        names = ", ".join(f.name for f in families)
+        raise PromptkitError(f"no template family or variant '{args.target}'; families: {names}")
+    suite = load_suite(args.suite)
+    task = load_tasks(suite, limit=None, names=[args.task])[0]
+    example = task.example(args.example)
+    for variant in chosen:
+        request = render(variant, task, example)
+        print(f"=== {variant.id}  [{variant.describe()}]")
+        print(f"=== task {task.name}, example {example.id}")
+        print("--- prompt " + "-" * 60)
+        print(request.prompt)
+        print("--- continuations (appended to the prompt exactly as shown) " + "-" * 10)
+        for i, cont in enumerate(request.continuations):
+            mark = "  <- correct" if i in example.correct_indices() else ""
+            print(f"[{i}] {cont!r}{mark}")
+        print()
+    return 0
+
+
+def cmd_lint(args) -> int:
+    from .lint import lint_paths
+
+    messages = lint_paths(args.paths)
+    for message in messages:
+        print(message)
+    errors = sum(m.level == "error" for m in messages)
+    warnings = len(messages) - errors
+    print(f"{errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""`promptkit lint`: check template-family and suite YAML files without running a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import PromptkitError
+from .tasks import suite_from_dict
+from .templates import LintMessage, lint_family_file, read_yaml
+
+
+def lint_paths(paths: list[str | Path]) -> list[LintMessage]:
+    files: list[Path] = []
+    out: list[LintMessage] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(list(path.rglob("*.yaml")) + list(path.rglob("*.yml")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            out.append(LintMessage(str(path), None, "error", "no such file or directory"))
+    for path in files:
+        out += lint_file(path)
+    return out
+
+
+def lint_file(path: Path) -> list[LintMessage]:
+    try:
+        data, text = read_yaml(path)
+    except PromptkitError as exc:
+        message = str(exc)
+        where, _, rest = message.partition(": ")
+        line = where.rsplit(":", 1)[-1]
+        return [LintMessage(str(path), int(line) if line.isdigit() else None, "error", rest or message)]
+    if isinstance(data, dict) and "prompt" in data:
+        return lint_family_file(path, data, text)
+    if isinstance(data, dict) and ("selection" in data or "held_out" in data):
+        try:
+            suite_from_dict(data, path)
+        except PromptkitError as exc:
+            return [LintMessage(str(path), None, "error", str(exc).removeprefix(f"{path}: "))]
+        return []
+    return [LintMessage(str(path), None, "error", "not a template family (needs `prompt:`) nor a suite (needs `selection:`)")]

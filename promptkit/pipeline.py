@@ -1,0 +1,88 @@
+"""The end-to-end run: templates × suite × model → Results (and a run directory)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import engine
+from .backends.hf import HFBackend
+from .metrics import example_row
+from .render import render
+from .results import Results
+from .tasks import Suite, Task, load_suite, load_tasks
+from .templates import TemplateFamily, load_templates
+from .variants import Variant, expand_all
+
+
+def evaluate(
+    templates=None,
+    suite: str | Path | Suite | None = None,
+    model: str | HFBackend | None = None,
+    *,
+    limit: int | None = None,
+    max_variants: int | None = None,
+    seed: int = 0,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_tokens: int = 4096,
+    out: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Results:
+    """Score every variant of `templates` on every task of `suite` with `model` and return Results.
+
+    templates: None (built-in library), a directory, a YAML file, a list of them, or TemplateFamily objects.
+    suite: None (built-in 'bigbench_mc'), a built-in suite name, a YAML path, or a Suite.
+    model: None (Gemma 3 270M from PyPI), a hub id, a local directory, a .gguf file, or an HFBackend to reuse.
+    """
+    started = time.time()
+    families = templates if _is_families(templates) else load_templates(templates)
+    variants = expand_all(families, max_variants, seed)
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    tasks = load_tasks(suite, limit, seed)
+    # render everything before loading the model, so template mistakes surface in seconds
+    work = [(v, t, e) for t in tasks for v in variants for e in t.examples]
+    requests = [render(v, t, e) for v, t, e in work]
+    backend = model if isinstance(model, HFBackend) else HFBackend(model, dtype=dtype, device=device, batch_tokens=batch_tokens, log=log)
+    tokens_before = backend.forward_tokens
+    scores = engine.score(requests, backend, progress=progress)
+    rows = [
+        {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id, **example_row(e, s)}
+        for (v, t, e), s in zip(work, scores)
+    ]
+    config = {
+        "templates": sorted({f.path for f in families}),
+        "suite": {"name": suite.name, "path": suite.path},
+        "model": backend.describe(),
+        "limit": limit if limit is not None else suite.limit,
+        "max_variants": max_variants,
+        "seed": seed,
+        "n_variants": len(variants),
+        "n_requests": len(requests),
+        "forward_tokens": backend.forward_tokens - tokens_before,
+        "wall_seconds": round(time.time() - started, 2),
+    }
+    results = Results(pd.DataFrame(rows), task_info(tasks), variant_info(variants), config)
+    if out is not None:
+        results.save(out)
+    return results
+
+
+def _is_families(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, TemplateFamily) for v in value)
+
+
+def task_info(tasks: list[Task]) -> dict[str, dict]:
+    return {
+        t.name: {"split": t.split, "chance": t.chance, "n_examples": len(t.examples), "instruction": t.instruction,
+                 "source": t.source, "cluster": t.cluster}
+        for t in tasks
+    }
+
+
+def variant_info(variants: list[Variant]) -> dict[str, dict]:
+    return {v.id: {"family": v.family.name, "values": v.values, "path": v.family.path} for v in variants}

@@ -1,0 +1,105 @@
+"""Results: the tidy per-example table plus what is needed to rank, save and reload a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import ranking as _ranking
+from .errors import PromptkitError
+
+ROWS_FILE = "results.jsonl"
+
+
+@dataclass
+class Results:
+    """Scores of every variant on every example of every task, with the run's context."""
+
+    rows: pd.DataFrame
+    tasks: dict[str, dict]  # name -> {split, chance, n_examples, instruction, source}
+    variants: dict[str, dict]  # id -> {family, values}
+    config: dict = field(default_factory=dict)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One tidy row per variant × task × example."""
+        return self.rows.copy()
+
+    def by_task(self, metric: str = "accuracy") -> pd.DataFrame:
+        return _ranking.by_task(self.rows, metric)
+
+    def ranking(self, metric: str = "accuracy") -> pd.DataFrame:
+        """Variants ranked by mean `metric` over the selection tasks, with held-out and per-task columns."""
+        if metric not in self.rows.columns:
+            raise PromptkitError(f"unknown metric '{metric}'; available: accuracy, accuracy_norm")
+        return _ranking.rank(self.rows, self.tasks, metric)
+
+    def held_out_summary(self, metric: str = "accuracy") -> dict:
+        return _ranking.held_out_summary(self.ranking(metric))
+
+    def chance(self) -> dict:
+        table = self.ranking()
+        return _ranking.chance_row(self.tasks, list(table.columns))
+
+    def __repr__(self) -> str:
+        return (f"Results({len(self.variants)} variants × {len(self.tasks)} tasks, {len(self.rows)} rows, "
+                f"model={self.config.get('model', {}).get('model', '?')})")
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, out: str | Path) -> Path:
+        """Write the run directory: config, versions, per-example rows, ranking (CSV and JSON), held-out summary."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", self.config)
+        _write_json(out / "tasks.json", self.tasks)
+        _write_json(out / "variants.json", self.variants)
+        _write_json(out / "versions.json", package_versions())
+        tmp = out / (ROWS_FILE + ".tmp")
+        self.rows.to_json(tmp, orient="records", lines=True)
+        tmp.replace(out / ROWS_FILE)
+        table = self.ranking()
+        table.to_csv(out / "ranking.csv", index=False)
+        _write_json(out / "ranking.json", json.loads(table.to_json(orient="records")))
+        _write_json(out / "held_out.json", self.held_out_summary())
+        return out
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Results":
+        run_dir = Path(run_dir)
+        try:
+            rows = pd.read_json(run_dir / ROWS_FILE, orient="records", lines=True, dtype={"example": str})
+            tasks = json.loads((run_dir / "tasks.json").read_text())
+            variants = json.loads((run_dir / "variants.json").read_text())
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise PromptkitError(f"{run_dir}: not a readable promptkit run directory ({exc})") from None
+        return cls(rows, tasks, variants, config)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=True))
+    tmp.replace(path)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def package_versions() -> dict:
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("promptkit", "torch", "transformers", "datasets", "jinja2", "pandas", "gguf", "accelerate", "evaluate"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -1,0 +1,297 @@
+"""Tasks and suites: the canonical Example, field mapping, suite YAML, and selection/held-out splits."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .errors import PromptkitError, SuiteError, TemplateError
+from .paths import builtin_dir
+from .templates import make_environment, read_yaml
+
+SOURCES = ("bigbench", "files", "hf")
+TASK_KEYS = {
+    "name", "source", "task", "path", "format", "field", "dataset", "config", "split", "revision",
+    "input", "choices", "target", "id", "instruction", "cluster", "limit",
+}
+SUITE_KEYS = {"name", "description", "limit", "selection", "held_out", "notes"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """The record every task is normalized to. `target` indexes `choices` for multiple choice."""
+
+    id: str
+    input: str
+    choices: list[str] | None
+    target: int | str | list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def correct_indices(self) -> list[int]:
+        """Indices of all choices that count as correct (BIG-bench allows several)."""
+        return list(self.meta.get("correct", [self.target]))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as a suite file declares it (nothing loaded yet)."""
+
+    name: str
+    source: str
+    options: dict[str, Any]
+    split: str  # "selection" or "held_out"
+    where: str  # "suite.yaml: selection[2]" for error messages
+
+
+@dataclass
+class Task:
+    name: str
+    examples: list[Example]
+    instruction: str = ""
+    split: str = "selection"
+    cluster: str | None = None
+    source: str = ""
+
+    @property
+    def chance(self) -> float:
+        """Expected accuracy of picking a choice uniformly at random."""
+        values = [len(e.correct_indices()) / len(e.choices) for e in self.examples if e.choices]
+        return sum(values) / len(values) if values else 0.0
+
+    def example(self, key: str | int) -> Example:
+        """Find an example by id, or by position when given an int."""
+        for example in self.examples:
+            if example.id == str(key):
+                return example
+        if isinstance(key, int) or str(key).isdigit():
+            index = int(key)
+            if 0 <= index < len(self.examples):
+                return self.examples[index]
+        raise PromptkitError(
+            f"task '{self.name}' has no example {key!r}; it has {len(self.examples)} examples "
+            f"(ids {self.examples[0].id!r} … {self.examples[-1].id!r})" if self.examples else f"task '{self.name}' has no examples"
+        )
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: list[TaskSpec]
+    path: str = "<memory>"
+    description: str = ""
+    limit: int | None = None
+
+    @property
+    def selection(self) -> list[TaskSpec]:
+        return [t for t in self.tasks if t.split == "selection"]
+
+    @property
+    def held_out(self) -> list[TaskSpec]:
+        return [t for t in self.tasks if t.split == "held_out"]
+
+    def task(self, name: str) -> TaskSpec:
+        for spec in self.tasks:
+            if spec.name == name:
+                return spec
+        raise SuiteError(f"{self.path}: suite '{self.name}' has no task '{name}'; it has: {', '.join(t.name for t in self.tasks)}")
+
+
+# ---------------------------------------------------------------------------- suites
+
+
+def resolve_suite_path(spec: str | Path | None) -> Path:
+    if spec is None:
+        spec = "bigbench_mc"
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SuiteError(f"{path}: no such suite file")
+        return path
+    builtin = builtin_dir("suites") / f"{spec}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = sorted(p.stem for p in builtin_dir("suites").glob("*.yaml"))
+    raise SuiteError(f"unknown suite '{spec}': not a file, and not a built-in suite (built-ins: {', '.join(names)})")
+
+
+def load_suite(spec: str | Path | None = None) -> Suite:
+    """Load and validate a suite: a built-in name, or a YAML path. Nothing is downloaded yet."""
+    path = resolve_suite_path(spec)
+    try:
+        data, _ = read_yaml(path)
+    except TemplateError as exc:
+        raise SuiteError(str(exc)) from None
+    return suite_from_dict(data, path)
+
+
+def suite_from_dict(data: Any, path: Path) -> Suite:
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite must be a YAML mapping with `selection:` and `held_out:` task lists")
+    unknown = set(data) - SUITE_KEYS
+    if unknown:
+        raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SUITE_KEYS))}")
+    if not data.get("selection"):
+        raise SuiteError(f"{path}: `selection:` must list at least one task")
+    tasks: list[TaskSpec] = []
+    for split in ("selection", "held_out"):
+        entries = data.get(split) or []
+        if not isinstance(entries, list):
+            raise SuiteError(f"{path}: `{split}:` must be a list of tasks")
+        for i, entry in enumerate(entries):
+            tasks.append(_task_spec(entry, split, f"{path}: {split}[{i}]", path.parent))
+    seen: dict[str, str] = {}
+    for spec in tasks:
+        if spec.name in seen:
+            raise SuiteError(
+                f"{spec.where}: task '{spec.name}' is already listed at {seen[spec.name]}; a task may appear "
+                "once, in either selection or held_out (give the second one its own `name:`)"
+            )
+        seen[spec.name] = spec.where
+    limit = data.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise SuiteError(f"{path}: `limit` must be a positive integer (got {limit!r})")
+    return Suite(str(data.get("name") or path.stem), tasks, str(path), str(data.get("description", "")), limit)
+
+
+def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
+    if isinstance(entry, str):  # shorthand "bigbench:task_name"
+        source, sep, name = entry.partition(":")
+        if not sep or source not in SOURCES or not name:
+            raise SuiteError(f"{where}: write a task as 'bigbench:TASK' or as a mapping with `source:` (got {entry!r})")
+        entry = {"source": source, "task" if source == "bigbench" else "path": name}
+    if not isinstance(entry, dict):
+        raise SuiteError(f"{where}: a task must be a mapping or 'bigbench:TASK' (got {entry!r})")
+    unknown = set(entry) - TASK_KEYS
+    if unknown:
+        raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TASK_KEYS))}")
+    source = entry.get("source", "bigbench" if "task" in entry else None)
+    if source not in SOURCES:
+        raise SuiteError(f"{where}: `source` must be one of {', '.join(SOURCES)} (got {source!r})")
+    options = dict(entry)
+    if source == "bigbench" and not (options.get("task") or options.get("path")):
+        raise SuiteError(f"{where}: a bigbench task needs `task:` (a BIG-bench task name) or `path:` (a task.json file)")
+    if source == "files" and not options.get("path"):
+        raise SuiteError(f"{where}: a files task needs `path:` (a .json, .jsonl or .csv file)")
+    if source == "hf" and not options.get("dataset"):
+        raise SuiteError(f"{where}: an hf task needs `dataset:` (a datasets hub id) and usually `split:`")
+    if source in ("files", "hf") and not (options.get("input") and options.get("choices") and "target" in options):
+        raise SuiteError(f"{where}: map the data's columns onto the Example with `input:`, `choices:` and `target:`")
+    if options.get("path"):
+        p = Path(options["path"]).expanduser()
+        options["path"] = str(p if p.is_absolute() else base / p)
+    name = options.get("name") or options.get("task") or options.get("dataset") or Path(options.get("path", "task")).stem
+    return TaskSpec(str(name), source, options, split, where)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def pick_indices(n: int, limit: int | None, seed: int, task: str) -> list[int]:
+    """A seeded sample of `limit` row indices (sorted), the same on every machine."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(f"{seed}:{task}").sample(range(n), limit))
+
+
+def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
+    """Load one task's examples from its source and normalize them."""
+    from .sources import bigbench, files, hf
+
+    limit = spec.options.get("limit", limit)
+    if spec.source == "bigbench":
+        task = bigbench.load(spec, limit, seed)
+    else:
+        loader = files.rows if spec.source == "files" else hf.rows
+        rows, total, origin = loader(spec, lambda n: pick_indices(n, limit, seed, spec.name))
+        examples = [map_row(row, spec, idx, origin) for idx, row in rows]
+        task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source)
+    task.split = spec.split
+    task.cluster = spec.options.get("cluster")
+    if "instruction" in spec.options:
+        task.instruction = str(spec.options["instruction"])
+    check_examples(task, spec)
+    return task
+
+
+def check_examples(task: Task, spec: TaskSpec) -> None:
+    if not task.examples:
+        raise SuiteError(f"{spec.where}: task '{task.name}' has no examples; check its data file or filters")
+    ids: set[str] = set()
+    for example in task.examples:
+        if example.id in ids:
+            raise SuiteError(f"{spec.where}: task '{task.name}' has two examples with id '{example.id}'; ids must be unique (map `id:` to a unique column)")
+        ids.add(example.id)
+        if example.choices is not None:
+            if len(example.choices) < 2:
+                raise SuiteError(f"{spec.where}: task '{task.name}', example '{example.id}' has {len(example.choices)} choice(s); multiple choice needs at least 2")
+            for index in example.correct_indices():
+                if not isinstance(index, int) or not 0 <= index < len(example.choices):
+                    raise SuiteError(
+                        f"{spec.where}: task '{task.name}', example '{example.id}': target {index!r} is outside "
+                        f"the {len(example.choices)} choices (valid: 0..{len(example.choices) - 1}); fix the `target:` mapping or the data"
+                    )
+
+
+def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str) -> Any:
+    """Resolve one mapped field: a column name, or a small Jinja expression over the row."""
+    where = f"{origin}, row {idx}"
+    if isinstance(expr, list):
+        return [_field(row, e, key, spec, idx, origin) for e in expr]
+    if not isinstance(expr, str):
+        raise SuiteError(f"{spec.where}: `{key}:` must be a column name or a Jinja string (got {expr!r})")
+    if "{{" in expr or "{%" in expr:
+        try:
+            return make_environment().from_string(expr).render(row)
+        except jinja2.TemplateSyntaxError as exc:
+            raise SuiteError(f"{spec.where}: Jinja syntax error in `{key}:` mapping: {exc.message}") from None
+        except jinja2.UndefinedError as exc:
+            raise SuiteError(f"{where}: task '{spec.name}': `{key}:` mapping failed: {exc.message}; the row has columns: {', '.join(map(str, row))}") from None
+    if expr not in row:
+        raise SuiteError(
+            f"{where}: task '{spec.name}': column '{expr}' (mapped to `{key}`) is missing; "
+            f"the row has columns: {', '.join(map(str, row))}. Fix the `{key}:` mapping or the data."
+        )
+    value = row[expr]
+    if value is None or (isinstance(value, float) and value != value):
+        raise SuiteError(f"{where}: task '{spec.name}': column '{expr}' (mapped to `{key}`) is empty; fill it in or drop the row")
+    return value
+
+
+def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
+    """Map one data row onto the canonical Example using the task's `input/choices/target/id`."""
+    o = spec.options
+    text = _field(row, o["input"], "input", spec, idx, origin)
+    choices = _field(row, o["choices"], "choices", spec, idx, origin)
+    if isinstance(choices, str):
+        choices = [c.strip() for c in choices.split("|")] if "|" in choices else [choices]
+    choices = [str(c) for c in choices]
+    raw_target = _field(row, o["target"], "target", spec, idx, origin)
+    if isinstance(raw_target, bool) or not isinstance(raw_target, (int, str)):
+        raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': target {raw_target!r} must be a choice index or a choice's text")
+    if isinstance(raw_target, str):
+        if raw_target in choices:
+            target: int = choices.index(raw_target)
+        elif raw_target.strip().lstrip("-").isdigit():
+            target = int(raw_target)
+        else:
+            raise SuiteError(
+                f"{origin}, row {idx}: task '{spec.name}': target {raw_target!r} is neither a choice index nor one of "
+                f"the choices {choices}; fix the `target:` mapping"
+            )
+    else:
+        target = raw_target
+    ex_id = str(_field(row, o["id"], "id", spec, idx, origin)) if o.get("id") else str(idx)
+    return Example(ex_id, str(text), choices, target, {"row": idx})
+
+
+def load_tasks(suite: Suite, limit: int | None = None, seed: int = 0, names: list[str] | None = None) -> list[Task]:
+    limit = limit if limit is not None else suite.limit
+    specs = suite.tasks if names is None else [suite.task(n) for n in names]
+    from .sources import bigbench
+
+    bigbench.ensure_cached([s.options["task"] for s in specs if s.source == "bigbench" and not s.options.get("path")])
+    return [load_task(spec, limit, seed) for spec in specs]

@@ -1,0 +1,275 @@
+"""Template families: loading YAML files, the sandboxed Jinja environment, rendering, and lint."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import TemplateError
+from .paths import builtin_dir
+
+# What every template may use, whatever the task: the canonical Example fields plus the
+# task's own instruction. The continuation template also sees the choice being scored.
+CANONICAL_FIELDS = ("id", "input", "choices", "instruction", "meta")
+CONTINUATION_FIELDS = ("choice", "index")
+TEMPLATE_KEYS = {"name", "description", "prompt", "continuation", "axes", "metadata"}
+CASINGS = ("as_is", "upper", "lower", "title", "capitalize")
+
+
+def _letter(index: int) -> str:
+    """0 -> 'A', 1 -> 'B', ... (the usual multiple-choice labels)."""
+    return string.ascii_uppercase[int(index) % 26]
+
+
+def _casing(text: str, style: str) -> str:
+    if style not in CASINGS:
+        raise TemplateError(f"casing filter: unknown style {style!r}; use one of {', '.join(CASINGS)}")
+    if style == "as_is":
+        return text
+    return getattr(str(text), style)()
+
+
+def make_environment() -> SandboxedEnvironment:
+    """The only environment templates are rendered in: sandboxed, strict about undefined names."""
+    env = SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    env.filters["letter"] = _letter
+    env.filters["casing"] = _casing
+    return env
+
+
+@dataclass(frozen=True)
+class TemplateFamily:
+    """One YAML file: a Jinja prompt, a Jinja continuation and the axes that vary them."""
+
+    name: str
+    prompt: str
+    continuation: str
+    axes: dict[str, list[Any]]
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: str = "<memory>"
+    lines: dict[str, int] = field(default_factory=dict, compare=False)
+    _compiled: dict[str, jinja2.Template] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, key: str) -> str:
+        """'file:line' of a top-level key, for error messages."""
+        line = self.lines.get(key)
+        return f"{self.path}:{line}" if line else self.path
+
+    def template(self, key: str) -> jinja2.Template:
+        if key not in self._compiled:
+            source = getattr(self, key)
+            try:
+                self._compiled[key] = make_environment().from_string(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(_jinja_message(self, key, exc)) from None
+        return self._compiled[key]
+
+    def render(self, key: str, context: dict[str, Any]) -> str:
+        """Render the `prompt` or `continuation` template; user mistakes become TemplateError."""
+        template = self.template(key)
+        try:
+            return template.render(context)
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(
+                f"{self.where(key)}: template family '{self.name}' ({key}) tried an unsafe "
+                f"operation and was stopped by the sandbox: {exc}"
+            ) from None
+        except jinja2.UndefinedError as exc:
+            allowed = sorted(context)
+            raise TemplateError(
+                f"{self.where(key)}: template family '{self.name}' ({key}) uses an undefined "
+                f"variable: {exc.message}. Available names: {', '.join(allowed)}. "
+                "Declare it under `axes:` or use one of the canonical fields."
+            ) from None
+        except TemplateError:
+            raise
+        except Exception as exc:  # a Jinja expression failed on the data (bad index, bad filter arg)
+            raise TemplateError(
+                f"{self.where(key)}: template family '{self.name}' ({key}) failed to render: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+
+
+def _jinja_message(family: TemplateFamily, key: str, exc: jinja2.TemplateSyntaxError) -> str:
+    base = family.lines.get(key + "@jinja")
+    line = f"{family.path}:{base + exc.lineno}" if base is not None else f"{family.path} ({key} line {exc.lineno})"
+    return f"{line}: Jinja syntax error in '{key}' of template family '{family.name}': {exc.message}"
+
+
+def _node_lines(text: str) -> dict[str, int]:
+    """1-based line of each top-level key; '<key>@jinja' holds the line before a template's first line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    if isinstance(root, yaml.MappingNode):
+        for key_node, value_node in root.value:
+            key = str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            # a block scalar (| or >) starts on the line after its indicator
+            block = isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">")
+            lines[key + "@jinja"] = value_node.start_mark.line + (1 if block else 0)
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[Any, str]:
+    """Safe-load a YAML file; syntax errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read file: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text), text
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TemplateError(f"{where}: YAML syntax error: {problem}") from None
+
+
+def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | None = None) -> TemplateFamily:
+    """Validate a parsed YAML mapping and build a TemplateFamily."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise TemplateError(f"{path}: a template family must be a YAML mapping with `name`, `prompt`, `continuation`, `axes`")
+    missing = [k for k in ("name", "prompt") if k not in data]
+    if missing:
+        raise TemplateError(f"{path}: template family is missing required field(s): {', '.join(missing)}")
+    unknown = set(data) - TEMPLATE_KEYS
+    if unknown:
+        raise TemplateError(
+            f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TEMPLATE_KEYS))}"
+        )
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in " ./\\"):
+        raise TemplateError(f"{path}: `name` must be a non-empty string without spaces, dots or slashes (got {name!r})")
+    for key in ("prompt", "continuation"):
+        if key in data and not isinstance(data[key], str):
+            raise TemplateError(f"{path}:{lines.get(key, '?')}: `{key}` must be a Jinja string")
+    axes = data.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise TemplateError(f"{path}: `axes` must map axis names to lists of values")
+    clean_axes: dict[str, list[Any]] = {}
+    for axis, values in axes.items():
+        if not isinstance(axis, str) or not axis.isidentifier():
+            raise TemplateError(f"{path}: axis name {axis!r} must be a valid identifier (letters, digits, _)")
+        if axis in CANONICAL_FIELDS or axis in CONTINUATION_FIELDS:
+            raise TemplateError(f"{path}: axis '{axis}' shadows a canonical field; rename the axis")
+        if not isinstance(values, list) or not values:
+            raise TemplateError(f"{path}: axis '{axis}' must be a non-empty list of values")
+        for value in values:
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                raise TemplateError(f"{path}: axis '{axis}' has a non-scalar value {value!r}; use strings, numbers or booleans")
+        if len({repr(v) for v in values}) != len(values):
+            raise TemplateError(f"{path}: axis '{axis}' lists the same value twice; each value must be distinct")
+        clean_axes[axis] = list(values)
+    family = TemplateFamily(
+        name=name,
+        prompt=data["prompt"],
+        continuation=data.get("continuation", " {{ choice }}"),
+        axes=clean_axes,
+        description=str(data.get("description", "")),
+        metadata=dict(data.get("metadata") or {}),
+        path=path,
+        lines=lines,
+    )
+    family.template("prompt")  # compile now: syntax errors surface at load time
+    family.template("continuation")
+    return family
+
+
+def load_family(path: str | Path) -> TemplateFamily:
+    path = Path(path)
+    data, text = read_yaml(path)
+    return family_from_dict(data, str(path), _node_lines(text))
+
+
+def template_files(spec: str | Path | list | None) -> list[Path]:
+    """Expand a templates argument (None = built-ins, a directory, a file, or a list) into YAML files."""
+    if spec is None:
+        spec = builtin_dir("templates")
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(list(path.glob("*.yaml")) + list(path.glob("*.yml")))
+            if not found:
+                raise TemplateError(f"{path}: directory has no .yaml template files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TemplateError(f"{path}: no such template file or directory")
+    return files
+
+
+def load_templates(spec: str | Path | list | None = None) -> list[TemplateFamily]:
+    """Load template families from the built-in library, a directory, a file or a list of them."""
+    families = [load_family(p) for p in template_files(spec)]
+    seen: dict[str, str] = {}
+    for family in families:
+        if family.name in seen:
+            raise TemplateError(
+                f"{family.path}: template family name '{family.name}' is also used by {seen[family.name]}; names must be unique"
+            )
+        seen[family.name] = family.path
+    return families
+
+
+# ---------------------------------------------------------------------------- lint
+
+
+@dataclass(frozen=True)
+class LintMessage:
+    path: str
+    line: int | None
+    level: str  # "error" or "warning"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.level}: {self.message}"
+
+
+def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
+    """Check one template family file without rendering it on data."""
+    lines = _node_lines(text)
+    out: list[LintMessage] = []
+    try:
+        family = family_from_dict(data, str(path), lines)
+    except TemplateError as exc:
+        return [LintMessage(str(path), None, "error", str(exc).removeprefix(f"{path}: "))]
+    env = make_environment()
+    axes = set(family.axes)
+    used: set[str] = set()
+    for key, allowed in (
+        ("prompt", set(CANONICAL_FIELDS) | axes),
+        ("continuation", set(CANONICAL_FIELDS) | set(CONTINUATION_FIELDS) | axes),
+    ):
+        names = jinja2.meta.find_undeclared_variables(env.parse(getattr(family, key)))
+        used |= names
+        for name in sorted(names - allowed):
+            out.append(
+                LintMessage(
+                    str(path), lines.get(key), "error",
+                    f"'{key}' uses variable '{name}', which is neither a canonical field "
+                    f"({', '.join(CANONICAL_FIELDS)}) nor a declared axis; declare it under `axes:` or fix the name",
+                )
+            )
+    for axis in sorted(axes - used):
+        out.append(LintMessage(str(path), lines.get("axes"), "warning", f"axis '{axis}' is declared but never used by the templates; it only multiplies identical variants"))
+    return out
