@@ -29,16 +29,13 @@ def lint_file(path: Path) -> list[LintMessage]:
     try:
         data, text = read_yaml(path)
     except PromptkitError as exc:
-        message = str(exc)
-        where, _, rest = message.partition(": ")
-        line = where.rsplit(":", 1)[-1]
-        return [LintMessage(str(path), int(line) if line.isdigit() else None, "error", rest or message)]
+        return [LintMessage.from_error(path, exc)]
     if isinstance(data, dict) and "prompt" in data:
         return lint_family_file(path, data, text)
     if isinstance(data, dict) and ("selection" in data or "held_out" in data):
         try:
             suite_from_dict(data, path)
         except PromptkitError as exc:
-            return [LintMessage(str(path), None, "error", str(exc).removeprefix(f"{path}: "))]
+            return [LintMessage.from_error(path, exc)]
         return []
     return [LintMessage(str(path), None, "error", "not a template family (needs `prompt:`) nor a suite (needs `selection:`)")]

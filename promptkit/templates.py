@@ -244,6 +244,19 @@ class LintMessage:
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.level}: {self.message}"
 
+    @classmethod
+    def from_error(cls, path: Path, exc: Exception) -> "LintMessage":
+        """Turn a 'FILE[:LINE]: message' error into a lint message with its line."""
+        text = str(exc)
+        prefix = str(path)
+        if text.startswith(prefix):
+            rest = text[len(prefix):]
+            line, sep, after = rest.lstrip(":").partition(": ")
+            if rest.startswith(":") and line.isdigit() and sep:
+                return cls(prefix, int(line), "error", after)
+            return cls(prefix, None, "error", rest.removeprefix(": "))
+        return cls(prefix, None, "error", text)
+
 
 def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
     """Check one template family file without rendering it on data."""
@@ -252,7 +265,7 @@ def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
     try:
         family = family_from_dict(data, str(path), lines)
     except TemplateError as exc:
-        return [LintMessage(str(path), None, "error", str(exc).removeprefix(f"{path}: "))]
+        return [LintMessage.from_error(path, exc)]
     env = make_environment()
     axes = set(family.axes)
     used: set[str] = set()

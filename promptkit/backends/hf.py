@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -130,7 +131,7 @@ class HFBackend:
     """A causal LM from transformers; `loglikelihood` scores (prompt, continuation) pairs."""
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str = "auto",
-                 batch_tokens: int = 4096, log: Callable[[str], None] = print):
+                 batch_tokens: int = 4096, share_prompts: bool = True, log: Callable[[str], None] = print):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = model or DEFAULT_MODEL
@@ -149,6 +150,14 @@ class HFBackend:
         self.model.to(self.device).eval()
         self.batch_tokens = batch_tokens
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+        # prompt sharing reads continuations from the prompt's key/value cache; keep it inside
+        # the smallest attention window so sliding-window layers see exactly what a full pass sees
+        window = getattr(self.model.config, "sliding_window", None) or self.max_length
+        self.share_limit = min(self.max_length, int(window) - 1)
+        self.share_prompts = share_prompts and self.model.base_model is not self.model
+        # transformers 5.x renamed the forward argument `past_key_values` to `cache`
+        params = inspect.signature(self.model.base_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.fingerprint = hashlib.sha256(
             json.dumps([identity, str(self.dtype), type(self.model).__name__, len(self.tokenizer), BACKEND_VERSION]).encode()
         ).hexdigest()[:16]
@@ -181,39 +190,102 @@ class HFBackend:
         return ctx, cont
 
     def loglikelihood(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None) -> list[ContinuationScore]:
-        """Score each (prompt, continuation); batches are sorted by length and capped by a token budget."""
+        """Score each (prompt, continuation) pair.
+
+        Pairs that share a prompt are scored together: the prompt runs once, and every
+        continuation reads the prompt's cached keys/values. Batches are sorted by length and
+        capped by a token budget; the vocabulary projection runs only where it is needed.
+        """
         encoded = [self.encode(p, c) for p, c in pairs]
-        order = sorted(range(len(pairs)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, _) in enumerate(encoded):
+            groups.setdefault(tuple(ctx), []).append(i)
         results: list[ContinuationScore | None] = [None] * len(pairs)
-        batch: list[int] = []
-        width = 0
-        for i in order + [None]:
-            if i is not None:
-                length = min(len(encoded[i][0]) + len(encoded[i][1]), self.max_length)
-                if not batch or max(width, length) * (len(batch) + 1) <= self.batch_tokens:
-                    batch.append(i)
-                    width = max(width, length)
-                    continue
-            if batch:
-                scores = self._score_batch([encoded[j] for j in batch])
-                for j, score in zip(batch, scores):
-                    results[j] = ContinuationScore(score[0], score[1], len(pairs[j][1]), score[2])
-                if progress:
-                    progress(len(batch))
-            if i is not None:
-                batch, width = [i], min(len(encoded[i][0]) + len(encoded[i][1]), self.max_length)
+
+        def finish(indices: list[int], scores: list[tuple[float, int, bool]]) -> None:
+            for j, (lp, n, greedy) in zip(indices, scores):
+                results[j] = ContinuationScore(lp, n, len(pairs[j][1]), greedy)
+            if progress:
+                progress(len(indices))
+
+        shared, single = [], []
+        for ctx, members in groups.items():
+            longest = max(len(encoded[j][1]) for j in members)
+            (shared if self.share_prompts and len(ctx) + longest <= self.share_limit else single).append((ctx, members))
+        # shared: cost counts the prompt pass plus one copy of the prompt's cache per continuation
+        shared.sort(key=lambda g: -len(g[0]))
+        for batch in _budget_batches(shared, lambda g: len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1]), self.batch_tokens):
+            indices = [j for _, members in batch for j in members]
+            scores = self._score_shared([(list(ctx), [encoded[j][1] for j in members]) for ctx, members in batch])
+            finish(indices, scores)
+        rest = sorted((j for _, members in single for j in members), key=lambda j: -sum(map(len, encoded[j])))
+        for batch in _budget_batches(rest, lambda j: min(sum(map(len, encoded[j])), self.max_length), self.batch_tokens, padded=True):
+            finish(batch, self._score_batch([encoded[j] for j in batch]))
         return results  # type: ignore[return-value]
+
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @torch.inference_mode()
+    def _score_shared(self, items: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, int, bool]]:
+        """One prompt pass per group (right-padded), then all continuations from the expanded cache."""
+        base = self.model.base_model
+        width = max(len(ctx) for ctx, _ in items)
+        ids = torch.full((len(items), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for g, (ctx, _) in enumerate(items):
+            ids[g, : len(ctx)] = torch.tensor(ctx)
+            mask[g, : len(ctx)] = 1
+        positions = torch.arange(width).expand(len(items), width)
+        out = base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                   position_ids=positions.to(self.device), use_cache=True)
+        prompt_hidden = out[0]
+        cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+        conts = [(g, cont) for g, (_, group) in enumerate(items) for cont in group]
+        rep = torch.tensor([g for g, _ in conts])
+        lengths = torch.tensor([len(ctx) for ctx, _ in items])
+        self.forward_tokens += int(mask.sum())
+        # the first token of each continuation is predicted from the prompt's last position
+        vectors = [prompt_hidden[rep.to(self.device), (lengths[rep] - 1).to(self.device)]]
+        targets = [cont[0] for _, cont in conts]
+        longest = max(len(cont) for _, cont in conts)
+        if longest > 1:  # feed all but the last token of every continuation, reading the prompt from the cache
+            cache.reorder_cache(rep.to(self.device))
+            cin = torch.full((len(conts), longest - 1), self._pad_id(), dtype=torch.long)
+            cmask = torch.zeros((len(conts), longest - 1), dtype=torch.long)
+            for c, (_, cont) in enumerate(conts):
+                cin[c, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+                cmask[c, : len(cont) - 1] = 1
+            full_mask = torch.cat([mask[rep], cmask], dim=1)
+            cpos = lengths[rep][:, None] + torch.arange(longest - 1)
+            hidden = base(input_ids=cin.to(self.device), attention_mask=full_mask.to(self.device),
+                          position_ids=cpos.to(self.device), use_cache=True, **{self._cache_arg: cache})[0]
+            self.forward_tokens += int(cmask.sum())
+            rows = [c for c, (_, cont) in enumerate(conts) for _ in cont[1:]]
+            cols = [j for _, cont in conts for j in range(len(cont) - 1)]
+            vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(self.device), torch.tensor(cols, dtype=torch.long).to(self.device)])
+            targets += [t for _, cont in conts for t in cont[1:]]
+        token_lp, greedy = self._project(torch.cat(vectors), torch.tensor(targets))
+        # token order: all first tokens, then the rest continuation by continuation
+        first_lp, first_greedy = token_lp[: len(conts)], greedy[: len(conts)]
+        out_scores, k = [], len(conts)
+        for c, (_, cont) in enumerate(conts):
+            n = len(cont) - 1
+            lp = float(first_lp[c]) + float(token_lp[k:k + n].sum())
+            out_scores.append((lp, len(cont), bool(first_greedy[c]) and bool(greedy[k:k + n].all())))
+            k += n
+        return out_scores
 
     @torch.inference_mode()
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> list[tuple[float, int, bool]]:
+        """Unshared path: each (prompt + continuation) is its own right-padded row."""
         rows = []
         for ctx, cont in items:
             if len(cont) >= self.max_length:
                 raise ModelError(f"a continuation of {len(cont)} tokens does not fit the model's context of {self.max_length}")
             rows.append((ctx + cont)[-self.max_length:])  # keep the end: the continuation must stay whole
         width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for r, row in enumerate(rows):
             ids[r, : len(row)] = torch.tensor(row)
@@ -226,9 +298,14 @@ class HFBackend:
             row_idx += [r] * len(cont)
             pos_idx += list(range(start - 1, len(row) - 1))
             targets += cont
-        token_lp, greedy = self._token_scores(
-            ids.to(self.device), mask.to(self.device), torch.tensor(row_idx), torch.tensor(pos_idx), torch.tensor(targets)
-        )
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        rows_t, pos_t = torch.tensor(row_idx).to(self.device), torch.tensor(pos_idx).to(self.device)
+        if self.model.base_model is self.model or self.model.get_output_embeddings() is None:
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[rows_t, pos_t]
+            token_lp, greedy = self._project(logits, torch.tensor(targets), is_logits=True)
+        else:
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask)[0]
+            token_lp, greedy = self._project(hidden[rows_t, pos_t], torch.tensor(targets))
         out, k = [], 0
         for _, cont in items:
             n = len(cont)
@@ -236,29 +313,39 @@ class HFBackend:
             k += n
         return out
 
-    def _token_scores(self, ids, mask, rows, positions, targets, chunk: int = 256):
-        """Log-probability of each target token and whether it is the argmax, with the vocabulary
-        projection computed only at the requested (row, position) pairs."""
-        base = self.model.base_model
+    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 256):
+        """Log-probability of each target token and whether it is the argmax, from final hidden
+        states (projected onto the vocabulary here, in chunks) or from logits."""
         head = self.model.get_output_embeddings()
-        if base is self.model or head is None:  # no separable head: fall back to full logits
-            hidden, head, cap = None, None, None
-            full = self.model(input_ids=ids, attention_mask=mask).logits
-        else:
-            hidden = base(input_ids=ids, attention_mask=mask)[0]
-            cap = getattr(self.model.config, "final_logit_softcapping", None)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
         lps, greedy = [], []
         for start in range(0, len(targets), chunk):
-            r = rows[start:start + chunk].to(ids.device)
-            p = positions[start:start + chunk].to(ids.device)
-            if hidden is None:
-                logits = full[r, p].float()
-            else:
-                logits = head(hidden[r, p]).float()
-                if cap:
-                    logits = torch.tanh(logits / cap) * cap
+            part = vectors[start:start + chunk]
+            logits = part.float() if is_logits else head(part).float()
+            if cap and not is_logits:
+                logits = torch.tanh(logits / cap) * cap
             logprobs = torch.log_softmax(logits, dim=-1)
-            t = targets[start:start + chunk].to(ids.device)
+            t = targets[start:start + chunk].to(logprobs.device)
             lps.append(logprobs.gather(1, t[:, None])[:, 0].cpu())
             greedy.append((logprobs.argmax(dim=1) == t).cpu())
         return torch.cat(lps), torch.cat(greedy)
+
+
+def _budget_batches(items: list, cost: Callable, budget: int, padded: bool = False):
+    """Split length-sorted items into batches whose cost stays within `budget` (at least one item each).
+
+    With `padded`, a batch costs (longest item) × (number of items), as right-padding does.
+    """
+    batch: list = []
+    total = widest = 0
+    for item in items:
+        c = cost(item)
+        new_total = max(widest, c) * (len(batch) + 1) if padded else total + c
+        if batch and new_total > budget:
+            yield batch
+            batch, total, widest = [], 0, 0
+            new_total = c
+        batch.append(item)
+        total, widest = new_total, max(widest, c)
+    if batch:
+        yield batch

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+
+import pytest
+
+from promptkit.cli import main
+
+
+def test_run_prints_ranking_and_held_out_summary(tiny_model, toy_suite, two_templates, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                 "--limit", "3", "--max-variants", "3", "--seed", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "sel_mean" in text and "(chance)" in text and "even2*" in text
+    assert "held-out summary" in text and "regret" in text
+    assert text.count("plain.") + text.count("listed.") >= 3
+    assert (out / "ranking.csv").read_text().count("\n") == 4  # header + 3 variants
+
+
+def test_render_prints_prompt_and_continuations(toy_suite, two_templates, capsys):
+    code = main(["render", "plain", "--templates", str(two_templates), "--suite", str(toy_suite), "--task", "capitals", "--example", "c1"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Question: Capital number 1?\nAnswer:" in text
+    assert "[1] ' Rome'  <- correct" in text and "[0] ' Paris'" in text
+    assert "has 4 variants" in text
+
+
+def test_render_by_variant_id_and_unknown_name(toy_suite, two_templates, capsys):
+    from promptkit import expand, load_templates
+
+    vid = [v.id for f in load_templates(two_templates) for v in expand(f) if f.name == "listed"][1]
+    assert main(["render", vid, "--templates", str(two_templates), "--suite", str(toy_suite), "--task", "even", "--example", "2"]) == 0
+    assert "Answer the question.\nIs 2 even?\nyes, no\nAnswer:" in capsys.readouterr().out
+    assert main(["render", "nope", "--templates", str(two_templates), "--suite", str(toy_suite), "--task", "even"]) == 2
+    assert "no template family or variant 'nope'" in capsys.readouterr().err
+
+
+def test_lint_builtin_files_are_clean(capsys):
+    from promptkit.paths import builtin_dir
+
+    assert main(["lint", str(builtin_dir("templates")), str(builtin_dir("suites"))]) == 0
+    assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
+
+
+def test_lint_reports_problems_with_file_and_line(tmp_path, capsys):
+    (tmp_path / "vars.yaml").write_text(
+        "name: vars\naxes:\n  used: [a]\n  unused: [b, c]\nprompt: '{{ used }} {{ question }}'\ncontinuation: ' {{ choice }} {{ labl }}'\n")
+    (tmp_path / "syntax.yaml").write_text("name: syntax\nprompt: |\n  ok\n  {% for x in %}\n")
+    (tmp_path / "yaml.yaml").write_text("name: y\nprompt: 'x\n")
+    (tmp_path / "suite.yaml").write_text("selection:\n  - {source: hf}\n")
+    code = main(["lint", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert f"{tmp_path / 'vars.yaml'}:5: error: 'prompt' uses variable 'question'" in text
+    assert f"{tmp_path / 'vars.yaml'}:6: error: 'continuation' uses variable 'labl'" in text
+    assert f"{tmp_path / 'vars.yaml'}:2: warning: axis 'unused' is declared but never used" in text
+    assert f"{tmp_path / 'syntax.yaml'}:4: error: Jinja syntax error" in text
+    assert f"{tmp_path / 'yaml.yaml'}:" in text and "YAML syntax error" in text
+    assert "an hf task needs `dataset:`" in text
+    assert "4 error(s)" in text or "5 error(s)" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--suite", "no_such_suite"], "unknown suite 'no_such_suite'"),
+        (["run", "--templates", "/no/such/dir"], "no such template file or directory"),
+        (["run", "--model", "/no/such/model", "--limit", "1", "--max-variants", "1"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message(args, message, capsys, toy_suite):
+    if "--suite" not in args:
+        args = args + ["--suite", str(toy_suite)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run([sys.executable, "-m", "promptkit", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "run" in proc.stdout and "lint" in proc.stdout
