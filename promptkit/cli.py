@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import PromptkitError
 
-DEFAULT_MAX_VARIANTS = 24
+DEFAULT_MAX_VARIANTS = 16
 
 
 def main(argv: list[str] | None = None) -> int:

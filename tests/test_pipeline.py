@@ -127,3 +127,9 @@ def test_prompt_sharing_equals_unshared_scoring(tiny_model):
         assert x.logprob == pytest.approx(y.logprob, abs=1e-5), (p, c)
         assert (x.n_tokens, x.n_chars, x.is_greedy) == (y.n_tokens, y.n_chars, y.is_greedy)
     assert shared.forward_tokens < unshared.forward_tokens
+
+
+def test_unknown_hub_model_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(pk.ModelError, match="could not load model 'no-such-org/no-such-model'"):
+        HFBackend("no-such-org/no-such-model")

@@ -168,3 +168,28 @@ def test_bigbench_extraction_from_a_tarball(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "cache" / "bigbench" / "index.json").read_text()) == ["fam/sub_a", "toy"]
     with pytest.raises(pk.SuiteError, match="unknown BIG-bench task 'tyo'.*Did you mean: toy"):
         bigbench.ensure_cached(["tyo"])
+
+
+def test_hf_source_loads_through_datasets(tmp_path):
+    """The `hf` source's real code path (datasets.load_dataset on an id), given a local dataset folder."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    rows = [{"question": f"q{i}", "answer": bool(i % 2)} for i in range(4)]
+    (folder / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text(
+        f"selection:\n  - name: yesno\n    source: hf\n    dataset: {folder}\n    split: test\n"
+        "    input: '{{ question }}?'\n    choices: [\"{{ 'no' }}\", \"{{ 'yes' }}\"]\n    target: '{{ answer | int }}'\n"
+    )
+    task = load_tasks(pk.load_suite(suite_file))[0]
+    assert [e.target for e in task.examples] == [0, 1, 0, 1]
+    assert task.examples[0].input == "q0?" and task.examples[0].choices == ["no", "yes"]
+
+
+def test_hf_source_unknown_dataset_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text("selection:\n  - {name: x, source: hf, dataset: no-such-org/no-such-set, split: test, input: a, choices: b, target: c}\n")
+    with pytest.raises(pk.SuiteError, match="could not load dataset no-such-org/no-such-set"):
+        load_tasks(pk.load_suite(suite_file))
