@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: float32 on CPU)")
     run.add_argument("--device", default="auto", help="torch device (auto: cuda if available)")
     run.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per forward batch (default 4096)")
+    run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _analysis_options(run)
     run.set_defaults(func=cmd_run)
 
     render = sub.add_parser("render", help="print the exact text a variant shows the model for one example")
@@ -54,10 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--all", action="store_true", help="with a family name: render every variant")
     render.set_defaults(func=cmd_render)
 
+    rank = sub.add_parser("rank", help="re-rank a finished run with statistics (no model needed)")
+    rank.add_argument("run_dir", metavar="RUN_DIR")
+    _analysis_options(rank)
+    rank.add_argument("--compare", nargs=2, metavar=("A", "B"), help="also compare two variants (paired bootstrap, McNemar)")
+    rank.set_defaults(func=cmd_rank)
+
     lint = sub.add_parser("lint", help="check template and suite YAML files")
     lint.add_argument("paths", nargs="+", help="YAML files or directories")
     lint.set_defaults(func=cmd_lint)
     return parser
+
+
+def _analysis_options(p: argparse.ArgumentParser) -> None:
+    from .metrics import MODES
+    from .ranking import AGGREGATES, PROTOCOLS
+
+    p.add_argument("--protocol", default="split", choices=PROTOCOLS, help="selection/held-out protocol (default split: the suite's own)")
+    p.add_argument("--aggregate", default="mean_norm", choices=list(AGGREGATES), help="aggregate across tasks (default mean_norm)")
+    p.add_argument("--mode", default="raw", choices=MODES, help="scoring mode (default raw log-likelihood)")
+    p.add_argument("--folds", type=int, default=5, help="k for --protocol kfold (default 5)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--analysis-seed", type=int, default=0, help="seed of the bootstrap and of k-fold splits (default 0)")
+    p.add_argument("--default-variant", default=None,
+                   help="variant id reported as 'the default prompt' next to the chosen one (default: the first variant)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -73,15 +95,103 @@ def cmd_run(args) -> int:
     results = evaluate(
         args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
         seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
-        progress=not args.quiet, log=log,
+        progress=not args.quiet, log=log, calibrate=args.calibrate,
     )
     print(format_ranking(results))
     print()
     print(format_held_out(results.held_out_summary()))
+    analysis = _analyze(results, args)
+    save_analysis(analysis, out)
+    print()
+    print(format_analysis(analysis, brief=True))
     cfg = results.config
     print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
           f"{cfg['forward_tokens']} forward tokens, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
     return 0
+
+
+def _analyze(results, args):
+    return results.analyze(protocol=args.protocol, aggregate=args.aggregate, mode=args.mode,
+                           n_boot=args.bootstrap, seed=args.analysis_seed, k=args.folds,
+                           default_variant=args.default_variant)
+
+
+def cmd_rank(args) -> int:
+    from .results import Results
+
+    results = Results.load(args.run_dir)
+    analysis = _analyze(results, args)
+    print(format_analysis(analysis))
+    if args.compare:
+        import pandas as pd
+
+        table = results.compare(*args.compare, mode=args.mode, seed=args.analysis_seed)
+        print(f"\npaired comparison {args.compare[0]} − {args.compare[1]} (accuracy difference):")
+        with pd.option_context("display.width", 200):
+            print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+def save_analysis(analysis, out: Path) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    analysis.ranking.to_csv(out / "ranking_stats.csv", index=False)
+    analysis.folds.to_csv(out / "protocol.csv", index=False)
+    analysis.sensitivity.to_csv(out / "sensitivity.csv", index=False)
+    data = {"summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
+            "friedman": None if analysis.friedman is None else {
+                "statistic": analysis.friedman.statistic, "p_value": analysis.friedman.p_value,
+                "critical_difference": analysis.friedman.critical_difference, "n_tasks": analysis.friedman.n_tasks}}
+    (out / "analysis.json").write_text(json.dumps(data, indent=2))
+
+
+def format_analysis(a, brief: bool = False) -> str:
+    """Text report of an Analysis: ranking with CIs and ties, protocol, and (unless brief) the rest."""
+    import pandas as pd
+
+    agg = a.aggregate
+    lines = []
+    s = a.summary
+    level = int(round(s["level"] * 100))
+    if a.protocol == "split":
+        lines.append(f"chosen prompt ({agg}, {a.mode} scores; {level}% CI from {s.get('ci_by')} bootstrap):")
+        row = a.folds.iloc[0]
+        lines.append(f"  {row['chosen']}: held-out {agg} {row['chosen_held_out']:.3f} "
+                     f"[{s['chosen_ci'][0]:.3f}, {s['chosen_ci'][1]:.3f}], regret vs hindsight-best {row['regret']:.3f} "
+                     f"[{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}]")
+        lines.append(f"  median variant {row['median_held_out']:.3f}; default variant {row.get('default_held_out', float('nan')):.3f} "
+                     f"({s['default_variant']}); best in hindsight {row['best_held_out']:.3f} ({row['best']})")
+    else:
+        lines.append(f"protocol {a.protocol} ({s['folds']} folds, {agg}, {a.mode} scores):")
+        with pd.option_context("display.width", 250, "display.max_colwidth", 40):
+            lines.append(a.folds.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append(f"  mean regret {s['mean_regret']:.3f} [{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}] "
+                     f"({level}% CI over folds); mean held-out {agg} of the chosen {s['mean_chosen_held_out']:.3f}")
+    if a.friedman is not None:
+        f = a.friedman
+        tied = a.tied_with_best()
+        lines.append(f"Friedman test over {f.n_tasks} tasks: chi2={f.statistic:.2f}, p={f.p_value:.3g}; "
+                     f"Nemenyi critical difference {f.critical_difference:.2f} mean ranks (alpha {f.alpha}).")
+        lines.append(f"statistically tied with the top variant: {len(tied)} of {len(a.ranking)}: {', '.join(tied[:12])}"
+                     + (" …" if len(tied) > 12 else ""))
+    if brief:
+        return "\n".join(lines)
+    cols = ["rank", "variant", agg, "ci_examples_low", "ci_examples_high", "ci_tasks_low", "ci_tasks_high"]
+    cols += [c for c in ("mean_rank", f"held_out_{agg}") if c in a.ranking.columns] + ["tied_with_best"]
+    with pd.option_context("display.width", 250, "display.max_rows", 500):
+        lines.insert(0, f"ranking on {len(a.ranking_tasks)} tasks by {agg} ({a.mode} scores):\n"
+                     + a.ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}") + "\n")
+        lines.append("\nsensitivity per task (spread and std across variants; instance = mean pairwise disagreement):")
+        lines.append(a.sensitivity.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        if not a.axes.empty:
+            lines.append("\naxis main effects (share of a family's variance explained by the axis):")
+            lines.append(a.axes.drop(columns=["value_means"]).head(12).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append("\ntemplate families (MaxP, AvgP, CPS):")
+        lines.append(a.families.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append("\nscoring modes ranked like variants:")
+        lines.append(a.modes.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return "\n".join(lines)
 
 
 def format_ranking(results, max_rows: int = 40) -> str:

@@ -1,6 +1,12 @@
-"""Metrics: per-example multiple-choice predictions and correctness (plain and length-normalized)."""
+"""Metrics: per-example multiple-choice predictions and correctness, and the scoring modes derived
+from stored per-continuation log-likelihoods without recomputation."""
 
 from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import PromptkitError
 
 from .backends.hf import ContinuationScore
 from .tasks import Example
@@ -20,6 +26,7 @@ def example_row(example: Example, scores: list[ContinuationScore]) -> dict:
     return {
         "prediction": pred,
         "target": example.target,
+        "correct": correct,
         "accuracy": float(pred in correct),
         "accuracy_norm": float(pred_norm in correct),
         "logprobs": [s.logprob for s in scores],
@@ -27,3 +34,53 @@ def example_row(example: Example, scores: list[ContinuationScore]) -> dict:
         "n_chars": [s.n_chars for s in scores],
         "greedy": [s.is_greedy for s in scores],
     }
+
+
+MODES = ("raw", "per_token", "per_char", "calibrated")
+CONTENT_FREE_INPUT = "N/A"  # Zhao et al. 2021's content-free input
+
+
+def mode_scores(row, mode: str) -> np.ndarray:
+    """Per-choice scores of one results row under a scoring mode."""
+    lp = np.asarray(row["logprobs"], dtype=float)
+    if mode == "raw":
+        return lp
+    if mode == "per_token":
+        return lp / np.maximum(np.asarray(row["n_tokens"], dtype=float), 1)
+    if mode == "per_char":
+        return lp / np.maximum(np.asarray(row["n_chars"], dtype=float), 1)
+    if mode == "calibrated":
+        # contextual calibration: divide each choice's probability by its probability under a
+        # content-free input (normalized over the choices); in log space, a subtraction
+        cf = np.asarray(row["cf_logprobs"], dtype=float)
+        return lp - (cf - np.logaddexp.reduce(cf))
+    raise PromptkitError(f"unknown scoring mode '{mode}'; use one of {', '.join(MODES)}")
+
+
+def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Results rows re-scored under `mode`: prediction and accuracy recomputed from the stored log-likelihoods."""
+    if mode == "calibrated" and ("cf_logprobs" not in rows or rows["cf_logprobs"].isna().any()):
+        raise PromptkitError("the calibrated mode needs content-free scores: run with --calibrate (calibrate=True)")
+    out = rows.copy()
+    preds = [int(np.argmax(mode_scores(r, mode))) for _, r in rows.iterrows()]
+    out["prediction"] = preds
+    out["accuracy"] = [float(p in (r["correct"] if isinstance(r.get("correct"), list) else [r["target"]]))
+                       for p, (_, r) in zip(preds, rows.iterrows())]
+    out["mode"] = mode
+    return out
+
+
+def available_modes(rows: pd.DataFrame) -> list[str]:
+    has_cf = "cf_logprobs" in rows and not rows["cf_logprobs"].isna().any()
+    return [m for m in MODES if m != "calibrated" or has_cf]
+
+
+def modes_as_variants(rows: pd.DataFrame, modes: list[str] | None = None) -> pd.DataFrame:
+    """Rows for every (variant, mode) as if each were its own variant `VARIANT@MODE`, so that
+    scoring modes can be ranked like variants."""
+    parts = []
+    for mode in modes or available_modes(rows):
+        part = with_mode(rows, mode)
+        part["variant"] = part["variant"] + "@" + mode
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

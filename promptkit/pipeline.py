@@ -10,10 +10,10 @@ import pandas as pd
 
 from . import engine
 from .backends.hf import HFBackend
-from .metrics import example_row
+from .metrics import CONTENT_FREE_INPUT, example_row
 from .render import render
 from .results import Results
-from .tasks import Suite, Task, load_suite, load_tasks
+from .tasks import Example, Suite, Task, load_suite, load_tasks
 from .templates import TemplateFamily, load_templates
 from .variants import Variant, expand_all
 
@@ -29,6 +29,7 @@ def evaluate(
     dtype: str = "auto",
     device: str = "auto",
     batch_tokens: int = 4096,
+    calibrate: bool = False,
     out: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -38,6 +39,8 @@ def evaluate(
     templates: None (built-in library), a directory, a YAML file, a list of them, or TemplateFamily objects.
     suite: None (built-in 'bigbench_mc'), a built-in suite name, a YAML path, or a Suite.
     model: None (Gemma 3 270M from PyPI), a hub id, a local directory, a .gguf file, or an HFBackend to reuse.
+    calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets,
+        for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
     started = time.time()
     families = templates if _is_families(templates) else load_templates(templates)
@@ -47,6 +50,13 @@ def evaluate(
     # render everything before loading the model, so template mistakes surface in seconds
     work = [(v, t, e) for t in tasks for v in variants for e in t.examples]
     requests = [render(v, t, e) for v, t, e in work]
+    content_free: dict[tuple, int] = {}
+    if calibrate:
+        for v, t, e in work:
+            key = (v.id, t.name, tuple(e.choices or ()))
+            if key not in content_free:
+                content_free[key] = len(requests)
+                requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0)))
     backend = model if isinstance(model, HFBackend) else HFBackend(model, dtype=dtype, device=device, batch_tokens=batch_tokens, log=log)
     tokens_before = backend.forward_tokens
     scores = engine.score(requests, backend, progress=progress)
@@ -54,6 +64,9 @@ def evaluate(
         {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id, **example_row(e, s)}
         for (v, t, e), s in zip(work, scores)
     ]
+    if calibrate:
+        for row, (v, t, e) in zip(rows, work):
+            row["cf_logprobs"] = [s.logprob for s in scores[content_free[(v.id, t.name, tuple(e.choices or ()))]]]
     config = {
         "templates": sorted({f.path for f in families}),
         "suite": {"name": suite.name, "path": suite.path},
@@ -61,6 +74,7 @@ def evaluate(
         "limit": limit if limit is not None else suite.limit,
         "max_variants": max_variants,
         "seed": seed,
+        "calibrate": calibrate,
         "n_variants": len(variants),
         "n_requests": len(requests),
         "forward_tokens": backend.forward_tokens - tokens_before,

@@ -40,6 +40,21 @@ class Results:
     def held_out_summary(self, metric: str = "accuracy") -> dict:
         return _ranking.held_out_summary(self.ranking(metric))
 
+    def analyze(self, protocol: str = "split", aggregate: str = "mean_norm", mode: str = "raw",
+                n_boot: int = 1000, seed: int = 0, k: int = 5, default_variant: str | None = None):
+        """The statistics layer on this run: ranking with bootstrap CIs and Friedman/Nemenyi ties,
+        the held-out protocol report, sensitivity, axis effects, family CPS and scoring modes."""
+        from .analysis import analyze
+
+        return analyze(self, protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
+
+    def compare(self, a: str, b: str, mode: str = "raw", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Paired comparison of two variants on the same examples (paired bootstrap and McNemar per task)."""
+        from .metrics import with_mode
+        from .stats import Scores, compare
+
+        return compare(Scores.from_rows(with_mode(self.rows, mode), self.tasks), a, b, n_boot, seed)
+
     def chance(self) -> dict:
         table = self.ranking()
         return _ranking.chance_row(self.tasks, list(table.columns))

@@ -81,3 +81,25 @@ def test_bad_input_exits_2_with_one_message(args, message, capsys, toy_suite):
 def test_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "promptkit", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "run" in proc.stdout and "lint" in proc.stdout
+
+
+def test_rank_rereads_a_run_and_prints_ties(tiny_model, toy_suite, two_templates, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                 "--out", str(out), "--quiet", "--bootstrap", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "chosen prompt (mean_norm" in text and "regret vs hindsight-best" in text
+    assert "statistically tied with the top variant" in text
+    assert (out / "analysis.json").is_file() and (out / "ranking_stats.csv").is_file()
+    assert main(["rank", str(out), "--protocol", "loto", "--aggregate", "mean_rank", "--bootstrap", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "protocol loto (3 folds, mean_rank" in text and "mean regret" in text
+    assert "Friedman test over 3 tasks" in text and "statistically tied with the top variant" in text
+    assert "sensitivity per task" in text and "template families (MaxP, AvgP, CPS)" in text
+    assert "scoring modes ranked like variants" in text and "per_char" in text
+    variants = (out / "ranking.csv").read_text().splitlines()[1:3]
+    a, b = (line.split(",")[1] for line in variants)
+    assert main(["rank", str(out), "--compare", a, b, "--bootstrap", "100"]) == 0
+    assert "paired comparison" in capsys.readouterr().out
+    assert main(["rank", str(out), "--mode", "calibrated"]) == 2
+    assert "--calibrate" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The statistical report of a finished run: ranking with CIs and ties, protocol, sensitivity, modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import ranking as rk
+from .errors import PromptkitError
+from .metrics import available_modes, modes_as_variants, with_mode
+from .sensitivity import axis_effects, task_sensitivity
+from .stats import Friedman, Scores, bootstrap, friedman, percentile_ci
+
+
+@dataclass
+class Analysis:
+    aggregate: str
+    mode: str
+    protocol: str
+    ranking: pd.DataFrame  # variants on the ranking tasks, with CIs and the tie group
+    friedman: Friedman | None
+    folds: pd.DataFrame
+    summary: dict
+    sensitivity: pd.DataFrame
+    axes: pd.DataFrame
+    families: pd.DataFrame
+    modes: pd.DataFrame
+    ranking_tasks: list[str] = field(default_factory=list)
+
+    def tied_with_best(self) -> list[str]:
+        return self.ranking.loc[self.ranking["tied_with_best"], "variant"].tolist()
+
+
+def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREGATE, mode: str = "raw",
+            n_boot: int = 1000, seed: int = 0, k: int = 5, level: float = 0.95,
+            default_variant: str | None = None) -> Analysis:
+    """Everything the statistics layer says about a run, computed from its stored per-example rows."""
+    rk.aggregate_fn(aggregate)
+    rows = with_mode(results.rows, mode)
+    tasks = results.tasks
+    scores = Scores.from_rows(rows, tasks)
+    ranking_tasks = [t for t in tasks if tasks[t]["split"] == "selection"]
+    if protocol != "split" or not any(tasks[t]["split"] == "held_out" for t in tasks):
+        ranking_tasks = list(tasks)  # other protocols rotate every task through both sides
+    held_tasks = [t for t in tasks if t not in ranking_tasks]
+    if default_variant is not None and default_variant not in results.variants:
+        raise PromptkitError(f"--default-variant {default_variant} is not in this run; pick one from ranking.csv")
+    default_variant = default_variant or next(iter(results.variants))
+
+    table = _ranking_table(scores, ranking_tasks, held_tasks, aggregate, n_boot, seed, level, results.variants)
+    fr = None
+    if len(ranking_tasks) >= 2 and len(scores.variants) >= 2:
+        fr = friedman(scores.subset(ranking_tasks).frame())
+        table["mean_rank"] = table["variant"].map(fr.mean_ranks)
+        tied = set(fr.tied_with_best())
+        table["tied_with_best"] = table["variant"].isin(tied)
+    else:
+        table["tied_with_best"] = table["rank"] == 1
+    folds = rk.make_folds(protocol, tasks, k=k, seed=seed)
+    per_fold, summary = rk.evaluate_protocol(scores, folds, aggregate, default_variant, n_boot, seed, level)
+    overall = pd.Series(rk.agg_mean_norm(scores.table(), scores.chance), index=scores.variants)
+    return Analysis(
+        aggregate=aggregate, mode=mode, protocol=protocol, ranking=table, friedman=fr, folds=per_fold,
+        summary=summary, sensitivity=task_sensitivity(scores), axes=axis_effects(overall, results.variants),
+        families=rk.family_scores(scores.frame(), {v: i["family"] for v, i in results.variants.items()}),
+        modes=_modes_table(results.rows, tasks, ranking_tasks, aggregate), ranking_tasks=ranking_tasks,
+    )
+
+
+def _ranking_table(scores: Scores, ranking_tasks, held_tasks, aggregate, n_boot, seed, level, variants) -> pd.DataFrame:
+    fn = rk.aggregate_fn(aggregate)
+    sel = scores.subset(ranking_tasks)
+    estimate = fn(sel.table(), sel.chance)
+    ex_lo, ex_hi = percentile_ci(bootstrap(sel, fn, "examples", n_boot, seed), level)
+    task_lo, task_hi = percentile_ci(bootstrap(sel, fn, "tasks", n_boot, seed), level)
+    table = pd.DataFrame({"variant": scores.variants, "family": [variants[v]["family"] for v in scores.variants],
+                          aggregate: estimate, "ci_examples_low": ex_lo, "ci_examples_high": ex_hi,
+                          "ci_tasks_low": task_lo, "ci_tasks_high": task_hi})
+    if held_tasks:
+        held = scores.subset(held_tasks)
+        table[f"held_out_{aggregate}"] = fn(held.table(), held.chance)
+    order = np.lexsort((table["variant"].to_numpy(), -rk.oriented(aggregate, estimate)))
+    table = table.iloc[order].reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def _modes_table(rows: pd.DataFrame, tasks: dict, ranking_tasks: list[str], aggregate: str) -> pd.DataFrame:
+    """Each scoring mode ranked like a variant: its best variant and mean score on the ranking tasks."""
+    fn = rk.aggregate_fn(aggregate)
+    both = modes_as_variants(rows, available_modes(rows))
+    scores = Scores.from_rows(both, tasks, tasks=ranking_tasks)
+    values = pd.Series(fn(scores.table(), scores.chance), index=scores.variants)
+    out = []
+    for mode in available_modes(rows):
+        mine = values[[v for v in values.index if v.endswith("@" + mode)]]
+        best = mine.idxmax() if rk.HIGHER_IS_BETTER[aggregate] else mine.idxmin()
+        out.append({"mode": mode, f"mean_{aggregate}": float(mine.mean()), "best_variant": best.rsplit("@", 1)[0],
+                    f"best_{aggregate}": float(mine[best])})
+    return pd.DataFrame(out)
