@@ -100,3 +100,25 @@ def _modes_table(rows: pd.DataFrame, tasks: dict, ranking_tasks: list[str], aggr
         out.append({"mode": mode, f"mean_{aggregate}": float(mine.mean()), "best_variant": best.rsplit("@", 1)[0],
                     f"best_{aggregate}": float(mine[best])})
     return pd.DataFrame(out)
+
+
+def aggregate_table(results, mode: str = "raw", tasks: list[str] | None = None, n_boot: int = 1000,
+                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Every aggregate for every variant, each with a bootstrap CI over examples and one over tasks.
+
+    Long format: variant, aggregate, estimate, ci_examples_low/high, ci_tasks_low/high, higher_is_better.
+    """
+    rows = with_mode(results.rows, mode)
+    scores = Scores.from_rows(rows, results.tasks)
+    scores = scores.subset(tasks) if tasks else scores
+    out = []
+    for name, fn in rk.AGGREGATES.items():
+        est = fn(scores.table(), scores.chance)
+        ex_lo, ex_hi = percentile_ci(bootstrap(scores, fn, "examples", n_boot, seed), level)
+        t_lo, t_hi = percentile_ci(bootstrap(scores, fn, "tasks", n_boot, seed), level)
+        for i, v in enumerate(scores.variants):
+            out.append({"variant": v, "aggregate": name, "estimate": float(est[i]),
+                        "ci_examples_low": float(ex_lo[i]), "ci_examples_high": float(ex_hi[i]),
+                        "ci_tasks_low": float(t_lo[i]), "ci_tasks_high": float(t_hi[i]),
+                        "higher_is_better": rk.HIGHER_IS_BETTER[name]})
+    return pd.DataFrame(out)

@@ -28,8 +28,20 @@ class Results:
         """One tidy row per variant × task × example."""
         return self.rows.copy()
 
-    def by_task(self, metric: str = "accuracy") -> pd.DataFrame:
-        return _ranking.by_task(self.rows, metric)
+    def by_task(self, metric: str = "accuracy", normalized: bool = False) -> pd.DataFrame:
+        """Variant × task mean scores; `normalized` maps chance to 0 and perfect to 1 on every task."""
+        table = _ranking.by_task(self.rows, metric)
+        if normalized:
+            chance = pd.Series({t: self.tasks[t]["chance"] for t in table.columns})
+            table = (table - chance) / (1 - chance)
+        return table
+
+    def aggregates(self, mode: str = "raw", tasks: list[str] | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Every aggregate (mean_norm, mean, mean_rank, win_rate, worst) per variant with bootstrap CIs
+        over examples and over tasks."""
+        from .analysis import aggregate_table
+
+        return aggregate_table(self, mode, tasks, n_boot, seed)
 
     def ranking(self, metric: str = "accuracy") -> pd.DataFrame:
         """Variants ranked by mean `metric` over the selection tasks, with held-out and per-task columns."""

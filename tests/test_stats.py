@@ -184,3 +184,18 @@ def test_analysis_of_a_real_run(tiny_model, toy_suite, two_templates, tmp_path):
     assert len(loto.folds) == 3 and loto.summary["ci_by"] == "folds"
     cmp = res.compare(a.ranking["variant"].iloc[0], a.ranking["variant"].iloc[1])
     assert cmp["task"].tolist()[-1] == "(mean over tasks)"
+
+
+def test_every_aggregate_has_both_cis(tiny_backend, toy_suite, two_templates):
+    res = pk.evaluate(two_templates, toy_suite, tiny_backend, limit=3, progress=False)
+    table = res.aggregates(n_boot=100, seed=1)
+    assert set(table["aggregate"]) == {"mean_norm", "mean", "mean_rank", "win_rate", "worst"}
+    assert len(table) == 5 * 6
+    for _, row in table.iterrows():
+        assert row["ci_examples_low"] <= row["estimate"] + 1e-12 or row["aggregate"] in ("worst", "mean_rank")
+        assert row["ci_tasks_low"] <= row["ci_tasks_high"]
+    again = res.aggregates(n_boot=100, seed=1)
+    pd.testing.assert_frame_equal(table, again)  # seeded: reproducible
+    norm = res.by_task(normalized=True)
+    raw = res.by_task()
+    assert norm.loc[raw.index[0], "even"] == pytest.approx((raw.loc[raw.index[0], "even"] - 0.5) / 0.5)
