@@ -97,8 +97,8 @@ def _modes_table(rows: pd.DataFrame, tasks: dict, ranking_tasks: list[str], aggr
     for mode in available_modes(rows):
         mine = values[[v for v in values.index if v.endswith("@" + mode)]]
         best = mine.idxmax() if rk.HIGHER_IS_BETTER[aggregate] else mine.idxmin()
-        out.append({"mode": mode, f"mean_{aggregate}": float(mine.mean()), "best_variant": best.rsplit("@", 1)[0],
-                    f"best_{aggregate}": float(mine[best])})
+        out.append({"mode": mode, "aggregate": aggregate, "mean_over_variants": float(mine.mean()),
+                    "best_variant": best.rsplit("@", 1)[0], "best": float(mine[best])})
     return pd.DataFrame(out)
 
 

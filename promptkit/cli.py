@@ -1,6 +1,7 @@
 """The `promptkit` command: run, render, lint.
 
-Exit codes: 0 success; 1 lint found errors; 2 bad input (template, suite, model, arguments); 130 interrupted.
+Exit codes: 0 success; 1 lint found errors; 2 bad input (template, suite, model, run directory,
+arguments; argparse's own usage errors also exit 2); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per forward batch (default 4096)")
     run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html")
     _analysis_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -61,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     _analysis_options(rank)
     rank.add_argument("--compare", nargs=2, metavar=("A", "B"), help="also compare two variants (paired bootstrap, McNemar)")
     rank.set_defaults(func=cmd_rank)
+
+    report = sub.add_parser("report", help="write a self-contained report.html for a finished run")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", default=None, help="where to write (default RUN_DIR/report.html)")
+    _analysis_options(report)
+    report.set_defaults(func=cmd_report)
 
     lint = sub.add_parser("lint", help="check template and suite YAML files")
     lint.add_argument("paths", nargs="+", help="YAML files or directories")
@@ -104,6 +112,10 @@ def cmd_run(args) -> int:
     save_analysis(analysis, out)
     print()
     print(format_analysis(analysis, brief=True))
+    if not args.no_report:
+        from .report import write_report
+
+        print(f"\nreport: {write_report(results, out, analysis)}")
     cfg = results.config
     print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
           f"{cfg['forward_tokens']} forward tokens, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
@@ -129,6 +141,16 @@ def cmd_rank(args) -> int:
         print(f"\npaired comparison {args.compare[0]} − {args.compare[1]} (accuracy difference):")
         with pd.option_context("display.width", 200):
             print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .results import Results
+
+    results = Results.load(args.run_dir)
+    path = write_report(results, args.out or args.run_dir, _analyze(results, args))
+    print(f"wrote {path}")
     return 0
 
 

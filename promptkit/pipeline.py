@@ -80,7 +80,15 @@ def evaluate(
         "forward_tokens": backend.forward_tokens - tokens_before,
         "wall_seconds": round(time.time() - started, 2),
     }
-    results = Results(pd.DataFrame(rows), task_info(tasks), variant_info(variants), config)
+    # one rendered example per variant (first example of the first task), kept for reports
+    samples = {}
+    for (v, t, e), request in zip(work, requests):
+        samples.setdefault(v.id, {"task": t.name, "example": e.id, "prompt": request.prompt,
+                                  "continuations": list(request.continuations), "correct": e.correct_indices()})
+    info = variant_info(variants)
+    for vid, sample in samples.items():
+        info[vid]["sample"] = sample
+    results = Results(pd.DataFrame(rows), task_info(tasks), info, config)
     if out is not None:
         results.save(out)
     return results

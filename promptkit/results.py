@@ -24,6 +24,8 @@ class Results:
     variants: dict[str, dict]  # id -> {family, values}
     config: dict = field(default_factory=dict)
 
+    _analysis: object = field(default=None, repr=False, compare=False)
+
     def to_pandas(self) -> pd.DataFrame:
         """One tidy row per variant × task × example."""
         return self.rows.copy()
@@ -49,6 +51,10 @@ class Results:
             raise PromptkitError(f"unknown metric '{metric}'; available: accuracy, accuracy_norm")
         return _ranking.rank(self.rows, self.tasks, metric)
 
+    def best(self, k: int = 1) -> pd.DataFrame:
+        """The top `k` rows of the ranking."""
+        return self.ranking().head(k)
+
     def held_out_summary(self, metric: str = "accuracy") -> dict:
         return _ranking.held_out_summary(self.ranking(metric))
 
@@ -59,6 +65,29 @@ class Results:
         from .analysis import analyze
 
         return analyze(self, protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
+
+    def summary_analysis(self):
+        """The default analysis (suite split, mean_norm, raw scores), computed once and kept."""
+        if self._analysis is None:
+            self._analysis = self.analyze(n_boot=500)
+        return self._analysis
+
+    def plot(self, kind: str = "heatmap"):
+        """A matplotlib Figure: heatmap, cd (critical difference), sensitivity, selection_vs_held_out, axes."""
+        from . import plots
+
+        makers = {"heatmap": lambda: plots.heatmap(self), "cd": lambda: plots.cd_diagram(self.summary_analysis()),
+                  "sensitivity": lambda: plots.sensitivity(self),
+                  "selection_vs_held_out": lambda: plots.selection_vs_held_out(self),
+                  "axes": lambda: plots.axis_effects(self.summary_analysis())}
+        if kind not in makers:
+            raise PromptkitError(f"unknown plot '{kind}'; use one of {', '.join(makers)}")
+        return makers[kind]()
+
+    def _repr_html_(self) -> str:
+        from .report import notebook_html
+
+        return notebook_html(self)
 
     def compare(self, a: str, b: str, mode: str = "raw", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
         """Paired comparison of two variants on the same examples (paired bootstrap and McNemar per task)."""

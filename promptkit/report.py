@@ -1,0 +1,225 @@
+"""The self-contained HTML report of a run (images inline, no network) and the notebook display."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
+       color: #1d1d1f; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+.sub { color: #666; margin-top: 0; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.6rem 0; }
+th, td { padding: 0.25rem 0.55rem; border-bottom: 1px solid #eee; text-align: right; }
+th { background: #f5f5f7; position: sticky; top: 0; } td.l, th.l { text-align: left; }
+tr.tied td { background: #eef5ff; } tr.chosen td { font-weight: 600; }
+.kpi { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0; }
+.kpi div { background: #f5f5f7; border-radius: 8px; padding: 0.6rem 1rem; min-width: 10rem; }
+.kpi b { display: block; font-size: 1.3rem; } .kpi span { color: #555; font-size: 0.8rem; }
+pre { background: #f8f8f8; border: 1px solid #e5e5e5; padding: 0.7rem; white-space: pre-wrap; font-size: 0.82rem; }
+img { max-width: 100%; height: auto; } details { margin: 0.4rem 0; } summary { cursor: pointer; }
+.note { color: #555; font-size: 0.9rem; }
+"""
+
+# marks the page once every image has decoded: lets a headless browser check the report
+CHECK_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; });
+  document.body.setAttribute('data-images', String(imgs.length));
+  document.body.setAttribute('data-images-decoded', String(ok.length));
+});
+"""
+
+
+def figure_png(fig) -> str:
+    """A Figure as a base64 PNG data URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def fmt(value, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "–" if value != value else f"{value:.{digits}f}"
+    return esc(value)
+
+
+def ranking_html(analysis, limit: int | None = None, chosen: str | None = None) -> str:
+    agg = analysis.aggregate
+    table = analysis.ranking if limit is None else analysis.ranking.head(limit)
+    held = f"held_out_{agg}"
+    head = ["rank", "variant", agg, "95% CI (examples)", "95% CI (tasks)", "mean rank"] + (["held-out"] if held in table else []) + ["tied"]
+    rows = []
+    for _, r in table.iterrows():
+        cls = " ".join(c for c, on in (("tied", r["tied_with_best"]), ("chosen", r["variant"] == chosen)) if on)
+        cells = [f"<td>{r['rank']}</td>", f"<td class='l'>{esc(r['variant'])}</td>", f"<td>{fmt(r[agg])}</td>",
+                 f"<td>[{fmt(r['ci_examples_low'])}, {fmt(r['ci_examples_high'])}]</td>",
+                 f"<td>[{fmt(r['ci_tasks_low'])}, {fmt(r['ci_tasks_high'])}]</td>", f"<td>{fmt(r.get('mean_rank', float('nan')), 2)}</td>"]
+        if held in table:
+            cells.append(f"<td>{fmt(r[held])}</td>")
+        cells.append(f"<td>{'yes' if r['tied_with_best'] else ''}</td>")
+        rows.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th class='{'l' if h == 'variant' else ''}'>{esc(h)}</th>" for h in head)
+    return f"<table class='ranking'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def frame_html(frame: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
+    header = "".join(f"<th class='{'l' if c in left else ''}'>{esc(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td class='{'l' if c in left else ''}'>{fmt(v)}</td>" for c, v in row.items()) + "</tr>"
+                   for _, row in frame.iterrows())
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_sample(results, variant: str) -> dict | None:
+    """Re-render a variant's first example from its template file and the run's suite (for runs
+    saved without stored samples); None when either is no longer available."""
+    from .errors import PromptkitError
+    from .render import render
+    from .tasks import load_suite, load_tasks
+    from .templates import load_family
+    from .variants import Variant
+
+    info = results.variants.get(variant, {})
+    try:
+        family = load_family(info["path"])
+        suite = load_suite(results.config["suite"]["path"])
+        name = next(iter(results.tasks))
+        task = load_tasks(suite, limit=results.config.get("limit"), seed=results.config.get("seed", 0), names=[name])[0]
+        example = task.examples[0]
+        request = render(Variant(variant, family, info["values"]), task, example)
+    except (PromptkitError, KeyError, OSError, StopIteration):
+        return None
+    return {"task": task.name, "example": example.id, "prompt": request.prompt,
+            "continuations": list(request.continuations), "correct": example.correct_indices()}
+
+
+def sample_html(results, variant: str) -> str:
+    sample = results.variants.get(variant, {}).get("sample") or render_sample(results, variant)
+    if not sample:
+        return "<p class='note'>(no rendered example stored for this variant)</p>"
+    conts = "".join(f"<li><code>{esc(repr(c))}</code>{' ← correct' if i in sample.get('correct', []) else ''}</li>"
+                    for i, c in enumerate(sample["continuations"]))
+    values = ", ".join(f"{k}={v!r}" for k, v in results.variants[variant]["values"].items())
+    return (f"<p class='note'>{esc(variant)} [{esc(values)}] on task {esc(sample['task'])}, example {esc(sample['example'])}:</p>"
+            f"<pre>{esc(sample['prompt'])}</pre><p class='note'>continuations scored after the prompt:</p><ul>{conts}</ul>")
+
+
+def notebook_html(results) -> str:
+    """Compact display for Jupyter: ranking with CIs, the tie note, and the best prompt's text."""
+    a = results.summary_analysis()
+    top = a.ranking["variant"].iloc[0]
+    tied = a.tied_with_best()
+    held = a.summary
+    note = (f"<p>{len(tied)} of {len(a.ranking)} variants are statistically tied with the top one "
+            f"(Friedman/Nemenyi, alpha 0.05).</p>")
+    if a.protocol == "split" and len(a.folds):
+        row = a.folds.iloc[0]
+        note += (f"<p>Chosen on selection tasks: <b>{esc(row['chosen'])}</b>, held-out {a.aggregate} {fmt(row['chosen_held_out'])} "
+                 f"[{fmt(held['chosen_ci'][0])}, {fmt(held['chosen_ci'][1])}], regret vs hindsight-best {fmt(row['regret'])}.</p>")
+    return (f"<div><p><b>promptkit results</b>: {len(results.variants)} variants × {len(results.tasks)} tasks, "
+            f"model {esc(results.config.get('model', {}).get('model', '?'))}</p>"
+            + ranking_html(a, limit=10) + note + "<p><b>Best prompt</b></p>" + sample_html(results, top) + "</div>")
+
+
+def report_html(results, analysis=None, title: str = "promptkit report") -> str:
+    a = analysis or results.summary_analysis()
+    cfg = results.config
+    model = cfg.get("model", {})
+    s = a.summary
+    chosen = a.folds["chosen"].iloc[0] if a.protocol == "split" and len(a.folds) else a.ranking["variant"].iloc[0]
+    parts = [f"<h1>{esc(title)}</h1>",
+             f"<p class='sub'>{esc(cfg.get('suite', {}).get('name', ''))} · model {esc(model.get('model', '?'))} "
+             f"({esc(model.get('dtype', ''))}, {esc(model.get('device', ''))}) · {len(results.variants)} variants × "
+             f"{len(results.tasks)} tasks · written {time.strftime('%Y-%m-%d %H:%M')}</p>"]
+    # --- headline
+    if a.protocol == "split" and len(a.folds):
+        row = a.folds.iloc[0]
+        parts.append("<div class='kpi'>"
+                     f"<div><span>chosen on selection tasks</span><b>{esc(row['chosen'])}</b></div>"
+                     f"<div><span>its held-out {esc(a.aggregate)} (95% CI)</span><b>{fmt(row['chosen_held_out'])}</b>"
+                     f"[{fmt(s['chosen_ci'][0])}, {fmt(s['chosen_ci'][1])}]</div>"
+                     f"<div><span>median variant, held out</span><b>{fmt(row['median_held_out'])}</b></div>"
+                     f"<div><span>best in hindsight, held out</span><b>{fmt(row['best_held_out'])}</b>{esc(row['best'])}</div>"
+                     f"<div><span>regret (95% CI)</span><b>{fmt(row['regret'])}</b>[{fmt(s['regret_ci'][0])}, {fmt(s['regret_ci'][1])}]</div>"
+                     "</div>")
+        parts.append(f"<p class='note'>{esc(a.aggregate)}: accuracy rescaled so that chance is 0 and perfect is 1 on every task. "
+                     f"Default variant {esc(s.get('default_variant'))} scores {fmt(row.get('default_held_out', float('nan')))} held out. "
+                     "The CIs resample examples within every task and re-choose the prompt in every replicate.</p>")
+    # --- ranking
+    tied = a.tied_with_best()
+    fr = a.friedman
+    parts.append(f"<h2>Ranking</h2><p>Ranked by {esc(a.aggregate)} on the {len(a.ranking_tasks)} selection tasks "
+                 f"({esc(a.mode)} log-likelihood scoring). Shaded rows are statistically tied with the top variant"
+                 + (f" (Friedman p = {fr.p_value:.2g}; Nemenyi critical difference {fr.critical_difference:.2f} mean ranks)" if fr else "")
+                 + f": {len(tied)} of {len(a.ranking)}.</p>")
+    parts.append(ranking_html(a, chosen=chosen))
+    # --- plots
+    figures = [("Accuracy by variant and task", plots.heatmap(results)),
+               ("Critical-difference diagram", plots.cd_diagram(a)),
+               ("Does the selection score predict the held-out score?", plots.selection_vs_held_out(results, a.aggregate)),
+               ("Prompt sensitivity per task", plots.sensitivity(results)),
+               ("Which axis matters", plots.axis_effects(a))]
+    parts.append("<h2>Plots</h2>")
+    for caption, fig in figures:
+        parts.append(f"<figure><img alt='{esc(caption)}' src='{figure_png(fig)}'><figcaption class='note'>{esc(caption)}</figcaption></figure>")
+    # --- top variants' text
+    parts.append("<h2>The top variants, as the model sees them</h2>")
+    for variant in a.ranking["variant"].head(3):
+        parts.append(sample_html(results, variant))
+    # --- sensitivity
+    parts.append("<h2>Sensitivity</h2><p>Per task: how far apart the variants are (spread = max − min, std) and "
+                 "how often two variants disagree on the same example (instance sensitivity).</p>")
+    parts.append(frame_html(a.sensitivity, left=("task",)))
+    if not a.axes.empty:
+        parts.append("<p>Axis main effects: the share of a family's variance (in mean_norm over all tasks) explained "
+                     "by each axis. With few sampled variants per family these are rough; run more variants "
+                     "(--max-variants 0) for a full design.</p>")
+        parts.append(frame_html(a.axes.drop(columns=["value_means"]), left=("family", "axis", "best_value")))
+    parts.append("<h2>Template families and scoring modes</h2>")
+    parts.append(frame_html(a.families, left=("family",)))
+    parts.append(frame_html(a.modes, left=("mode", "best_variant")))
+    # --- per-task drill-down
+    parts.append("<h2>Per task</h2>")
+    by_task = results.by_task()
+    for task, info in results.tasks.items():
+        if task not in by_task:
+            continue
+        col = by_task[task].sort_values(ascending=False)
+        frame = pd.DataFrame({"variant": col.index, "accuracy": col.to_numpy()})
+        parts.append(f"<details><summary>{esc(task)} — {esc(info['split'])}, {info['n_examples']} examples, chance "
+                     f"{fmt(info['chance'])}, best {fmt(col.iloc[0])}</summary>"
+                     + (f"<p class='note'>instruction: {esc(info['instruction'])}</p>" if info.get("instruction") else "")
+                     + frame_html(frame, left=("variant",)) + "</details>")
+    # --- config
+    parts.append("<h2>Run configuration</h2>")
+    parts.append(f"<details><summary>config.json</summary><pre>{esc(json.dumps(cfg, indent=2, default=str))}</pre></details>")
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
+            f"<body>{body}<script>{CHECK_SCRIPT}</script></body></html>")
+
+
+def write_report(results, out: str | Path, analysis=None) -> Path:
+    """Write `report.html` into the run directory `out` (or to `out` if it names an .html file)."""
+    out = Path(out)
+    path = out if out.suffix == ".html" else out / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"promptkit report: {path.parent.name}"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(report_html(results, analysis, title), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,108 @@
+"""Results people look at: plots, the notebook display, the HTML report in a real kernel and a real browser."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+import promptkit as pk
+from promptkit.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_backend, tmp_path_factory):
+    from conftest import write_bigbench_task
+
+    base = tmp_path_factory.mktemp("display")
+    for name, n in (("alpha", 6), ("beta", 5), ("gamma", 4), ("delta", 4)):
+        write_bigbench_task(base / name / "task.json", name, n)
+    (base / "suite.yaml").write_text(
+        "name: four\nselection:\n  - {name: alpha, source: bigbench, path: alpha/task.json}\n"
+        "  - {name: beta, source: bigbench, path: beta/task.json}\n  - {name: gamma, source: bigbench, path: gamma/task.json}\n"
+        "held_out:\n  - {name: delta, source: bigbench, path: delta/task.json}\n")
+    res = pk.evaluate(None, base / "suite.yaml", tiny_backend, max_variants=6, seed=0, progress=False, out=base / "run")
+    return res, base / "run"
+
+
+def test_plots_return_figures(run):
+    res, _ = run
+    for kind in ("heatmap", "cd", "sensitivity", "selection_vs_held_out", "axes"):
+        fig = res.plot(kind)
+        assert isinstance(fig, Figure) and fig.axes, kind
+    with pytest.raises(pk.PromptkitError, match="unknown plot"):
+        res.plot("pie")
+
+
+def test_results_helpers_and_html_repr(run):
+    res, run_dir = run
+    assert res.best(2)["variant"].tolist() == res.ranking()["variant"].tolist()[:2]
+    html = res._repr_html_()
+    assert "<table class='ranking'>" in html and "statistically tied" in html and "Best prompt" in html
+    assert html.count("<tr class=") == 6
+    assert "Results(6 variants × 4 tasks" in repr(res)
+    again = pk.load(run_dir)
+    assert again.variants[res.ranking()["variant"].iloc[0]]["sample"]["prompt"]
+
+
+def test_report_is_self_contained(run):
+    res, run_dir = run
+    path = write_report(res, run_dir)
+    text = path.read_text()
+    assert path.name == "report.html"
+    assert "http://" not in text and "https://" not in text  # no CDN, no network
+    assert text.count("src='data:image/png;base64,") == 5
+    for section in ("Ranking", "Plots", "The top variants, as the model sees them", "Sensitivity", "Per task", "Run configuration"):
+        assert f">{section}</h2>" in text
+
+
+def _chromium(args, timeout=90):
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs the Debian package")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_report_in_headless_chromium(run, tmp_path):
+    res, run_dir = run
+    path = write_report(res, run_dir)
+    proc = _chromium([f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()])
+    dom = proc.stdout
+    assert "CONSOLE" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(r'data-images="5"', dom) and re.search(r'data-images-decoded="5"', dom), dom[:500]
+    table = dom.split("<table class=\"ranking\">", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr class=", table)
+    assert len(rows) == 6
+    assert res.ranking()["variant"].iloc[0] in table or res.summary_analysis().ranking["variant"].iloc[0] in table
+    # the console check does catch a broken page
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><script>notDefinedAnywhere()</script></body></html>")
+    proc = _chromium([f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", broken.as_uri()])
+    assert "CONSOLE" in proc.stderr and "notDefinedAnywhere" in proc.stderr
+
+
+def test_quickstart_notebook_runs_in_a_real_kernel(tiny_model, toy_suite, monkeypatch, tmp_path):
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("PROMPTKIT_MODEL", tiny_model)
+    monkeypatch.setenv("PROMPTKIT_SUITE", str(toy_suite))
+    monkeypatch.setenv("PROMPTKIT_LIMIT", "3")
+    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("<table class='ranking'>" in h for h in html)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    assert (tmp_path / "runs" / "quickstart" / "report.html").is_file()
