@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run directory to write (default runs/<timestamp>)")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: float32 on CPU)")
     run.add_argument("--device", default="auto", help="torch device (auto: cuda if available)")
-    run.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per forward batch (default 4096)")
+    run.add_argument("--batch-tokens", default="auto", help="tokens per forward batch (default auto: sized to free memory, halved on out-of-memory)")
+    run.add_argument("--cache", default=None, help="result cache file (default: results.sqlite in the user cache directory)")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
@@ -103,6 +105,7 @@ def cmd_run(args) -> int:
     results = evaluate(
         args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
         seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
+        cache=False if args.no_cache else (args.cache or True),
         progress=not args.quiet, log=log, calibrate=args.calibrate,
     )
     print(format_ranking(results))
@@ -117,8 +120,10 @@ def cmd_run(args) -> int:
 
         print(f"\nreport: {write_report(results, out, analysis)}")
     cfg = results.config
+    eng = cfg["engine"]
     print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
-          f"{cfg['forward_tokens']} forward tokens, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
+          f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache), {cfg['forward_tokens']} forward tokens, "
+          f"{cfg['model']['dtype']}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
     return 0
 
 

@@ -10,6 +10,8 @@ import pandas as pd
 
 from . import engine
 from .backends.hf import HFBackend
+from .cache import ResultCache
+from .paths import cache_dir
 from .metrics import CONTENT_FREE_INPUT, example_row
 from .render import render
 from .results import Results
@@ -28,7 +30,8 @@ def evaluate(
     seed: int = 0,
     dtype: str = "auto",
     device: str = "auto",
-    batch_tokens: int = 4096,
+    batch_tokens: int | str = "auto",
+    cache: str | Path | bool | None = True,
     calibrate: bool = False,
     out: str | Path | None = None,
     progress: bool = True,
@@ -39,6 +42,8 @@ def evaluate(
     templates: None (built-in library), a directory, a YAML file, a list of them, or TemplateFamily objects.
     suite: None (built-in 'bigbench_mc'), a built-in suite name, a YAML path, or a Suite.
     model: None (Gemma 3 270M from PyPI), a hub id, a local directory, a .gguf file, or an HFBackend to reuse.
+    cache: True (the shared cache in the user cache directory), a SQLite path, or False/None for none.
+        Results are keyed by the model's fingerprint, so a cache never serves one model's scores for another.
     calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets,
         for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
@@ -58,8 +63,16 @@ def evaluate(
                 content_free[key] = len(requests)
                 requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0)))
     backend = model if isinstance(model, HFBackend) else HFBackend(model, dtype=dtype, device=device, batch_tokens=batch_tokens, log=log)
-    tokens_before = backend.forward_tokens
-    scores = engine.score(requests, backend, progress=progress)
+    store = None
+    if cache:
+        path = default_cache_path() if cache is True else Path(cache)
+        store = ResultCache(path, backend.fingerprint)
+    stats = engine.EngineStats()
+    try:
+        scores = engine.score(requests, backend, progress=progress, cache=store, stats=stats)
+    finally:
+        if store is not None:
+            store.close()
     rows = [
         {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id, **example_row(e, s)}
         for (v, t, e), s in zip(work, scores)
@@ -77,7 +90,9 @@ def evaluate(
         "calibrate": calibrate,
         "n_variants": len(variants),
         "n_requests": len(requests),
-        "forward_tokens": backend.forward_tokens - tokens_before,
+        "forward_tokens": stats.forward_tokens,
+        "engine": {**stats.as_dict(), "batch_tokens": backend.batch_tokens,
+                   "cache": str(store.path) if store is not None else None},
         "wall_seconds": round(time.time() - started, 2),
     }
     # one rendered example per variant (first example of the first task), kept for reports
@@ -92,6 +107,10 @@ def evaluate(
     if out is not None:
         results.save(out)
     return results
+
+
+def default_cache_path() -> Path:
+    return cache_dir("results") / "results.sqlite"
 
 
 def _is_families(value) -> bool:

@@ -40,6 +40,14 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def private_result_cache(tmp_path, monkeypatch):
+    """Each test gets its own result cache, so no test is served another test's scores."""
+    import promptkit.pipeline
+
+    monkeypatch.setattr(promptkit.pipeline, "default_cache_path", lambda: tmp_path / "results.sqlite")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))

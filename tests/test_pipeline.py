@@ -47,9 +47,11 @@ def test_engine_deduplicates_identical_pairs(tiny_backend):
     calls = []
 
     class Counting:
-        def loglikelihood(self, pairs, progress=None):
+        forward_tokens = 0
+
+        def loglikelihood(self, pairs, progress=None, on_scores=None):
             calls.append(list(pairs))
-            return tiny_backend.loglikelihood(pairs, progress)
+            return tiny_backend.loglikelihood(pairs, progress, on_scores)
 
     reqs = [Request("v1", "t", "0", "Q: x A:", (" yes", " no")), Request("v2", "t", "0", "Q: x A:", (" yes", " no"))]
     out = engine.score(reqs, Counting(), progress=False)

@@ -18,7 +18,7 @@ from ..errors import ModelError
 from ..paths import cache_dir
 
 DEFAULT_MODEL = "gemma-3-270m"
-BACKEND_VERSION = "hf-1"
+BACKEND_VERSION = "hf-2"
 CONVERTED_MARKER = "promptkit-converted.json"
 
 
@@ -124,6 +124,33 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+def auto_batch_tokens(model, device: torch.device, budget_bytes: int | None = None) -> int:
+    """Padded tokens per batch that keep activations and key/value copies inside a memory budget
+    (a quarter of free memory, at most 4 GiB on CPU); the batch is halved on out-of-memory anyway."""
+    cfg = getattr(model.config, "get_text_config", lambda: model.config)()
+    hidden = int(getattr(cfg, "hidden_size", 1024))
+    inter = int(getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden)
+    layers = int(getattr(cfg, "num_hidden_layers", 12))
+    heads = int(getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 8))
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // max(int(getattr(cfg, "num_attention_heads", 8)), 1))
+    width = next(model.parameters()).element_size()
+    per_token = width * (layers * 2 * heads * head_dim + 6 * hidden + 3 * inter)
+    if budget_bytes is None:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget_bytes = int(free * 0.5)
+        else:
+            try:
+                import psutil
+
+                budget_bytes = min(int(psutil.virtual_memory().available * 0.25), 4 << 30)
+            except ImportError:
+                budget_bytes = 2 << 30
+    tokens = budget_bytes // max(per_token, 1)
+    cap = 8192 if device.type == "cpu" else 65536  # CPU matmuls gain nothing from bigger batches
+    return int(max(256, min(cap, tokens)))
+
+
 # ---------------------------------------------------------------------------- backend
 
 
@@ -131,7 +158,8 @@ class HFBackend:
     """A causal LM from transformers; `loglikelihood` scores (prompt, continuation) pairs."""
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str = "auto",
-                 batch_tokens: int = 4096, share_prompts: bool = True, log: Callable[[str], None] = print):
+                 batch_tokens: int | str = "auto", share_prompts: bool = True, min_shared_prefix: int = 16,
+                 log: Callable[[str], None] = print):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = model or DEFAULT_MODEL
@@ -148,7 +176,7 @@ class HFBackend:
                 "directory or a .gguf file."
             ) from None
         self.model.to(self.device).eval()
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = auto_batch_tokens(self.model, self.device) if batch_tokens == "auto" else int(batch_tokens)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         # prompt sharing reads continuations from the prompt's key/value cache; keep it inside
         # the smallest attention window so sliding-window layers see exactly what a full pass sees
@@ -158,10 +186,14 @@ class HFBackend:
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
         params = inspect.signature(self.model.base_model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.fingerprint = hashlib.sha256(
-            json.dumps([identity, str(self.dtype), type(self.model).__name__, len(self.tokenizer), BACKEND_VERSION]).encode()
-        ).hexdigest()[:16]
+        # the result cache is keyed by this: weights, dtype, tokenizer, model class, backend version
+        self.fingerprint = hashlib.sha256(json.dumps([
+            weights_fingerprint(self.model), str(self.dtype), tokenizer_fingerprint(self.tokenizer),
+            type(self.model).__name__, BACKEND_VERSION]).encode()).hexdigest()[:24]
+        self.identity = identity
         self.forward_tokens = 0
+        self.backoffs = 0
+        self.min_shared_prefix = min_shared_prefix
 
     @property
     def name(self) -> str:
@@ -189,12 +221,16 @@ class HFBackend:
             ctx = [start]
         return ctx, cont
 
-    def loglikelihood(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None) -> list[ContinuationScore]:
+    def loglikelihood(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None,
+                      on_scores: Callable[[list[int], list[ContinuationScore]], None] | None = None) -> list[ContinuationScore]:
         """Score each (prompt, continuation) pair.
 
-        Pairs that share a prompt are scored together: the prompt runs once, and every
-        continuation reads the prompt's cached keys/values. Batches are sorted by length and
-        capped by a token budget; the vocabulary projection runs only where it is needed.
+        Pairs that share a prompt are scored together: the prompt runs once and every
+        continuation reads its cached keys/values. Prompts that share a long token prefix (an
+        instruction, few-shot demonstrations) are batched together and the prefix runs once
+        per batch. Batches are capped by a token budget, halved on out-of-memory, and the
+        vocabulary projection runs only where log-probabilities are needed. `on_scores` gets
+        each batch's results as soon as they exist (the engine commits them to the cache).
         """
         encoded = [self.encode(p, c) for p, c in pairs]
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -203,8 +239,11 @@ class HFBackend:
         results: list[ContinuationScore | None] = [None] * len(pairs)
 
         def finish(indices: list[int], scores: list[tuple[float, int, bool]]) -> None:
-            for j, (lp, n, greedy) in zip(indices, scores):
-                results[j] = ContinuationScore(lp, n, len(pairs[j][1]), greedy)
+            made = [ContinuationScore(lp, n, len(pairs[j][1]), greedy) for j, (lp, n, greedy) in zip(indices, scores)]
+            for j, score in zip(indices, made):
+                results[j] = score
+            if on_scores:
+                on_scores(indices, made)
             if progress:
                 progress(len(indices))
 
@@ -212,45 +251,88 @@ class HFBackend:
         for ctx, members in groups.items():
             longest = max(len(encoded[j][1]) for j in members)
             (shared if self.share_prompts and len(ctx) + longest <= self.share_limit else single).append((ctx, members))
-        # shared: cost counts the prompt pass plus one copy of the prompt's cache per continuation
-        shared.sort(key=lambda g: -len(g[0]))
-        for batch in _budget_batches(shared, lambda g: len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1]), self.batch_tokens):
-            indices = [j for _, members in batch for j in members]
-            scores = self._score_shared([(list(ctx), [encoded[j][1] for j in members]) for ctx, members in batch])
-            finish(indices, scores)
+
+        def group_cost(g):  # the prompt pass plus one copy of the prompt's cache per continuation
+            return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
+
+        for batch in self._plan_shared(shared, group_cost):
+            self._run(batch, lambda b: self._score_shared([(list(ctx), [encoded[j][1] for j in m]) for ctx, m in b]),
+                      lambda b: [j for _, m in b for j in m], finish)
         rest = sorted((j for _, members in single for j in members), key=lambda j: -sum(map(len, encoded[j])))
         for batch in _budget_batches(rest, lambda j: min(sum(map(len, encoded[j])), self.max_length), self.batch_tokens, padded=True):
-            finish(batch, self._score_batch([encoded[j] for j in batch]))
+            self._run(batch, lambda b: self._score_batch([encoded[j] for j in b]), lambda b: list(b), finish)
         return results  # type: ignore[return-value]
+
+    def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
+        """Batches of prompt groups: prompts sharing a long prefix stay together (so the prefix can
+        run once per batch); within each cluster, longest first under the token budget."""
+        ordered = sorted(groups, key=lambda g: g[0])  # lexicographic: shared prefixes become neighbours
+        clusters: list[list] = []
+        for group in ordered:
+            if clusters and _lcp(clusters[-1][0][0], group[0]) >= self.min_shared_prefix:
+                clusters[-1].append(group)
+            else:
+                clusters.append([group])
+        loose = [g for c in clusters if len(c) == 1 for g in c]
+        batches = []
+        for cluster in [c for c in clusters if len(c) > 1] + [loose]:
+            cluster.sort(key=lambda g: -len(g[0]))
+            batches.extend(_budget_batches(cluster, cost, self.batch_tokens))
+        return batches
+
+    def _run(self, batch: list, compute: Callable, indices: Callable, finish: Callable) -> None:
+        """Compute one batch; on out-of-memory, halve the budget and split the batch instead of failing."""
+        try:
+            finish(indices(batch), compute(batch))
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_oom(exc) or len(batch) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.batch_tokens = max(64, self.batch_tokens // 2)
+            self.backoffs += 1
+            half = len(batch) // 2
+            self._run(batch[:half], compute, indices, finish)
+            self._run(batch[half:], compute, indices, finish)
 
     def _pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @torch.inference_mode()
     def _score_shared(self, items: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, int, bool]]:
-        """One prompt pass per group (right-padded), then all continuations from the expanded cache."""
-        base = self.model.base_model
-        width = max(len(ctx) for ctx, _ in items)
+        """Shared prefix once (if long enough), then each prompt's remainder (right-padded), then every
+        continuation from the expanded key/value cache."""
+        base, dev = self.model.base_model, self.device
+        prefix = min(_lcp_all([ctx for ctx, _ in items]), min(len(ctx) for ctx, _ in items) - 1)
+        prefix = prefix if len(items) > 1 and prefix >= self.min_shared_prefix else 0
+        cache = None
+        if prefix:
+            out = base(input_ids=torch.tensor([items[0][0][:prefix]], device=dev),
+                       position_ids=torch.arange(prefix, device=dev)[None], use_cache=True)
+            cache = _cache_of(out)
+            cache.reorder_cache(torch.zeros(len(items), dtype=torch.long, device=dev))
+            self.forward_tokens += prefix
+        width = max(len(ctx) for ctx, _ in items) - prefix
         ids = torch.full((len(items), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
+        mask = torch.zeros((len(items), prefix + width), dtype=torch.long)
+        mask[:, :prefix] = 1
         for g, (ctx, _) in enumerate(items):
-            ids[g, : len(ctx)] = torch.tensor(ctx)
-            mask[g, : len(ctx)] = 1
-        positions = torch.arange(width).expand(len(items), width)
-        out = base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                   position_ids=positions.to(self.device), use_cache=True)
-        prompt_hidden = out[0]
-        cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+            ids[g, : len(ctx) - prefix] = torch.tensor(ctx[prefix:])
+            mask[g, prefix: len(ctx)] = 1
+        positions = (prefix + torch.arange(width)).expand(len(items), width)
+        extra = {self._cache_arg: cache} if cache is not None else {}
+        out = base(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev), use_cache=True, **extra)
+        prompt_hidden, cache = out[0], _cache_of(out)
+        self.forward_tokens += int(mask[:, prefix:].sum())
         conts = [(g, cont) for g, (_, group) in enumerate(items) for cont in group]
         rep = torch.tensor([g for g, _ in conts])
         lengths = torch.tensor([len(ctx) for ctx, _ in items])
-        self.forward_tokens += int(mask.sum())
         # the first token of each continuation is predicted from the prompt's last position
-        vectors = [prompt_hidden[rep.to(self.device), (lengths[rep] - 1).to(self.device)]]
+        vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - prefix).to(dev)]]
         targets = [cont[0] for _, cont in conts]
         longest = max(len(cont) for _, cont in conts)
         if longest > 1:  # feed all but the last token of every continuation, reading the prompt from the cache
-            cache.reorder_cache(rep.to(self.device))
+            cache.reorder_cache(rep.to(dev))
             cin = torch.full((len(conts), longest - 1), self._pad_id(), dtype=torch.long)
             cmask = torch.zeros((len(conts), longest - 1), dtype=torch.long)
             for c, (_, cont) in enumerate(conts):
@@ -258,12 +340,12 @@ class HFBackend:
                 cmask[c, : len(cont) - 1] = 1
             full_mask = torch.cat([mask[rep], cmask], dim=1)
             cpos = lengths[rep][:, None] + torch.arange(longest - 1)
-            hidden = base(input_ids=cin.to(self.device), attention_mask=full_mask.to(self.device),
-                          position_ids=cpos.to(self.device), use_cache=True, **{self._cache_arg: cache})[0]
+            hidden = base(input_ids=cin.to(dev), attention_mask=full_mask.to(dev),
+                          position_ids=cpos.to(dev), use_cache=True, **{self._cache_arg: cache})[0]
             self.forward_tokens += int(cmask.sum())
             rows = [c for c, (_, cont) in enumerate(conts) for _ in cont[1:]]
             cols = [j for _, cont in conts for j in range(len(cont) - 1)]
-            vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(self.device), torch.tensor(cols, dtype=torch.long).to(self.device)])
+            vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(dev), torch.tensor(cols, dtype=torch.long).to(dev)])
             targets += [t for _, cont in conts for t in cont[1:]]
         token_lp, greedy = self._project(torch.cat(vectors), torch.tensor(targets))
         # token order: all first tokens, then the rest continuation by continuation
@@ -349,3 +431,50 @@ def _budget_batches(items: list, cost: Callable, budget: int, padded: bool = Fal
         total, widest = new_total, max(widest, c)
     if batch:
         yield batch
+
+
+def _lcp(a, b) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _lcp_all(seqs: list) -> int:
+    first = seqs[0]
+    return min((_lcp(first, s) for s in seqs[1:]), default=len(first))
+
+
+def _cache_of(out):
+    """The key/value cache of a model output (transformers 5 calls it `cache`, 4.x `past_key_values`)."""
+    cache = out.get("cache")
+    return cache if cache is not None else out.get("past_key_values")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def weights_fingerprint(model: torch.nn.Module, sample_bytes: int = 1 << 16) -> str:
+    """Identity of the loaded weights: every tensor's name, dtype and shape, plus a strided
+    sample of its bytes (all of a small tensor). Fast for large models; two checkpoints that
+    differ in training practically always differ here."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(list(model.state_dict().items()), key=lambda kv: kv[0]):
+        flat = tensor.detach().reshape(-1).cpu()
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
+        if flat.numel():
+            step = max(1, flat.numel() * flat.element_size() // sample_bytes)
+            sample = flat[::step].contiguous()
+            digest.update(sample.view(torch.uint8).numpy().tobytes() if sample.dtype != torch.bool else sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,76 @@
+"""The result cache: SQLite in WAL mode, keyed by (model fingerprint, exact request), committed as results arrive."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from .errors import PromptkitError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS loglikelihood (
+    fingerprint TEXT NOT NULL,
+    request TEXT NOT NULL,          -- sha256 of prompt + NUL + continuation
+    logprob REAL NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    n_chars INTEGER NOT NULL,
+    greedy INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, request)
+) WITHOUT ROWID;
+"""
+
+
+def request_key(prompt: str, continuation: str) -> str:
+    """The exact request: two requests with the same text are the same request."""
+    return hashlib.sha256(prompt.encode("utf-8") + b"\x00" + continuation.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """Scores of (prompt, continuation) pairs for one model fingerprint.
+
+    A different fingerprint (other weights, dtype, tokenizer or backend version) never sees
+    these rows. Writes commit per batch, so a killed run loses at most the batch in flight.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.executescript(SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise PromptkitError(
+                f"result cache {self.path} cannot be used ({exc}); delete or move the file, pick another with "
+                "--cache PATH, or run with --no-cache"
+            ) from None
+
+    def get_many(self, keys: list[str]) -> dict[str, tuple[float, int, int, bool]]:
+        found: dict[str, tuple[float, int, int, bool]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT request, logprob, n_tokens, n_chars, greedy FROM loglikelihood "
+                f"WHERE fingerprint = ? AND request IN ({marks})", [self.fingerprint, *chunk])
+            for key, lp, n, chars, greedy in rows:
+                found[key] = (lp, n, chars, bool(greedy))
+        return found
+
+    def put_many(self, items: list[tuple[str, float, int, int, bool]]) -> None:
+        """Insert scores in one transaction (committed before returning)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO loglikelihood VALUES (?, ?, ?, ?, ?, ?)",
+                [(self.fingerprint, k, lp, n, chars, int(greedy)) for k, lp, n, chars, greedy in items])
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM loglikelihood WHERE fingerprint = ?", [self.fingerprint]).fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()

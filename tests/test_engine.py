@@ -1,0 +1,154 @@
+"""The scoring engine: prefix sharing, batching, the result cache, out-of-memory back-off, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import promptkit as pk
+from promptkit import engine
+from promptkit.backends.hf import HFBackend
+from promptkit.cache import ResultCache, request_key
+from promptkit.render import Request
+
+DEMOS = ("Q: Is grass red? A: no\nQ: Is the sky blue? A: yes\nQ: two plus two Output: four\n"
+         "Input: Paris London Berlin Madrid Rome Output: Paris\n")
+
+
+def few_shot_pairs():
+    questions = ["Is the cat on the mat?", "Capital number 3?", "Read the input and give the correct answer.", "x"]
+    conts = [" yes", " no maybe", " Paris London Berlin", "Rome"]
+    return [(DEMOS + f"Q: {q} A:", c) for q in questions for c in conts]
+
+
+def test_shared_prefix_and_prompt_sharing_equal_unshared_scores(tiny_model):
+    pairs = few_shot_pairs() + [("Question: short", " yes"), ("Completely different prompt here", " no")]
+    shared = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000)
+    unshared = HFBackend(tiny_model, dtype="float32", device="cpu", share_prompts=False, batch_tokens=100_000)
+    a, b = shared.loglikelihood(pairs), unshared.loglikelihood(pairs)
+    for (p, c), x, y in zip(pairs, a, b):
+        assert x.logprob == pytest.approx(y.logprob, abs=1e-5), (p, c)
+        assert (x.n_tokens, x.n_chars, x.is_greedy) == (y.n_tokens, y.n_chars, y.is_greedy)
+    prefix_tokens = len(shared.tokenizer(DEMOS)["input_ids"])
+    assert prefix_tokens > 20
+    # the demonstrations ran once, not once per example (and not once per choice)
+    assert shared.forward_tokens < unshared.forward_tokens - 3 * 4 * (prefix_tokens - 2)
+
+
+def test_order_and_budget_do_not_change_results(tiny_model):
+    pairs = few_shot_pairs()
+    big = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000).loglikelihood(pairs)
+    small = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=40).loglikelihood(pairs[::-1])[::-1]
+    for x, y in zip(big, small):
+        assert x.logprob == pytest.approx(y.logprob, abs=1e-5)
+
+
+def test_out_of_memory_halves_the_batch_instead_of_failing(tiny_model, monkeypatch):
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000)
+    reference = backend.loglikelihood(few_shot_pairs())
+    real = backend._score_shared
+
+    def fussy(items):
+        if len(items) > 1:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes")
+        return real(items)
+
+    monkeypatch.setattr(backend, "_score_shared", fussy)
+    again = backend.loglikelihood(few_shot_pairs())
+    assert backend.backoffs > 0 and backend.batch_tokens < 100_000
+    assert [s.logprob for s in again] == pytest.approx([s.logprob for s in reference], abs=1e-5)
+
+    def broken(items):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(backend, "_score_shared", broken)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        backend.loglikelihood(few_shot_pairs())
+
+
+def test_cache_hit_is_identical_and_other_fingerprints_miss(tiny_model, tmp_path):
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu")
+    requests = [Request("v", "t", str(i), p, (c,)) for i, (p, c) in enumerate(few_shot_pairs())]
+    store = ResultCache(tmp_path / "c.sqlite", backend.fingerprint)
+    first_stats, second_stats = engine.EngineStats(), engine.EngineStats()
+    first = engine.score(requests, backend, progress=False, cache=store, stats=first_stats)
+    second = engine.score(requests, backend, progress=False, cache=store, stats=second_stats)
+    assert first_stats.computed == len(requests) and first_stats.cache_hits == 0
+    assert second_stats.cache_hits == len(requests) and second_stats.computed == 0 and second_stats.forward_tokens == 0
+    assert [s[0] for s in first] == [s[0] for s in second]  # identical, not just close
+    other = ResultCache(tmp_path / "c.sqlite", "another-model")
+    assert other.get_many([request_key(p, c) for p, c in few_shot_pairs()]) == {}
+
+
+def test_fingerprint_tracks_weights_dtype_and_tokenizer(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = HFBackend(tiny_model, dtype="float32", device="cpu")
+    assert HFBackend(tiny_model, dtype="float32", device="cpu").fingerprint == base.fingerprint
+    assert HFBackend(tiny_model, dtype="bfloat16", device="cpu").fingerprint != base.fingerprint
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(1.01)  # a 'fine-tune' of one matrix
+    model.save_pretrained(tmp_path / "tuned")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "tuned")
+    assert HFBackend(str(tmp_path / "tuned"), dtype="float32", device="cpu").fingerprint != base.fingerprint
+
+
+def test_corrupt_cache_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(pk.PromptkitError, match="--no-cache"):
+        ResultCache(bad, "fp")
+
+
+RUNNER = """
+import sys, promptkit as pk
+res = pk.evaluate(sys.argv[1], sys.argv[2], sys.argv[3], cache=sys.argv[4], batch_tokens=48, progress=False)
+res.to_pandas().to_json(sys.argv[5], orient="records", lines=True)
+print("engine", res.config["engine"])
+"""
+
+
+def test_killed_run_resumes_from_the_cache(tiny_model, toy_suite, two_templates, tmp_path):
+    import pandas as pd
+
+    reference = pk.evaluate(two_templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
+    db = tmp_path / "kill.sqlite"
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    args = [sys.executable, str(script), str(two_templates), str(toy_suite), tiny_model, str(db), str(tmp_path / "out.jsonl")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as con:
+                    rows = con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
+            except sqlite3.OperationalError:
+                rows = 0
+            if rows > 0:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed; make the workload bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with sqlite3.connect(db) as con:
+        kept = con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
+    assert 0 < kept
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    stats = resumed.stdout.split("engine", 1)[1]
+    assert f"'cache_hits': {kept}" in stats
+    after = pd.read_json(tmp_path / "out.jsonl", orient="records", lines=True, dtype={"example": str})
+    assert len(after) == len(reference)
+    assert after["prediction"].tolist() == reference["prediction"].tolist()
+    for x, y in zip(after["logprobs"], reference["logprobs"]):
+        assert x == pytest.approx(y, abs=1e-5)
