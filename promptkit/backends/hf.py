@@ -207,7 +207,7 @@ class HFBackend:
     def encode(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt (with BOS) and of the continuation as it follows that prompt."""
         # whitespace at the end of the prompt belongs to the continuation's first token
-        stripped = prompt.rstrip(" ")
+        stripped = prompt.rstrip()
         continuation = prompt[len(stripped):] + continuation
         tok = self.tokenizer
         ctx = tok(stripped, add_special_tokens=True)["input_ids"]
