@@ -147,7 +147,7 @@ def auto_batch_tokens(model, device: torch.device, budget_bytes: int | None = No
             except ImportError:
                 budget_bytes = 2 << 30
     tokens = budget_bytes // max(per_token, 1)
-    cap = 8192 if device.type == "cpu" else 65536  # CPU matmuls gain nothing from bigger batches
+    cap = 4096 if device.type == "cpu" else 65536  # CPU matmuls gain nothing from bigger batches
     return int(max(256, min(cap, tokens)))
 
 
@@ -250,35 +250,38 @@ class HFBackend:
         shared, single = [], []
         for ctx, members in groups.items():
             longest = max(len(encoded[j][1]) for j in members)
-            (shared if self.share_prompts and len(ctx) + longest <= self.share_limit else single).append((ctx, members))
+            fits = self.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= self.share_limit
+            (shared if fits else single).append((ctx, members))
 
         def group_cost(g):  # the prompt pass plus one copy of the prompt's cache per continuation
             return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
 
         for batch in self._plan_shared(shared, group_cost):
-            self._run(batch, lambda b: self._score_shared([(list(ctx), [encoded[j][1] for j in m]) for ctx, m in b]),
-                      lambda b: [j for _, m in b for j in m], finish)
+            self._run(batch, lambda b: self._score_shared([(list(ctx), [encoded[j][1] for j in m], c) for ctx, m, c in b]),
+                      lambda b: [j for _, m, _ in b for j in m], finish)
         rest = sorted((j for _, members in single for j in members), key=lambda j: -sum(map(len, encoded[j])))
         for batch in _budget_batches(rest, lambda j: min(sum(map(len, encoded[j])), self.max_length), self.batch_tokens, padded=True):
             self._run(batch, lambda b: self._score_batch([encoded[j] for j in b]), lambda b: list(b), finish)
         return results  # type: ignore[return-value]
 
     def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
-        """Batches of prompt groups: prompts sharing a long prefix stay together (so the prefix can
-        run once per batch); within each cluster, longest first under the token budget."""
+        """Batches of prompt groups, longest first under the token budget. Each group is tagged with
+        a cluster: neighbours in lexicographic order that share at least `min_shared_prefix` tokens,
+        so that inside a batch every cluster's common prefix runs once."""
         ordered = sorted(groups, key=lambda g: g[0])  # lexicographic: shared prefixes become neighbours
-        clusters: list[list] = []
-        for group in ordered:
-            if clusters and _lcp(clusters[-1][0][0], group[0]) >= self.min_shared_prefix:
-                clusters[-1].append(group)
-            else:
-                clusters.append([group])
-        loose = [g for c in clusters if len(c) == 1 for g in c]
-        batches = []
-        for cluster in [c for c in clusters if len(c) > 1] + [loose]:
-            cluster.sort(key=lambda g: -len(g[0]))
-            batches.extend(_budget_batches(cluster, cost, self.batch_tokens))
-        return batches
+        tagged, cluster = [], 0
+        for i, (ctx, members) in enumerate(ordered):
+            if i and _lcp(ordered[i - 1][0], ctx) < self.min_shared_prefix:
+                cluster += 1
+            tagged.append((ctx, members, cluster))
+        sizes: dict[int, int] = {}
+        for _, _, c in tagged:
+            sizes[c] = sizes.get(c, 0) + 1
+        # clusters stay together (their prefix then runs once), longest prompt first inside each;
+        # prompts that share nothing are pooled and sorted by length to keep padding small
+        clustered = sorted((g for g in tagged if sizes[g[2]] > 1), key=lambda g: (g[2], -len(g[0])))
+        alone = sorted((g for g in tagged if sizes[g[2]] == 1), key=lambda g: -len(g[0]))
+        return list(_budget_batches(clustered + alone, cost, self.batch_tokens))
 
     def _run(self, batch: list, compute: Callable, indices: Callable, finish: Callable) -> None:
         """Compute one batch; on out-of-memory, halve the budget and split the batch instead of failing."""
@@ -299,46 +302,71 @@ class HFBackend:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @torch.inference_mode()
-    def _score_shared(self, items: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, int, bool]]:
-        """Shared prefix once (if long enough), then each prompt's remainder (right-padded), then every
-        continuation from the expanded key/value cache."""
+    def _score_shared(self, items: list[tuple[list[int], list[list[int]], int]]) -> list[tuple[float, int, bool]]:
+        """Three passes over one batch, each reading the previous one's key/value cache:
+        1. prefixes: one row per cluster's shared prefix (or, for a prompt that shares nothing,
+           all but its last token);
+        2. the rest of every prompt, its cache rows copied from its prefix row;
+        3. every continuation (all but its last token), its cache rows copied from its prompt.
+        """
         base, dev = self.model.base_model, self.device
-        prefix = min(_lcp_all([ctx for ctx, _ in items]), min(len(ctx) for ctx, _ in items) - 1)
-        prefix = prefix if len(items) > 1 and prefix >= self.min_shared_prefix else 0
-        cache = None
-        if prefix:
-            out = base(input_ids=torch.tensor([items[0][0][:prefix]], device=dev),
-                       position_ids=torch.arange(prefix, device=dev)[None], use_cache=True)
-            cache = _cache_of(out)
-            cache.reorder_cache(torch.zeros(len(items), dtype=torch.long, device=dev))
-            self.forward_tokens += prefix
-        width = max(len(ctx) for ctx, _ in items) - prefix
-        ids = torch.full((len(items), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(items), prefix + width), dtype=torch.long)
-        mask[:, :prefix] = 1
-        for g, (ctx, _) in enumerate(items):
-            ids[g, : len(ctx) - prefix] = torch.tensor(ctx[prefix:])
-            mask[g, prefix: len(ctx)] = 1
-        positions = (prefix + torch.arange(width)).expand(len(items), width)
-        extra = {self._cache_arg: cache} if cache is not None else {}
-        out = base(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev), use_cache=True, **extra)
+        # ---- pass 1: prefixes
+        members: dict[int, list[int]] = {}
+        for g, (_, _, cluster) in enumerate(items):
+            members.setdefault(cluster, []).append(g)
+        prefix_rows: list[list[int]] = []
+        row_of, cut = [0] * len(items), [0] * len(items)
+        for group in members.values():
+            ctxs = [items[g][0] for g in group]
+            shared = min(_lcp_all(ctxs), min(len(c) for c in ctxs) - 1)
+            if len(group) > 1 and shared >= self.min_shared_prefix:
+                prefix_rows.append(ctxs[0][:shared])
+                for g in group:
+                    row_of[g], cut[g] = len(prefix_rows) - 1, shared
+            else:
+                for g in group:
+                    prefix_rows.append(items[g][0][:-1])
+                    row_of[g], cut[g] = len(prefix_rows) - 1, len(items[g][0]) - 1
+        width1 = max(len(r) for r in prefix_rows)
+        ids1 = torch.full((len(prefix_rows), width1), self._pad_id(), dtype=torch.long)
+        mask1 = torch.zeros((len(prefix_rows), width1), dtype=torch.long)
+        for r, row in enumerate(prefix_rows):
+            ids1[r, : len(row)] = torch.tensor(row)
+            mask1[r, : len(row)] = 1
+        out = base(input_ids=ids1.to(dev), attention_mask=mask1.to(dev),
+                   position_ids=torch.arange(width1).expand(len(prefix_rows), width1).to(dev), use_cache=True)
+        cache = _cache_of(out)
+        self.forward_tokens += int(mask1.sum())
+        # ---- pass 2: the rest of each prompt
+        rep1 = torch.tensor(row_of)
+        cache.reorder_cache(rep1.to(dev))
+        width2 = max(len(ctx) - cut[g] for g, (ctx, _, _) in enumerate(items))
+        ids2 = torch.full((len(items), width2), self._pad_id(), dtype=torch.long)
+        smask = torch.zeros((len(items), width2), dtype=torch.long)
+        for g, (ctx, _, _) in enumerate(items):
+            ids2[g, : len(ctx) - cut[g]] = torch.tensor(ctx[cut[g]:])
+            smask[g, : len(ctx) - cut[g]] = 1
+        cuts = torch.tensor(cut)
+        mask2 = torch.cat([mask1[rep1], smask], dim=1)
+        out = base(input_ids=ids2.to(dev), attention_mask=mask2.to(dev),
+                   position_ids=(cuts[:, None] + torch.arange(width2)).to(dev), use_cache=True, **{self._cache_arg: cache})
         prompt_hidden, cache = out[0], _cache_of(out)
-        self.forward_tokens += int(mask[:, prefix:].sum())
-        conts = [(g, cont) for g, (_, group) in enumerate(items) for cont in group]
+        self.forward_tokens += int(smask.sum())
+        # ---- pass 3: continuations; the first token of each is predicted from the prompt's last position
+        conts = [(g, cont) for g, (_, group, _) in enumerate(items) for cont in group]
         rep = torch.tensor([g for g, _ in conts])
-        lengths = torch.tensor([len(ctx) for ctx, _ in items])
-        # the first token of each continuation is predicted from the prompt's last position
-        vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - prefix).to(dev)]]
+        lengths = torch.tensor([len(ctx) for ctx, _, _ in items])
+        vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - cuts[rep]).to(dev)]]
         targets = [cont[0] for _, cont in conts]
         longest = max(len(cont) for _, cont in conts)
-        if longest > 1:  # feed all but the last token of every continuation, reading the prompt from the cache
+        if longest > 1:
             cache.reorder_cache(rep.to(dev))
             cin = torch.full((len(conts), longest - 1), self._pad_id(), dtype=torch.long)
             cmask = torch.zeros((len(conts), longest - 1), dtype=torch.long)
             for c, (_, cont) in enumerate(conts):
                 cin[c, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
                 cmask[c, : len(cont) - 1] = 1
-            full_mask = torch.cat([mask[rep], cmask], dim=1)
+            full_mask = torch.cat([mask2[rep], cmask], dim=1)
             cpos = lengths[rep][:, None] + torch.arange(longest - 1)
             hidden = base(input_ids=cin.to(dev), attention_mask=full_mask.to(dev),
                           position_ids=cpos.to(dev), use_cache=True, **{self._cache_arg: cache})[0]
@@ -395,7 +423,7 @@ class HFBackend:
             k += n
         return out
 
-    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 256):
+    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 128):
         """Log-probability of each target token and whether it is the argmax, from final hidden
         states (projected onto the vocabulary here, in chunks) or from logits."""
         head = self.model.get_output_embeddings()
