@@ -327,12 +327,8 @@ class HFBackend:
                 for g in group:
                     prefix_rows.append(items[g][0][:-1])
                     row_of[g], cut[g] = len(prefix_rows) - 1, len(items[g][0]) - 1
-        width1 = max(len(r) for r in prefix_rows)
-        ids1 = torch.full((len(prefix_rows), width1), self._pad_id(), dtype=torch.long)
-        mask1 = torch.zeros((len(prefix_rows), width1), dtype=torch.long)
-        for r, row in enumerate(prefix_rows):
-            ids1[r, : len(row)] = torch.tensor(row)
-            mask1[r, : len(row)] = 1
+        ids1, mask1 = _right_pad(prefix_rows, self._pad_id())
+        width1 = ids1.shape[1]
         out = base(input_ids=ids1.to(dev), attention_mask=mask1.to(dev),
                    position_ids=torch.arange(width1).expand(len(prefix_rows), width1).to(dev), use_cache=True)
         cache = _cache_of(out)
@@ -340,12 +336,8 @@ class HFBackend:
         # ---- pass 2: the rest of each prompt
         rep1 = torch.tensor(row_of)
         cache.reorder_cache(rep1.to(dev))
-        width2 = max(len(ctx) - cut[g] for g, (ctx, _, _) in enumerate(items))
-        ids2 = torch.full((len(items), width2), self._pad_id(), dtype=torch.long)
-        smask = torch.zeros((len(items), width2), dtype=torch.long)
-        for g, (ctx, _, _) in enumerate(items):
-            ids2[g, : len(ctx) - cut[g]] = torch.tensor(ctx[cut[g]:])
-            smask[g, : len(ctx) - cut[g]] = 1
+        ids2, smask = _right_pad([ctx[cut[g]:] for g, (ctx, _, _) in enumerate(items)], self._pad_id())
+        width2 = ids2.shape[1]
         cuts = torch.tensor(cut)
         mask2 = torch.cat([mask1[rep1], smask], dim=1)
         out = base(input_ids=ids2.to(dev), attention_mask=mask2.to(dev),
@@ -361,11 +353,7 @@ class HFBackend:
         longest = max(len(cont) for _, cont in conts)
         if longest > 1:
             cache.reorder_cache(rep.to(dev))
-            cin = torch.full((len(conts), longest - 1), self._pad_id(), dtype=torch.long)
-            cmask = torch.zeros((len(conts), longest - 1), dtype=torch.long)
-            for c, (_, cont) in enumerate(conts):
-                cin[c, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
-                cmask[c, : len(cont) - 1] = 1
+            cin, cmask = _right_pad([cont[:-1] for _, cont in conts], self._pad_id(), longest - 1)
             full_mask = torch.cat([mask2[rep], cmask], dim=1)
             cpos = lengths[rep][:, None] + torch.arange(longest - 1)
             hidden = base(input_ids=cin.to(dev), attention_mask=full_mask.to(dev),
@@ -394,12 +382,7 @@ class HFBackend:
             if len(cont) >= self.max_length:
                 raise ModelError(f"a continuation of {len(cont)} tokens does not fit the model's context of {self.max_length}")
             rows.append((ctx + cont)[-self.max_length:])  # keep the end: the continuation must stay whole
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
+        ids, mask = _right_pad(rows, self._pad_id())
         self.forward_tokens += int(mask.sum())
         # positions whose next-token distribution we need: the one before each continuation token
         row_idx, pos_idx, targets = [], [], []
@@ -459,6 +442,18 @@ def _budget_batches(items: list, cost: Callable, budget: int, padded: bool = Fal
         total, widest = new_total, max(widest, c)
     if batch:
         yield batch
+
+
+def _right_pad(rows: list[list[int]], pad: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded id tensor and its attention mask."""
+    width = width if width is not None else max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        if row:
+            ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[r, : len(row)] = 1
+    return ids, mask
 
 
 def _lcp(a, b) -> int:
