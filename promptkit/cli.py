@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run directory to write (default runs/<timestamp>)")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: float32 on CPU)")
     run.add_argument("--device", default="auto", help="torch device (auto: cuda if available)")
-    run.add_argument("--batch-tokens", default="auto", help="tokens per forward batch (default auto: sized to free memory, halved on out-of-memory)")
+    run.add_argument("--batch-tokens", default="auto", type=_batch_tokens, help="tokens per forward batch (default auto: sized to free memory, halved on out-of-memory)")
     run.add_argument("--cache", default=None, help="result cache file (default: results.sqlite in the user cache directory)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("paths", nargs="+", help="YAML files or directories")
     lint.set_defaults(func=cmd_lint)
     return parser
+
+
+def _batch_tokens(value: str):
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 16:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of tokens >= 16, got {value!r}")
+    return int(value)
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:

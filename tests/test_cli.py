@@ -103,3 +103,10 @@ def test_rank_rereads_a_run_and_prints_ties(tiny_model, toy_suite, two_templates
     assert "paired comparison" in capsys.readouterr().out
     assert main(["rank", str(out), "--mode", "calibrated"]) == 2
     assert "--calibrate" in capsys.readouterr().err
+
+
+def test_bad_batch_tokens_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--batch-tokens", "lots"])
+    assert exit_.value.code == 2
+    assert "expected 'auto' or a number of tokens" in capsys.readouterr().err
