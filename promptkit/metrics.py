@@ -62,10 +62,13 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
     if mode == "calibrated" and ("cf_logprobs" not in rows or rows["cf_logprobs"].isna().any()):
         raise PromptkitError("the calibrated mode needs content-free scores: run with --calibrate (calibrate=True)")
     out = rows.copy()
-    preds = [int(np.argmax(mode_scores(r, mode))) for _, r in rows.iterrows()]
+    preds, correct = [], []
+    for r in rows.to_dict("records"):  # one pass; iterrows builds a Series per row
+        pred = int(np.argmax(mode_scores(r, mode)))
+        preds.append(pred)
+        correct.append(float(pred in (r["correct"] if isinstance(r.get("correct"), list) else [r["target"]])))
     out["prediction"] = preds
-    out["accuracy"] = [float(p in (r["correct"] if isinstance(r.get("correct"), list) else [r["target"]]))
-                       for p, (_, r) in zip(preds, rows.iterrows())]
+    out["accuracy"] = correct
     out["mode"] = mode
     return out
 
