@@ -60,12 +60,13 @@ def run_promptkit(model_dir: str, requests, reps: int) -> dict:
     pairs = pairs_of(requests)
     times, scores = [], None
     for _ in range(reps):
-        backend.forward_tokens = 0
+        backend.forward_tokens, backend.attention_keys = 0, [0, 0]
         start = time.perf_counter()
         scores = backend.loglikelihood(pairs)
         times.append(time.perf_counter() - start)
     projected = sum(s.n_tokens for s in scores)
     return {"times": times, "forward_tokens": backend.forward_tokens, "projected_tokens": projected,
+            "attention_flops": _attention_flops(backend.model.config, backend.attention_keys),
             "logprobs": [s.logprob for s in scores], "params": _param_counts(backend.model)}
 
 
@@ -97,6 +98,15 @@ def _param_counts(model) -> dict:
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
     return {"total": total, "embedding": emb.numel(), "hidden": emb.shape[1], "vocab": head.shape[0]}
+
+
+def _attention_flops(config, keys: list[int]) -> int:
+    """QK^T and attention-times-V: 2 multiply-adds per head dimension per key, in every layer
+    (sliding-window layers see at most the window; `keys` holds both sums)."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    return sum(4 * heads * head_dim * (keys[1] if t == "sliding_attention" else keys[0]) for t in types)
 
 
 def matmul_peak(dtype: str = "float32", n: int = 2048, reps: int = 10) -> float:
@@ -168,7 +178,9 @@ def main() -> None:
             same += max(range(n), key=a.__getitem__) == max(range(n), key=b.__getitem__)
             k += n
         p = pk_["params"]
-        flops = 2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
+        # model FLOPs actually needed (padding not counted): weights, vocabulary projection, attention
+        flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
+                 + pk_["attention_flops"])
         t_pk, t_lm = statistics.median(pk_["times"]), statistics.median(lm["times"])
         rows.append({"workload": workload, "requests": len(requests), "continuations": len(pk_["logprobs"]),
                      "promptkit_s": t_pk, "lmeval_s": t_lm, "speedup": t_lm / t_pk,

@@ -152,3 +152,13 @@ def test_killed_run_resumes_from_the_cache(tiny_model, toy_suite, two_templates,
     assert after["prediction"].tolist() == reference["prediction"].tolist()
     for x, y in zip(after["logprobs"], reference["logprobs"]):
         assert x == pytest.approx(y, abs=1e-5)
+
+
+def test_attended_keys_are_counted_with_and_without_a_window():
+    from promptkit.backends.hf import _keys_seen
+
+    for past in range(0, 12):
+        for n in range(0, 9):
+            for window in (None, 1, 5, 8, 30):
+                expected = sum(min(k, window) if window else k for k in range(past + 1, past + n + 1))
+                assert _keys_seen(past, n, window) == expected, (past, n, window)

@@ -18,7 +18,7 @@ from ..errors import ModelError
 from ..paths import cache_dir
 
 DEFAULT_MODEL = "gemma-3-270m"
-BACKEND_VERSION = "hf-2"
+BACKEND_VERSION = "hf-3"
 CONVERTED_MARKER = "promptkit-converted.json"
 
 
@@ -182,6 +182,7 @@ class HFBackend:
         # the smallest attention window so sliding-window layers see exactly what a full pass sees
         window = getattr(self.model.config, "sliding_window", None) or self.max_length
         self.share_limit = min(self.max_length, int(window) - 1)
+        self.window = int(window)
         self.share_prompts = share_prompts and self.model.base_model is not self.model
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
         params = inspect.signature(self.model.base_model.forward).parameters
@@ -192,8 +193,12 @@ class HFBackend:
             type(self.model).__name__, BACKEND_VERSION]).encode()).hexdigest()[:24]
         self.identity = identity
         self.forward_tokens = 0
+        # keys that the forwarded tokens attended to, summed (full layers / sliding-window layers):
+        # with forward_tokens this gives the model FLOPs actually done, attention included
+        self.attention_keys = [0, 0]
         self.backoffs = 0
         self.min_shared_prefix = min_shared_prefix
+        self.project_rows = 128  # rows gathered before one vocabulary projection (one chunk of _project)
 
     @property
     def name(self) -> str:
@@ -253,15 +258,40 @@ class HFBackend:
             fits = self.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= self.share_limit
             (shared if fits else single).append((ctx, members))
 
-        def group_cost(g):  # the prompt pass plus one copy of the prompt's cache per continuation
+        def group_cost(g):  # the prompt, plus per continuation the keys it attends to (its prompt) and its tokens;
+            # this keeps a batch to about one cluster of similar prompts, which keeps padding small
             return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
+
+        # the vocabulary projection reads the whole output matrix, so rows wait here and are
+        # projected a few hundred at a time rather than a few dozen per batch
+        pending: list[tuple[list[int], _Scored]] = []
+
+        def project() -> None:
+            if not pending:
+                return
+            token_lp, greedy = self._project(torch.cat([sc.vectors for _, sc in pending]),
+                                             torch.cat([sc.targets for _, sc in pending]), is_logits=pending[0][1].is_logits)
+            lp, gr, base = token_lp.tolist(), greedy.tolist(), 0
+            for indices, sc in pending:
+                finish(indices, [(sum(lp[base + r] for r in rows), len(rows), all(gr[base + r] for r in rows))
+                                 for rows in sc.layout])
+                base += len(sc.targets)
+            pending.clear()
+
+        def defer(indices: list[int], scored: _Scored) -> None:
+            if pending and pending[0][1].is_logits != scored.is_logits:
+                project()
+            pending.append((indices, scored))
+            if scored.is_logits or sum(len(sc.targets) for _, sc in pending) >= self.project_rows:
+                project()
 
         for batch in self._plan_shared(shared, group_cost):
             self._run(batch, lambda b: self._score_shared([(list(ctx), [encoded[j][1] for j in m], c) for ctx, m, c in b]),
-                      lambda b: [j for _, m, _ in b for j in m], finish)
+                      lambda b: [j for _, m, _ in b for j in m], defer)
         rest = sorted((j for _, members in single for j in members), key=lambda j: -sum(map(len, encoded[j])))
         for batch in _budget_batches(rest, lambda j: min(sum(map(len, encoded[j])), self.max_length), self.batch_tokens, padded=True):
-            self._run(batch, lambda b: self._score_batch([encoded[j] for j in b]), lambda b: list(b), finish)
+            self._run(batch, lambda b: self._score_batch([encoded[j] for j in b]), lambda b: list(b), defer)
+        project()
         return results  # type: ignore[return-value]
 
     def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
@@ -286,7 +316,7 @@ class HFBackend:
     def _run(self, batch: list, compute: Callable, indices: Callable, finish: Callable) -> None:
         """Compute one batch; on out-of-memory, halve the budget and split the batch instead of failing."""
         try:
-            finish(indices(batch), compute(batch))
+            out = compute(batch)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc) or len(batch) == 1:
                 raise
@@ -297,17 +327,25 @@ class HFBackend:
             half = len(batch) // 2
             self._run(batch[:half], compute, indices, finish)
             self._run(batch[half:], compute, indices, finish)
+            return
+        finish(indices(batch), out)
+
+    def _count_keys(self, spans) -> None:
+        """Add the keys attended to by `n` tokens that follow `past` earlier ones, for each (past, n)."""
+        for past, n in spans:
+            self.attention_keys[0] += _keys_seen(past, n, None)
+            self.attention_keys[1] += _keys_seen(past, n, self.window)
 
     def _pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @torch.inference_mode()
-    def _score_shared(self, items: list[tuple[list[int], list[list[int]], int]]) -> list[tuple[float, int, bool]]:
+    def _score_shared(self, items: list[tuple[list[int], list[list[int]], int]]) -> "_Scored":
         """Three passes over one batch, each reading the previous one's key/value cache:
         1. prefixes: one row per cluster's shared prefix (or, for a prompt that shares nothing,
            all but its last token);
         2. the rest of every prompt, its cache rows copied from its prefix row;
-        3. every continuation (all but its last token), its cache rows copied from its prompt.
+        3. every continuation (all but its last token), packed one row per prompt behind its cache.
         """
         base, dev = self.model.base_model, self.device
         # ---- pass 1: prefixes
@@ -333,6 +371,7 @@ class HFBackend:
                    position_ids=torch.arange(width1).expand(len(prefix_rows), width1).to(dev), use_cache=True)
         cache = _cache_of(out)
         self.forward_tokens += int(mask1.sum())
+        self._count_keys((0, len(r)) for r in prefix_rows)
         # ---- pass 2: the rest of each prompt
         rep1 = torch.tensor(row_of)
         cache.reorder_cache(rep1.to(dev))
@@ -344,38 +383,54 @@ class HFBackend:
                    position_ids=(cuts[:, None] + torch.arange(width2)).to(dev), use_cache=True, **{self._cache_arg: cache})
         prompt_hidden, cache = out[0], _cache_of(out)
         self.forward_tokens += int(smask.sum())
-        # ---- pass 3: continuations; the first token of each is predicted from the prompt's last position
+        self._count_keys((cut[g], len(ctx) - cut[g]) for g, (ctx, _, _) in enumerate(items))
+        # ---- pass 3: continuations; the first token of each is predicted from the prompt's last position.
+        # All continuations of a prompt share one row (no copy of the prompt's cache per continuation):
+        # a 4D mask lets each token see its prompt and the earlier tokens of its own continuation only.
         conts = [(g, cont) for g, (_, group, _) in enumerate(items) for cont in group]
         rep = torch.tensor([g for g, _ in conts])
         lengths = torch.tensor([len(ctx) for ctx, _, _ in items])
         vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - cuts[rep]).to(dev)]]
         targets = [cont[0] for _, cont in conts]
-        longest = max(len(cont) for _, cont in conts)
-        if longest > 1:
-            cache.reorder_cache(rep.to(dev))
-            cin, cmask = _right_pad([cont[:-1] for _, cont in conts], self._pad_id(), longest - 1)
-            full_mask = torch.cat([mask2[rep], cmask], dim=1)
-            cpos = lengths[rep][:, None] + torch.arange(longest - 1)
-            hidden = base(input_ids=cin.to(dev), attention_mask=full_mask.to(dev),
-                          position_ids=cpos.to(dev), use_cache=True, **{self._cache_arg: cache})[0]
+        packed: list[list[int]] = [[] for _ in items]
+        segments: list[list[tuple[int, int]]] = [[] for _ in items]  # (start, length) of each continuation in its row
+        for g, cont in conts:
+            segments[g].append((len(packed[g]), len(cont) - 1))
+            packed[g] += cont[:-1]
+        width3 = max(len(row) for row in packed)
+        if width3:
+            cin, cmask = _right_pad(packed, self._pad_id(), width3)
+            past = mask2.shape[1]
+            allowed = torch.zeros((len(items), width3, past + width3), dtype=torch.bool)
+            allowed[:, :, :past] = mask2.bool()[:, None, :]
+            offsets = torch.zeros((len(items), width3), dtype=torch.long)
+            for g, segs in enumerate(segments):
+                for start, n in segs:
+                    if n:
+                        block = torch.ones(n, n, dtype=torch.bool).tril()
+                        allowed[g, start:start + n, past + start:past + start + n] = block
+                        offsets[g, start:start + n] = torch.arange(n)
+            idx = torch.arange(width3)
+            allowed[:, idx, past + idx] |= ~cmask.bool()  # padding rows attend to themselves (never read)
+            bias = torch.zeros(allowed.shape, dtype=self.dtype)
+            bias.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+            hidden = base(input_ids=cin.to(dev), attention_mask=bias[:, None].to(dev),
+                          position_ids=(lengths[:, None] + offsets).to(dev), use_cache=True, **{self._cache_arg: cache})[0]
             self.forward_tokens += int(cmask.sum())
-            rows = [c for c, (_, cont) in enumerate(conts) for _ in cont[1:]]
-            cols = [j for _, cont in conts for j in range(len(cont) - 1)]
+            self._count_keys((len(items[g][0]), len(cont) - 1) for g, cont in conts)
+            rows = [g for g, segs in enumerate(segments) for start, n in segs for _ in range(n)]
+            cols = [start + j for segs in segments for start, n in segs for j in range(n)]
             vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(dev), torch.tensor(cols, dtype=torch.long).to(dev)])
             targets += [t for _, cont in conts for t in cont[1:]]
-        token_lp, greedy = self._project(torch.cat(vectors), torch.tensor(targets))
         # token order: all first tokens, then the rest continuation by continuation
-        first_lp, first_greedy = token_lp[: len(conts)], greedy[: len(conts)]
-        out_scores, k = [], len(conts)
+        layout, k = [], len(conts)
         for c, (_, cont) in enumerate(conts):
-            n = len(cont) - 1
-            lp = float(first_lp[c]) + float(token_lp[k:k + n].sum())
-            out_scores.append((lp, len(cont), bool(first_greedy[c]) and bool(greedy[k:k + n].all())))
-            k += n
-        return out_scores
+            layout.append([c, *range(k, k + len(cont) - 1)])
+            k += len(cont) - 1
+        return _Scored(torch.cat(vectors), torch.tensor(targets), layout)
 
     @torch.inference_mode()
-    def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> list[tuple[float, int, bool]]:
+    def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> "_Scored":
         """Unshared path: each (prompt + continuation) is its own right-padded row."""
         rows = []
         for ctx, cont in items:
@@ -384,6 +439,7 @@ class HFBackend:
             rows.append((ctx + cont)[-self.max_length:])  # keep the end: the continuation must stay whole
         ids, mask = _right_pad(rows, self._pad_id())
         self.forward_tokens += int(mask.sum())
+        self._count_keys((0, len(row)) for row in rows)
         # positions whose next-token distribution we need: the one before each continuation token
         row_idx, pos_idx, targets = [], [], []
         for r, ((_, cont), row) in enumerate(zip(items, rows)):
@@ -393,18 +449,15 @@ class HFBackend:
             targets += cont
         ids, mask = ids.to(self.device), mask.to(self.device)
         rows_t, pos_t = torch.tensor(row_idx).to(self.device), torch.tensor(pos_idx).to(self.device)
+        layout, k = [], 0
+        for _, cont in items:
+            layout.append(list(range(k, k + len(cont))))
+            k += len(cont)
         if self.model.base_model is self.model or self.model.get_output_embeddings() is None:
             logits = self.model(input_ids=ids, attention_mask=mask).logits[rows_t, pos_t]
-            token_lp, greedy = self._project(logits, torch.tensor(targets), is_logits=True)
-        else:
-            hidden = self.model.base_model(input_ids=ids, attention_mask=mask)[0]
-            token_lp, greedy = self._project(hidden[rows_t, pos_t], torch.tensor(targets))
-        out, k = [], 0
-        for _, cont in items:
-            n = len(cont)
-            out.append((float(token_lp[k:k + n].sum()), n, bool(greedy[k:k + n].all())))
-            k += n
-        return out
+            return _Scored(logits, torch.tensor(targets), layout, is_logits=True)
+        hidden = self.model.base_model(input_ids=ids, attention_mask=mask)[0]
+        return _Scored(hidden[rows_t, pos_t], torch.tensor(targets), layout)
 
     def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 128):
         """Log-probability of each target token and whether it is the argmax, from final hidden
@@ -422,6 +475,17 @@ class HFBackend:
             lps.append(logprobs.gather(1, t[:, None])[:, 0].cpu())
             greedy.append((logprobs.argmax(dim=1) == t).cpu())
         return torch.cat(lps), torch.cat(greedy)
+
+
+@dataclass
+class _Scored:
+    """One batch's output before the vocabulary projection: the vectors (final hidden states, or
+    logits) that predict each scored token, the tokens, and which rows belong to which continuation."""
+
+    vectors: torch.Tensor
+    targets: torch.Tensor
+    layout: list[list[int]]
+    is_logits: bool = False
 
 
 def _budget_batches(items: list, cost: Callable, budget: int, padded: bool = False):
@@ -454,6 +518,18 @@ def _right_pad(rows: list[list[int]], pad: int, width: int | None = None) -> tup
             ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[r, : len(row)] = 1
     return ids, mask
+
+
+def _keys_seen(past: int, n: int, window: int | None) -> int:
+    """Sum over k = past+1 .. past+n of min(k, window): keys seen by each of n consecutive tokens."""
+    if n <= 0:
+        return 0
+    last = past + n
+    if window is None or last <= window:
+        return (past + 1 + last) * n // 2
+    if past >= window:
+        return window * n
+    return (past + 1 + window) * (window - past) // 2 + window * (last - window)
 
 
 def _lcp(a, b) -> int:
