@@ -1,6 +1,6 @@
 """promptkit: find prompts that generalize across tasks."""
 
-from .errors import ModelError, PromptkitError, SuiteError, TemplateError
+from .errors import ModelError, PromptkitError, SuiteError, TemplateError, TemplateSecurityError
 from .pipeline import evaluate
 from .ranking import rank
 from .render import Request, render
@@ -13,7 +13,7 @@ load = Results.load
 
 __all__ = [
     "Example", "ModelError", "PromptkitError", "Request", "Results", "Suite", "SuiteError", "Task",
-    "TemplateError", "TemplateFamily", "Variant", "evaluate", "expand", "expand_all", "load",
+    "TemplateError", "TemplateFamily", "TemplateSecurityError", "Variant", "evaluate", "expand", "expand_all", "load",
     "load_suite", "load_tasks", "load_templates", "rank", "render",
 ]
 __version__ = "0.1.0"

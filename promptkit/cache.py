@@ -74,3 +74,12 @@ class ResultCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def count_rows(path: str | Path) -> int:
+    """Scores stored in a cache file (all models); 0 when it cannot be read."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
+    except sqlite3.Error:
+        return 0

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", default=None, help="result cache file (default: results.sqlite in the user cache directory)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="let a hub model run the Python code shipped in its repository (off by default)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     _analysis_options(run)
@@ -110,12 +112,17 @@ def cmd_run(args) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    results = evaluate(
-        args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
-        seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
-        cache=False if args.no_cache else (args.cache or True),
-        progress=not args.quiet, log=log, calibrate=args.calibrate,
-    )
+    cache = False if args.no_cache else (args.cache or True)
+    try:
+        results = evaluate(
+            args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
+            seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
+            cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except KeyboardInterrupt:
+        print(f"\npromptkit: interrupted. {_resume_hint(cache)}", file=sys.stderr)
+        return 130
     print(format_ranking(results))
     print()
     print(format_held_out(results.held_out_summary()))
@@ -133,6 +140,17 @@ def cmd_run(args) -> int:
           f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache), {cfg['forward_tokens']} forward tokens, "
           f"{cfg['model']['dtype']}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
     return 0
+
+
+def _resume_hint(cache) -> str:
+    if cache is False:
+        return "Nothing was kept (--no-cache); a new run starts over."
+    from .cache import count_rows
+    from .pipeline import default_cache_path
+
+    path = default_cache_path() if cache is True else Path(cache)
+    return (f"Every finished batch is in the result cache {path} ({count_rows(path):,} scores). Run the same "
+            "command again to resume: only what is missing will be computed.")
 
 
 def _analyze(results, args):

@@ -9,6 +9,10 @@ class TemplateError(PromptkitError):
     """A template family file is malformed, or one of its templates fails to render."""
 
 
+class TemplateSecurityError(TemplateError):
+    """A template tried to leave the sandbox, or to loop or expand without bound."""
+
+
 class SuiteError(PromptkitError):
     """A suite file, a task definition or a data row is malformed."""
 

@@ -33,6 +33,7 @@ def evaluate(
     batch_tokens: int | str = "auto",
     cache: str | Path | bool | None = True,
     calibrate: bool = False,
+    trust_remote_code: bool = False,
     out: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -44,6 +45,7 @@ def evaluate(
     model: None (Gemma 3 270M from PyPI), a hub id, a local directory, a .gguf file, or an HFBackend to reuse.
     cache: True (the shared cache in the user cache directory), a SQLite path, or False/None for none.
         Results are keyed by the model's fingerprint, so a cache never serves one model's scores for another.
+    trust_remote_code: let a hub model run the Python code in its repository (off unless you pass True).
     calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets,
         for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
@@ -62,7 +64,8 @@ def evaluate(
             if key not in content_free:
                 content_free[key] = len(requests)
                 requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0)))
-    backend = model if isinstance(model, HFBackend) else HFBackend(model, dtype=dtype, device=device, batch_tokens=batch_tokens, log=log)
+    backend = model if isinstance(model, HFBackend) else HFBackend(model, dtype=dtype, device=device, batch_tokens=batch_tokens,
+                                                                       trust_remote_code=trust_remote_code, log=log)
     store = None
     if cache:
         path = default_cache_path() if cache is True else Path(cache)

@@ -11,6 +11,7 @@ import jinja2
 
 from .errors import PromptkitError, SuiteError, TemplateError
 from .paths import builtin_dir
+from .sandbox import render_bounded
 from .templates import make_environment, read_yaml
 
 SOURCES = ("bigbench", "files", "hf")
@@ -245,9 +246,12 @@ def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str
         raise SuiteError(f"{spec.where}: `{key}:` must be a column name or a Jinja string (got {expr!r})")
     if "{{" in expr or "{%" in expr:
         try:
-            return make_environment().from_string(expr).render(row)
+            return render_bounded(make_environment().from_string(expr), row)
         except jinja2.TemplateSyntaxError as exc:
             raise SuiteError(f"{spec.where}: Jinja syntax error in `{key}:` mapping: {exc.message}") from None
+        except (jinja2.exceptions.SecurityError, RecursionError) as exc:
+            raise SuiteError(f"{spec.where}: the `{key}:` mapping of task '{spec.name}' was stopped by the sandbox: "
+                             f"{exc or 'it recursed without end'}. Mappings may only read the row's columns.") from None
         except jinja2.UndefinedError as exc:
             raise SuiteError(f"{where}: task '{spec.name}': `{key}:` mapping failed: {exc.message}; the row has columns: {', '.join(map(str, row))}") from None
     if expr not in row:

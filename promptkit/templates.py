@@ -10,10 +10,10 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import yaml
-from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import TemplateError
+from .errors import TemplateError, TemplateSecurityError
 from .paths import builtin_dir
+from .sandbox import PromptSandbox, bounded_filter, render_bounded
 
 # What every template may use, whatever the task: the canonical Example fields plus the
 # task's own instruction. The continuation template also sees the choice being scored.
@@ -36,13 +36,11 @@ def _casing(text: str, style: str) -> str:
     return getattr(str(text), style)()
 
 
-def make_environment() -> SandboxedEnvironment:
-    """The only environment templates are rendered in: sandboxed, strict about undefined names."""
-    env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
-    env.filters["letter"] = _letter
-    env.filters["casing"] = _casing
+def make_environment() -> PromptSandbox:
+    """The only environment templates are rendered in: sandboxed, bounded, strict about undefined names."""
+    env = PromptSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env.filters["letter"] = bounded_filter("letter", _letter)
+    env.filters["casing"] = bounded_filter("casing", _casing)
     return env
 
 
@@ -72,17 +70,22 @@ class TemplateFamily:
                 self._compiled[key] = make_environment().from_string(source)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(_jinja_message(self, key, exc)) from None
+            except jinja2.exceptions.SecurityError as exc:
+                raise TemplateSecurityError(
+                    f"{self.where(key)}: template family '{self.name}' ({key}) was refused: {exc}. Templates may use "
+                    "the example's fields, their axes and Jinja's filters, nothing else."
+                ) from None
         return self._compiled[key]
 
     def render(self, key: str, context: dict[str, Any]) -> str:
         """Render the `prompt` or `continuation` template; user mistakes become TemplateError."""
         template = self.template(key)
         try:
-            return template.render(context)
+            return render_bounded(template, context)
         except jinja2.exceptions.SecurityError as exc:
-            raise TemplateError(
-                f"{self.where(key)}: template family '{self.name}' ({key}) tried an unsafe "
-                f"operation and was stopped by the sandbox: {exc}"
+            raise TemplateSecurityError(
+                f"{self.where(key)}: template family '{self.name}' ({key}) was stopped by the sandbox: {exc}. "
+                "Templates may use the example's fields, their axes and Jinja's filters, nothing else."
             ) from None
         except jinja2.UndefinedError as exc:
             allowed = sorted(context)
@@ -93,6 +96,11 @@ class TemplateFamily:
             ) from None
         except TemplateError:
             raise
+        except RecursionError:
+            raise TemplateSecurityError(
+                f"{self.where(key)}: template family '{self.name}' ({key}) recursed without end (a macro or a "
+                "recursive loop that calls itself); give the recursion a stopping condition"
+            ) from None
         except Exception as exc:  # a Jinja expression failed on the data (bad index, bad filter arg)
             raise TemplateError(
                 f"{self.where(key)}: template family '{self.name}' ({key}) failed to render: "

@@ -56,16 +56,6 @@ def test_seeded_sampling_is_reproducible_and_spread_over_families():
     assert len({i.split(".")[0] for i in a}) == len(families)  # every family represented
 
 
-def test_sandbox_blocks_attribute_walks(tmp_path):
-    family = family_from_dict(
-        {"name": "evil", "prompt": "{{ ''.__class__.__mro__[1].__subclasses__() }}", "continuation": " {{ choice }}"},
-        str(tmp_path / "evil.yaml"),
-    )
-    variant = expand(family)[0]
-    with pytest.raises(pk.TemplateError, match="evil.*unsafe"):
-        render(variant, TASK, TASK.examples[0])
-
-
 def test_undefined_variable_names_file_and_variable(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("name: typo\nprompt: '{{ inptu }} Answer:'\n")

@@ -159,7 +159,7 @@ class HFBackend:
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str = "auto",
                  batch_tokens: int | str = "auto", share_prompts: bool = True, min_shared_prefix: int = 16,
-                 log: Callable[[str], None] = print):
+                 trust_remote_code: bool = False, log: Callable[[str], None] = print):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = model or DEFAULT_MODEL
@@ -167,8 +167,9 @@ class HFBackend:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(location)
-            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=self.dtype)
+            # code shipped inside a model repository runs only when the user says so
+            self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=self.dtype, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelError(
