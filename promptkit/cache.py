@@ -36,6 +36,8 @@ class ResultCache:
     def __init__(self, path: str | Path, fingerprint: str, timeout_s: float = 60.0):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.written = 0
+        self.write_error: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
@@ -62,12 +64,24 @@ class ResultCache:
         return found
 
     def put_many(self, items: list[tuple[str, float, int, int, bool]]) -> None:
-        """Insert scores in one transaction (committed before returning)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO loglikelihood VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.fingerprint, k, lp, n, chars, int(greedy)) for k, lp, n, chars, greedy in items])
+        """Insert scores in one transaction (committed before returning).
+
+        A write that fails (disk full, file turned read-only, database locked past the timeout)
+        does not stop the run: the scores stay in memory, later writes are skipped, and
+        `write_error` says what happened so the run can report it."""
+        if self.write_error is not None:
+            return
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO loglikelihood VALUES (?, ?, ?, ?, ?, ?)",
+                    [(self.fingerprint, k, lp, n, chars, int(greedy)) for k, lp, n, chars, greedy in items])
+            self.written += len(items)
+        except sqlite3.Error as exc:
+            self.write_error = (f"result cache {self.path} stopped accepting writes ({exc}) after {self.written:,} new "
+                                "scores; the run went on without caching the rest. Free space or fix the file, then rerun "
+                                "to fill the cache, or pick another with --cache PATH")
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM loglikelihood WHERE fingerprint = ?", [self.fingerprint]).fetchone()[0]

@@ -123,6 +123,9 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         print(f"\npromptkit: interrupted. {_resume_hint(cache)}", file=sys.stderr)
         return 130
+    if args.quiet:  # otherwise the log already showed them
+        for note in results.config["engine"].get("notes", []):
+            print(f"promptkit: warning: {note}", file=sys.stderr)
     print(format_ranking(results))
     print()
     print(format_held_out(results.held_out_summary()))

@@ -11,6 +11,7 @@ import pandas as pd
 from . import engine
 from .backends.hf import HFBackend
 from .cache import ResultCache
+from .errors import PromptkitError
 from .paths import cache_dir
 from .metrics import CONTENT_FREE_INPUT, example_row
 from .render import render
@@ -50,6 +51,8 @@ def evaluate(
         for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
     started = time.time()
+    if out is not None:
+        _check_writable(Path(out))  # before any scoring, so a bad --out cannot cost a run
     families = templates if _is_families(templates) else load_templates(templates)
     variants = expand_all(families, max_variants, seed)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -64,8 +67,8 @@ def evaluate(
             if key not in content_free:
                 content_free[key] = len(requests)
                 requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0)))
-    backend = model if isinstance(model, HFBackend) else HFBackend(model, dtype=dtype, device=device, batch_tokens=batch_tokens,
-                                                                       trust_remote_code=trust_remote_code, log=log)
+    backend = model if isinstance(model, HFBackend) else _load_backend(model, progress, dtype=dtype, device=device,
+                                                                         batch_tokens=batch_tokens, trust_remote_code=trust_remote_code, log=log)
     store = None
     if cache:
         path = default_cache_path() if cache is True else Path(cache)
@@ -76,6 +79,9 @@ def evaluate(
     finally:
         if store is not None:
             store.close()
+            if store.write_error:
+                stats.notes.append(store.write_error)
+                log(f"warning: {store.write_error}")
     rows = [
         {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id, **example_row(e, s)}
         for (v, t, e), s in zip(work, scores)
@@ -94,7 +100,7 @@ def evaluate(
         "n_variants": len(variants),
         "n_requests": len(requests),
         "forward_tokens": stats.forward_tokens,
-        "engine": {**stats.as_dict(), "batch_tokens": backend.batch_tokens,
+        "engine": {**stats.as_dict(), "notes": stats.notes, "batch_tokens": backend.batch_tokens,
                    "cache": str(store.path) if store is not None else None},
         "wall_seconds": round(time.time() - started, 2),
     }
@@ -108,8 +114,38 @@ def evaluate(
         info[vid]["sample"] = sample
     results = Results(pd.DataFrame(rows), task_info(tasks), info, config)
     if out is not None:
-        results.save(out)
+        try:
+            results.save(out)
+        except OSError as exc:
+            kept = "the scores are in the result cache, so rerunning with another --out costs seconds" if store else \
+                "the Results object returned here still holds everything"
+            raise PromptkitError(f"{out}: could not write the run directory ({exc.strerror or exc}); {kept}") from None
     return results
+
+
+def _load_backend(model, progress: bool, **kwargs) -> HFBackend:
+    """The model, with transformers' own loading bars only when progress is wanted."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        return HFBackend(model, **kwargs)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".promptkit-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PromptkitError(f"{out}: cannot write the run directory here ({exc.strerror or exc}); "
+                             "pick another with --out DIR") from None
 
 
 def default_cache_path() -> Path:

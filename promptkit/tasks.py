@@ -272,6 +272,12 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
     choices = _field(row, o["choices"], "choices", spec, idx, origin)
     if isinstance(choices, str):
         choices = [c.strip() for c in choices.split("|")] if "|" in choices else [choices]
+    if not isinstance(choices, (list, tuple)):
+        raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': `choices:` must give a list (got {type(choices).__name__}); "
+                         "map it to a list column, or to text separated by '|'")
+    for k, c in enumerate(choices):
+        if c is None or (isinstance(c, float) and c != c) or not str(c).strip():
+            raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': choice {k} is empty ({c!r}); fill it in or drop the row")
     choices = [str(c) for c in choices]
     raw_target = _field(row, o["target"], "target", spec, idx, origin)
     if isinstance(raw_target, bool) or not isinstance(raw_target, (int, str)):

@@ -184,13 +184,16 @@ def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | 
         if len({repr(v) for v in values}) != len(values):
             raise TemplateError(f"{path}: axis '{axis}' lists the same value twice; each value must be distinct")
         clean_axes[axis] = list(values)
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise TemplateError(f"{path}:{lines.get('metadata', '?')}: `metadata` must be a mapping of names to values")
     family = TemplateFamily(
         name=name,
         prompt=data["prompt"],
         continuation=data.get("continuation", " {{ choice }}"),
         axes=clean_axes,
         description=str(data.get("description", "")),
-        metadata=dict(data.get("metadata") or {}),
+        metadata=dict(metadata),
         path=path,
         lines=lines,
     )

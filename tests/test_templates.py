@@ -109,3 +109,11 @@ def test_empty_continuation_is_an_error(tmp_path):
     family = family_from_dict({"name": "e", "prompt": "{{ input }}", "continuation": "{{ '' }}"}, "e.yaml")
     with pytest.raises(pk.PromptkitError, match="empty continuation"):
         render(expand(family)[0], TASK, TASK.examples[0])
+
+
+def test_metadata_must_be_a_mapping(tmp_path):
+    """Found by tests/fuzz_loaders.py: a scalar `metadata:` raised a bare ValueError."""
+    path = tmp_path / "meta.yaml"
+    path.write_text("name: meta\nmetadata: zero-shot\nprompt: '{{ input }}'\n")
+    with pytest.raises(pk.TemplateError, match=r"meta.yaml:2: `metadata` must be a mapping"):
+        load_family(path)

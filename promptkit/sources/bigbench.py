@@ -131,7 +131,7 @@ def task_from_json(data: dict, name: str, origin: str, limit: int | None = None,
     """Normalize a BIG-bench task.json: `target_scores` → choices + target index; `target` → references."""
     raw = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(raw, list) or not raw:
-        raise SuiteError(f"{origin}: BIG-bench task '{name}' has no `examples` list")
+        raise SuiteError(f"{origin}: BIG-bench task '{name}' has no examples; it needs a non-empty `examples` list")
     examples = []
     for i in pick_indices(len(raw), limit, seed, name):
         examples.append(_example(raw[i], i, name, origin))

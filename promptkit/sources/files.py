@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -24,10 +25,21 @@ def rows(spec, pick: Callable[[int], list[int]]):
         path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+    if not path.read_bytes().strip():
+        raise SuiteError(f"{spec.where}: data file {path} is empty; it needs at least one example row")
     kwargs = {"field": spec.options["field"]} if spec.options.get("field") else {}
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a local file loads in moments; its progress bar is noise
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # a parse failure becomes our one message below, not a logged traceback too
     try:
         data = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
     except Exception as exc:  # datasets raises many types for malformed files
         raise SuiteError(f"{path}: could not read it as {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        logger.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
     indices = pick(len(data))
     return [(i, data[i]) for i in indices], len(data), str(path)

@@ -1,0 +1,125 @@
+"""Crash safety: runs killed at random moments, two runs sharing one cache, and Ctrl-C.
+
+After every interruption the next run computes only what is missing, and the final results equal
+an uninterrupted run's, with no duplicate or missing rows."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import promptkit as pk
+
+KILLS = int(os.environ.get("PROMPTKIT_TEST_KILLS", "8"))
+KEY = ["variant", "task", "example"]
+
+
+def _argv(templates, suite, model, cache, out) -> list[str]:
+    return [sys.executable, "-m", "promptkit", "run", "--templates", str(templates), "--suite", str(suite), "--model", model,
+            "--cache", str(cache), "--out", str(out), "--batch-tokens", "48", "--max-variants", "0", "--quiet", "--no-report"]
+
+
+def _rows(out: Path) -> pd.DataFrame:
+    return pd.read_json(out / "results.jsonl", orient="records", lines=True, dtype={"example": str})
+
+
+def _cached(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _same(got: pd.DataFrame, reference: pd.DataFrame) -> None:
+    assert not got.duplicated(KEY).any(), "duplicate rows"
+    assert len(got) == len(reference), "missing rows"
+    merged = got.merge(reference, on=KEY, suffixes=("", "_ref"))
+    assert len(merged) == len(reference)
+    assert (merged["prediction"] == merged["prediction_ref"]).all()
+    for x, y in zip(merged["logprobs"], merged["logprobs_ref"]):
+        assert x == pytest.approx(y, abs=1e-5)
+
+
+@pytest.fixture()
+def reference(tiny_model, toy_suite, two_templates):
+    return pk.evaluate(two_templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
+
+
+def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny_model, toy_suite, two_templates, tmp_path, reference):
+    db, out = tmp_path / "cache.sqlite", tmp_path / "run"
+    argv = _argv(two_templates, toy_suite, tiny_model, db, out)
+    # how long one full run takes here, to spread the kills over it
+    start = time.perf_counter()
+    timing = subprocess.run(_argv(two_templates, toy_suite, tiny_model, tmp_path / "t.sqlite", tmp_path / "t"),
+                            capture_output=True, text=True, timeout=300)
+    assert timing.returncode == 0, timing.stderr[-2000:]
+    full = time.perf_counter() - start
+    rng = random.Random(1234)
+    killed, counts = 0, []
+    for _ in range(KILLS):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, full))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(timeout=60)
+        counts.append(_cached(db))
+        if out.joinpath("results.jsonl").exists():  # a run got to the end: start the next one from scratch
+            break
+    assert counts == sorted(counts), "the cache lost rows"
+    assert killed >= 1
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    _same(_rows(out), reference)
+    print(f"kills survived: {killed}; cache rows after each: {counts}")
+
+
+def test_two_runs_sharing_one_cache_at_once(tiny_model, toy_suite, two_templates, tmp_path, reference):
+    db = tmp_path / "shared.sqlite"
+    procs = [subprocess.Popen(_argv(two_templates, toy_suite, tiny_model, db, tmp_path / f"run{i}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    for i in range(2):
+        _same(_rows(tmp_path / f"run{i}"), reference)
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
+    unique = {(r.variant, r.task, r.example) for r in reference.itertuples()}
+    assert stored >= len(unique)  # every continuation of every request is there (no lost writes)
+    again = pk.evaluate(two_templates, toy_suite, tiny_model, cache=db, batch_tokens=48, progress=False)
+    assert again.config["engine"]["computed"] == 0
+
+
+def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tiny_model, toy_suite, two_templates, tmp_path, reference):
+    db, out = tmp_path / "cache.sqlite", tmp_path / "run"
+    argv = _argv(two_templates, toy_suite, tiny_model, db, out)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and _cached(db) == 0:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Run the same command again to resume" in err and str(db) in err
+    assert "Traceback" not in err
+    kept = _cached(db)
+    assert kept > 0
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert f"({kept} from the cache)" in final.stdout
+    _same(_rows(out), reference)
