@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -53,42 +54,63 @@ def _same(got: pd.DataFrame, reference: pd.DataFrame) -> None:
 
 
 @pytest.fixture()
-def reference(tiny_model, toy_suite, two_templates):
-    return pk.evaluate(two_templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
+def templates(two_templates):
+    """The two small families plus one with 24 variants, so that scoring lasts long enough to be interrupted."""
+    (two_templates / "many.yaml").write_text(
+        "name: many\naxes:\n  label: ['Q:', 'Question:', 'Input:', 'Text:']\n  sep: [' ', '\\n', ' | ']\n"
+        "  end: ['Answer:', 'A:']\nprompt: '{{ label }} {{ input }}{{ sep }}{{ end }}'\ncontinuation: ' {{ choice }}'\n")
+    return two_templates
 
 
-def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny_model, toy_suite, two_templates, tmp_path, reference):
+@pytest.fixture()
+def reference(tiny_model, toy_suite, templates):
+    return pk.evaluate(templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
+
+
+def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny_model, toy_suite, templates, tmp_path, reference):
     db, out = tmp_path / "cache.sqlite", tmp_path / "run"
-    argv = _argv(two_templates, toy_suite, tiny_model, db, out)
+    argv = _argv(templates, toy_suite, tiny_model, db, out)
     # how long one full run takes here, to spread the kills over it
     start = time.perf_counter()
-    timing = subprocess.run(_argv(two_templates, toy_suite, tiny_model, tmp_path / "t.sqlite", tmp_path / "t"),
+    timing = subprocess.run(_argv(templates, toy_suite, tiny_model, tmp_path / "t.sqlite", tmp_path / "t"),
                             capture_output=True, text=True, timeout=300)
     assert timing.returncode == 0, timing.stderr[-2000:]
     full = time.perf_counter() - start
+    total = _cached(tmp_path / "t.sqlite")
     rng = random.Random(1234)
-    killed, counts = 0, []
-    for _ in range(KILLS):
+    killed, rounds, counts = 0, 0, []
+    for k in range(KILLS):
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, full))
+        if k % 2:  # at a random moment: start-up, scoring, or writing the run directory
+            time.sleep(rng.uniform(0.2, full))
+        else:  # mid-scoring: once the cache has grown past a random point
+            target = rng.randint(_cached(db) + 1, max(_cached(db) + 1, total - 1))
+            deadline = time.time() + 120
+            while proc.poll() is None and _cached(db) < target and time.time() < deadline:
+                time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait(timeout=60)
         counts.append(_cached(db))
-        if out.joinpath("results.jsonl").exists():  # a run got to the end: start the next one from scratch
-            break
-    assert counts == sorted(counts), "the cache lost rows"
-    assert killed >= 1
+        assert counts[-1] >= (counts[-2] if len(counts) > 1 else 0), f"the cache lost rows: {counts}"
+        if (out / "results.jsonl").exists():  # this round got to the end: check it, then start a new one
+            _same(_rows(out), reference)
+            rounds += 1
+            shutil.rmtree(out)
+            for f in tmp_path.glob("cache.sqlite*"):
+                f.unlink()
+            counts.append(0)
+    assert killed >= KILLS // 2
     final = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     _same(_rows(out), reference)
-    print(f"kills survived: {killed}; cache rows after each: {counts}")
+    print(f"kills survived: {killed} of {KILLS} attempts ({rounds} rounds finished before the kill); cache rows: {counts}")
 
 
-def test_two_runs_sharing_one_cache_at_once(tiny_model, toy_suite, two_templates, tmp_path, reference):
+def test_two_runs_sharing_one_cache_at_once(tiny_model, toy_suite, templates, tmp_path, reference):
     db = tmp_path / "shared.sqlite"
-    procs = [subprocess.Popen(_argv(two_templates, toy_suite, tiny_model, db, tmp_path / f"run{i}"),
+    procs = [subprocess.Popen(_argv(templates, toy_suite, tiny_model, db, tmp_path / f"run{i}"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
@@ -100,13 +122,13 @@ def test_two_runs_sharing_one_cache_at_once(tiny_model, toy_suite, two_templates
         stored = con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
     unique = {(r.variant, r.task, r.example) for r in reference.itertuples()}
     assert stored >= len(unique)  # every continuation of every request is there (no lost writes)
-    again = pk.evaluate(two_templates, toy_suite, tiny_model, cache=db, batch_tokens=48, progress=False)
+    again = pk.evaluate(templates, toy_suite, tiny_model, cache=db, batch_tokens=48, progress=False)
     assert again.config["engine"]["computed"] == 0
 
 
-def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tiny_model, toy_suite, two_templates, tmp_path, reference):
+def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tiny_model, toy_suite, templates, tmp_path, reference):
     db, out = tmp_path / "cache.sqlite", tmp_path / "run"
-    argv = _argv(two_templates, toy_suite, tiny_model, db, out)
+    argv = _argv(templates, toy_suite, tiny_model, db, out)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and _cached(db) == 0:
