@@ -134,7 +134,7 @@ def suite_from_dict(data: Any, path: Path) -> Suite:
         raise SuiteError(f"{path}: a suite must be a YAML mapping with `selection:` and `held_out:` task lists")
     unknown = set(data) - SUITE_KEYS
     if unknown:
-        raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SUITE_KEYS))}")
+        raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(SUITE_KEYS))}")
     if not data.get("selection"):
         raise SuiteError(f"{path}: `selection:` must list at least one task")
     tasks: list[TaskSpec] = []
@@ -168,7 +168,7 @@ def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
         raise SuiteError(f"{where}: a task must be a mapping or 'bigbench:TASK' (got {entry!r})")
     unknown = set(entry) - TASK_KEYS
     if unknown:
-        raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TASK_KEYS))}")
+        raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(TASK_KEYS))}")
     source = entry.get("source", "bigbench" if "task" in entry else None)
     if source not in SOURCES:
         raise SuiteError(f"{where}: `source` must be one of {', '.join(SOURCES)} (got {source!r})")

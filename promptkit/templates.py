@@ -159,7 +159,7 @@ def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | 
     unknown = set(data) - TEMPLATE_KEYS
     if unknown:
         raise TemplateError(
-            f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TEMPLATE_KEYS))}"
+            f"{path}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(TEMPLATE_KEYS))}"
         )
     name = data["name"]
     if not isinstance(name, str) or not name.strip() or any(c in name for c in " ./\\"):

@@ -117,3 +117,15 @@ def test_metadata_must_be_a_mapping(tmp_path):
     path.write_text("name: meta\nmetadata: zero-shot\nprompt: '{{ input }}'\n")
     with pytest.raises(pk.TemplateError, match=r"meta.yaml:2: `metadata` must be a mapping"):
         load_family(path)
+
+
+def test_non_string_keys_are_reported_not_crashed_on(tmp_path):
+    """Found by the loader fuzzer in CI: YAML keys such as `true:` or `~:` made the message itself fail."""
+    path = tmp_path / "keys.yaml"
+    path.write_text("name: keys\nprompt: '{{ input }}'\ntrue: 1\n~: 2\nzz: 3\n")
+    with pytest.raises(pk.TemplateError, match=r"unknown field\(s\) None, True, zz"):
+        load_family(path)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\nselection: ['bigbench:x']\n1: a\nfalse: b\n")
+    with pytest.raises(pk.SuiteError, match=r"unknown field\(s\) 1, False"):
+        pk.load_suite(suite)
