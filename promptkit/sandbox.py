@@ -91,9 +91,8 @@ def bounded_filter(name: str, func):
             _check_replace(*[a for a in args if not hasattr(a, "environment")][:3])
         return _check_size(func(*args, **kwargs), f"the result of the `{name}` filter")
 
-    for attr in ("jinja_pass_arg",):
-        if hasattr(func, attr):
-            setattr(wrapper, attr, getattr(func, attr))
+    if hasattr(func, "jinja_pass_arg"):  # Jinja passes the context/environment first to such filters
+        wrapper.jinja_pass_arg = func.jinja_pass_arg
     wrapper.__name__ = getattr(func, "__name__", name)
     return wrapper
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ CANONICAL_FIELDS = ("id", "input", "choices", "instruction", "meta")
 CONTINUATION_FIELDS = ("choice", "index")
 TEMPLATE_KEYS = {"name", "description", "prompt", "continuation", "axes", "metadata"}
 CASINGS = ("as_is", "upper", "lower", "title", "capitalize")
+_ALLOWED = "Templates may use the example's fields, their axes and Jinja's filters, nothing else."
 
 
 def _letter(index: int) -> str:
@@ -36,8 +38,10 @@ def _casing(text: str, style: str) -> str:
     return getattr(str(text), style)()
 
 
+@functools.cache
 def make_environment() -> PromptSandbox:
-    """The only environment templates are rendered in: sandboxed, bounded, strict about undefined names."""
+    """The only environment templates are rendered in: sandboxed, bounded, strict about undefined names.
+    Built once and shared (read-only after this; Jinja environments are safe to share)."""
     env = PromptSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters["letter"] = bounded_filter("letter", _letter)
     env.filters["casing"] = bounded_filter("casing", _casing)
@@ -72,8 +76,7 @@ class TemplateFamily:
                 raise TemplateError(_jinja_message(self, key, exc)) from None
             except jinja2.exceptions.SecurityError as exc:
                 raise TemplateSecurityError(
-                    f"{self.where(key)}: template family '{self.name}' ({key}) was refused: {exc}. Templates may use "
-                    "the example's fields, their axes and Jinja's filters, nothing else."
+                    f"{self.where(key)}: template family '{self.name}' ({key}) was refused: {exc}. {_ALLOWED}"
                 ) from None
         return self._compiled[key]
 
@@ -84,8 +87,7 @@ class TemplateFamily:
             return render_bounded(template, context)
         except jinja2.exceptions.SecurityError as exc:
             raise TemplateSecurityError(
-                f"{self.where(key)}: template family '{self.name}' ({key}) was stopped by the sandbox: {exc}. "
-                "Templates may use the example's fields, their axes and Jinja's filters, nothing else."
+                f"{self.where(key)}: template family '{self.name}' ({key}) was stopped by the sandbox: {exc}. {_ALLOWED}"
             ) from None
         except jinja2.UndefinedError as exc:
             allowed = sorted(context)

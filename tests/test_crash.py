@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import promptkit as pk
+from promptkit.cache import count_rows
 
 KILLS = int(os.environ.get("PROMPTKIT_TEST_KILLS", "8"))
 KEY = ["variant", "task", "example"]
@@ -34,13 +35,7 @@ def _rows(out: Path) -> pd.DataFrame:
 
 
 def _cached(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+    return count_rows(db) if db.exists() else 0
 
 
 def _same(got: pd.DataFrame, reference: pd.DataFrame) -> None:

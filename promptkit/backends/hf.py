@@ -266,10 +266,12 @@ class HFBackend:
         # the vocabulary projection reads the whole output matrix, so rows wait here and are
         # projected a few hundred at a time rather than a few dozen per batch
         pending: list[tuple[list[int], _Scored]] = []
+        pending_rows = [0]
 
         def project() -> None:
             if not pending:
                 return
+            pending_rows[0] = 0
             token_lp, greedy = self._project(torch.cat([sc.vectors for _, sc in pending]),
                                              torch.cat([sc.targets for _, sc in pending]), is_logits=pending[0][1].is_logits)
             lp, gr, base = token_lp.tolist(), greedy.tolist(), 0
@@ -283,7 +285,8 @@ class HFBackend:
             if pending and pending[0][1].is_logits != scored.is_logits:
                 project()
             pending.append((indices, scored))
-            if scored.is_logits or sum(len(sc.targets) for _, sc in pending) >= self.project_rows:
+            pending_rows[0] += len(scored.targets)
+            if scored.is_logits or pending_rows[0] >= self.project_rows:
                 project()
 
         for batch in self._plan_shared(shared, group_cost):
