@@ -285,7 +285,7 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
     if isinstance(raw_target, str):
         if raw_target in choices:
             target: int = choices.index(raw_target)
-        elif raw_target.strip().lstrip("-").isdigit():
+        elif raw_target.strip().lstrip("-").isdecimal():  # isdigit() also accepts "²", which int() refuses
             target = int(raw_target)
         else:
             raise SuiteError(
