@@ -162,3 +162,30 @@ def test_attended_keys_are_counted_with_and_without_a_window():
             for window in (None, 1, 5, 8, 30):
                 expected = sum(min(k, window) if window else k for k in range(past + 1, past + n + 1))
                 assert _keys_seen(past, n, window) == expected, (past, n, window)
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_sliced_vocabulary_projection_equals_full_log_softmax(tiny_backend, monkeypatch, cap):
+    """The projection walks the vocabulary in slices (running log-sum-exp and argmax); it must
+    give what one full log_softmax gives, for targets in every slice, and the first maximum on ties."""
+    monkeypatch.setattr(tiny_backend.model.config, "final_logit_softcapping", cap, raising=False)
+    head = tiny_backend.model.get_output_embeddings()
+    vocab, hidden = head.weight.shape
+    torch.manual_seed(0)
+    vectors = torch.randn(9, hidden)
+    logits = head(vectors).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    targets = torch.tensor([0, vocab - 1, 5, vocab // 2, *logits.argmax(1)[4:].tolist()])
+    want = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+    for chunk in (7, vocab // 3, vocab, 10 * vocab):
+        lp, greedy = tiny_backend._project(vectors, targets, chunk=chunk)
+        assert torch.allclose(lp, want, atol=1e-5), chunk
+        assert greedy.tolist() == (logits.argmax(1) == targets).tolist()
+        assert greedy[4:].all()
+    # logits given directly (a model without a separate head), with a tie: the first index wins
+    tied = torch.zeros(2, 10)
+    tied[:, 3] = tied[:, 8] = 5.0
+    lp, greedy = tiny_backend._project(tied, torch.tensor([3, 8]), is_logits=True, chunk=4)
+    assert greedy.tolist() == [True, False]
+    assert torch.allclose(lp, torch.log_softmax(tied, -1)[:, 3])

@@ -18,7 +18,7 @@ from ..errors import ModelError
 from ..paths import cache_dir
 
 DEFAULT_MODEL = "gemma-3-270m"
-BACKEND_VERSION = "hf-3"
+BACKEND_VERSION = "hf-4"
 CONVERTED_MARKER = "promptkit-converted.json"
 
 
@@ -463,22 +463,50 @@ class HFBackend:
         hidden = self.model.base_model(input_ids=ids, attention_mask=mask)[0]
         return _Scored(hidden[rows_t, pos_t], torch.tensor(targets), layout)
 
-    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 128):
+    @torch.inference_mode()
+    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768):
         """Log-probability of each target token and whether it is the argmax, from final hidden
-        states (projected onto the vocabulary here, in chunks) or from logits."""
-        head = self.model.get_output_embeddings()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        lps, greedy = [], []
-        for start in range(0, len(targets), chunk):
-            part = vectors[start:start + chunk]
-            logits = part.float() if is_logits else head(part).float()
-            if cap and not is_logits:
-                logits = torch.tanh(logits / cap) * cap
-            logprobs = torch.log_softmax(logits, dim=-1)
-            t = targets[start:start + chunk].to(logprobs.device)
-            lps.append(logprobs.gather(1, t[:, None])[:, 0].cpu())
-            greedy.append((logprobs.argmax(dim=1) == t).cpu())
-        return torch.cat(lps), torch.cat(greedy)
+        states (projected onto the vocabulary here) or from logits.
+
+        The vocabulary is walked in slices of `chunk` entries with a running log-sum-exp and
+        argmax, inside one reused buffer: all rows share one read of the output matrix, memory
+        holds (rows × chunk) logits instead of (rows × vocabulary) — 1 MiB per row for a 262k
+        vocabulary — and no large block is freed and reallocated per slice (on glibc such
+        churn fragments the heap and the process keeps growing)."""
+        head = None if is_logits else self.model.get_output_embeddings()
+        cap = None if is_logits else getattr(self.model.config, "final_logit_softcapping", None)
+        vocab = vectors.shape[1] if is_logits else head.weight.shape[0]
+        n, device = len(targets), vectors.device
+        rows, targets = torch.arange(n, device=device), targets.to(device)
+        width = min(chunk, vocab)
+        space = torch.empty(n * width, dtype=vectors.dtype, device=device)
+        lse = torch.full((n,), -float("inf"), device=device)
+        target_logit = torch.zeros(n, device=device)
+        best = torch.full((n,), -float("inf"), device=device)
+        best_at = torch.zeros(n, dtype=torch.long, device=device)
+        for start in range(0, vocab, width):
+            stop = min(vocab, start + width)
+            buf = space[: n * (stop - start)].view(n, stop - start)
+            if is_logits:
+                buf.copy_(vectors[:, start:stop])
+            else:
+                torch.mm(vectors, head.weight[start:stop].t(), out=buf)
+                if head.bias is not None:
+                    buf.add_(head.bias[start:stop])
+            logits = buf if buf.dtype == torch.float32 else buf.float()
+            if cap:
+                logits.div_(cap).tanh_().mul_(cap)
+            inside = (targets >= start) & (targets < stop)
+            if inside.any():
+                target_logit[inside] = logits[rows[inside], targets[inside] - start]
+            top, at = logits.max(dim=-1)
+            better = top > best  # strictly: the first maximum wins, as argmax does
+            best = torch.where(better, top, best)
+            best_at = torch.where(better, at + start, best_at)
+            # log-sum-exp of this slice, in place, merged into the running one
+            part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
+            lse = torch.logaddexp(lse, part)
+        return (target_logit - lse).cpu(), (best_at == targets).cpu()
 
 
 @dataclass
