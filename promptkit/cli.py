@@ -22,11 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PromptkitError as exc:
-        print(f"promptkit: error: {exc}", file=sys.stderr)
+        print(f"promptkit: error{_rank_tag()}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("promptkit: interrupted", file=sys.stderr)
         return 130
+
+
+def _rank_tag() -> str:
+    """' (rank 1 of 4)' inside an `accelerate launch` job, so a failing process says which it is."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return ""
+    return f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for variant and example sampling (default 0)")
     run.add_argument("--out", default=None, help="run directory to write (default runs/<timestamp>)")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: float32 on CPU)")
-    run.add_argument("--device", default="auto", help="torch device (auto: cuda if available)")
+    run.add_argument("--device", default="auto", help="torch device (auto: cuda if available; under accelerate launch, this process's GPU)")
+    run.add_argument("--device-map", default=None,
+                     help="spread a model too big for one GPU over this machine's GPUs (transformers' device_map, e.g. auto)")
     run.add_argument("--batch-tokens", default="auto", type=_batch_tokens, help="tokens per forward batch (default auto: sized to free memory, halved on out-of-memory)")
     run.add_argument("--cache", default=None, help="result cache file (default: results.sqlite in the user cache directory)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
     run.add_argument("--trust-remote-code", action="store_true",
                      help="let a hub model run the Python code shipped in its repository (off by default)")
+    run.add_argument("--search", default=None, choices=["exhaustive", "halving", "racing", "thompson"],
+                     help="spend --budget where the ranking is uncertain instead of scoring everything (see README)")
+    run.add_argument("--budget", default=None,
+                     help="with --search: a fraction of the exhaustive forward tokens (0.25, 25%%) or a token count (2e6)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     _analysis_options(run)
@@ -113,19 +128,36 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cache = False if args.no_cache else (args.cache or True)
+    if _rank_tag():  # the launcher ends the job with SIGTERM when another process fails
+        import signal
+
+        signal.signal(signal.SIGTERM, _stopped_by_launcher)
     try:
         results = evaluate(
             args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
             seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
             cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
-            trust_remote_code=args.trust_remote_code,
+            trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
         )
+    except _Stopped:
+        print(f"\npromptkit: stopped{_rank_tag()}: another process of this job failed. {_resume_hint(cache)}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"\npromptkit: interrupted. {_resume_hint(cache)}", file=sys.stderr)
+        print(f"\npromptkit: interrupted{_rank_tag()}. {_resume_hint(cache)}", file=sys.stderr)
         return 130
+    except PromptkitError:
+        if _rank_tag():  # the launcher stops the other processes; say how to pick up again
+            print(f"promptkit: this process failed, so the whole job stops. {_resume_hint(cache)}", file=sys.stderr)
+        raise
+    if results.config.get("processes", 1) > 1 and not _is_rank_zero():
+        return 0  # rank 0 prints and writes the run directory
     if args.quiet:  # otherwise the log already showed them
         for note in results.config["engine"].get("notes", []):
             print(f"promptkit: warning: {note}", file=sys.stderr)
+    if "search" in results.config:
+        print(format_search(results))
+        _print_footer(results, out)
+        return 0
     print(format_ranking(results))
     print()
     print(format_held_out(results.held_out_summary()))
@@ -137,12 +169,64 @@ def cmd_run(args) -> int:
         from .report import write_report
 
         print(f"\nreport: {write_report(results, out, analysis)}")
+    _print_footer(results, out)
+    return 0
+
+
+def _print_footer(results, out: Path) -> None:
     cfg = results.config
     eng = cfg["engine"]
     print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
           f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache), {cfg['forward_tokens']} forward tokens, "
           f"{cfg['model']['dtype']}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
-    return 0
+
+
+def format_search(results, max_rows: int = 25) -> str:
+    """What a budgeted search spent, what it chose, and every variant's estimate with its own sample size."""
+    import math
+
+    info = results.config["search"]
+    rows = results.rows
+    sel = rows[rows["split"] == "selection"].copy()
+    chance = sel["task"].map(lambda t: results.tasks[t]["chance"])
+    sel["value"] = (sel["accuracy"] - chance) / (1 - chance)
+    alive = set(info["alive"])
+    lines = [f"search {info['strategy']} (seed {info['seed']}): {info['used_tokens']:,} forward tokens of a "
+             f"{info['budget_tokens']:,} budget = {info['used_tokens'] / max(info['exhaustive_tokens'], 1):.1%} of exhaustive "
+             f"({info['exhaustive_tokens']:,}); {info['held_out_tokens']:,} of them scored the chosen variant on the held-out tasks",
+             f"chosen: {info['chosen']}" + (f"; worst found: {info['worst']}" if info.get("worst") else ""),
+             "", f"{'rank':>4}  {'variant':<44} {'status':<10} {'cells':>6} {'mean_norm':>9}  95% CI (its own cells)"]
+    for k, vid in enumerate(info["ranking"][:max_rows], 1):
+        values = sel.loc[sel["variant"] == vid, "value"]
+        n, mean = len(values), values.mean()
+        half = 1.96 * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        status = "chosen" if vid == info["chosen"] else ("alive" if vid in alive else "dropped")
+        lines.append(f"{k:>4}  {vid:<44} {status:<10} {n:>6} {mean:>9.3f}  [{mean - half:.3f}, {mean + half:.3f}]")
+    if len(info["ranking"]) > max_rows:
+        lines.append(f"      … {len(info['ranking']) - max_rows} more in config.json (search.ranking)")
+    held = rows[(rows["split"] != "selection") & (rows["variant"] == info["chosen"])]
+    if len(held):
+        per_task = held.groupby("task")["accuracy"].mean()
+        lines.append("")
+        lines.append(f"chosen variant on the held-out tasks (never seen by the search): mean accuracy {per_task.mean():.3f} "
+                     f"({', '.join(f'{t} {a:.2f}' for t, a in per_task.items())})")
+    lines.append("Variants were scored on different numbers of examples (the cells column); paired statistics need "
+                 "the same examples, so rerun the finalists without --search for the full analysis and report.")
+    return "\n".join(lines)
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM from the launcher: unwinds like Ctrl-C, so the cache connection closes cleanly."""
+
+
+def _stopped_by_launcher(signum, frame):
+    raise _Stopped()
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _resume_hint(cache) -> str:

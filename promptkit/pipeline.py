@@ -8,12 +8,13 @@ from typing import Callable
 
 import pandas as pd
 
-from . import engine
+from . import distributed, engine
+from . import search as searching
 from .backends.hf import HFBackend
 from .cache import ResultCache
 from .errors import PromptkitError
 from .paths import cache_dir
-from .metrics import CONTENT_FREE_INPUT, example_row
+from .metrics import CONTENT_FREE_INPUT, choose, example_row
 from .render import render
 from .results import Results
 from .tasks import Example, Suite, Task, load_suite, load_tasks
@@ -35,6 +36,9 @@ def evaluate(
     cache: str | Path | bool | None = True,
     calibrate: bool = False,
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    search: str | None = None,
+    budget: str | float | None = None,
     out: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -47,10 +51,34 @@ def evaluate(
     cache: True (the shared cache in the user cache directory), a SQLite path, or False/None for none.
         Results are keyed by the model's fingerprint, so a cache never serves one model's scores for another.
     trust_remote_code: let a hub model run the Python code in its repository (off unless you pass True).
+    search: spend a budget where the ranking is uncertain instead of scoring every variant on every
+        example: "halving", "racing", "thompson" (or "exhaustive"); see promptkit.search. Only the
+        selection tasks steer it; the chosen variant is then scored on the held-out tasks.
+    budget: with `search`, a fraction of the exhaustive forward tokens (0.25, "25%") or a token count ("2e6").
+    device_map: spread one model over several GPUs of this machine (transformers' device_map, e.g. "auto").
+    Under `accelerate launch` every process scores its share of the requests on its own device; rank 0
+    plans, gathers and writes the run directory (see README, "Several GPUs or machines").
     calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets,
         for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
     started = time.time()
+    if search is not None and search not in searching.STRATEGIES:
+        raise PromptkitError(f"unknown search strategy '{search}'; choose one of {', '.join(searching.STRATEGIES)}")
+    if budget is not None and search is None:
+        raise PromptkitError("a budget needs a search strategy: pass --search halving|racing|thompson (search=...)")
+    if search == "exhaustive" and budget is None:
+        search = None  # every variant on every example: the plain run
+    if search is not None and calibrate:
+        raise PromptkitError("--calibrate cannot be combined with --search yet: run the search, then a calibrated run "
+                             "of the variants it kept")
+    ranks = distributed.current(device)  # several only under `accelerate launch` / torchrun
+    if ranks.active:
+        if device in ("auto", "cuda"):  # each process on its own GPU (or the CPU)
+            device = ranks.device or device
+        progress = progress and ranks.is_main
+        log = log if ranks.is_main else (lambda msg: None)
+        if not ranks.is_main:
+            out = None  # rank 0 writes the run directory
     if out is not None:
         _check_writable(Path(out))  # before any scoring, so a bad --out cannot cost a run
     families = templates if _is_families(templates) else load_templates(templates)
@@ -68,14 +96,23 @@ def evaluate(
                 content_free[key] = len(requests)
                 requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0)))
     backend = model if isinstance(model, HFBackend) else _load_backend(model, progress, dtype=dtype, device=device,
-                                                                         batch_tokens=batch_tokens, trust_remote_code=trust_remote_code, log=log)
+                                                                         batch_tokens=batch_tokens, trust_remote_code=trust_remote_code,
+                                                                         device_map=device_map, log=log)
     store = None
     if cache:
         path = default_cache_path() if cache is True else Path(cache)
         store = ResultCache(path, backend.fingerprint)
     stats = engine.EngineStats()
+    searched = None
     try:
-        scores = engine.score(requests, backend, progress=progress, cache=store, stats=stats)
+        if search is None:
+            scores = engine.score(requests, backend, progress=progress, cache=store, stats=stats, ranks=ranks)
+        else:
+            score_some = lambda idx: engine.score([requests[i] for i in idx], backend, progress=False, cache=store,
+                                                  stats=stats, ranks=ranks)
+            kept, scores, searched = _run_search(search, budget, seed, work, requests, variants, tasks, backend,
+                                                 score_some, progress)
+            work = [work[i] for i in kept]
     finally:
         if store is not None:
             store.close()
@@ -100,6 +137,8 @@ def evaluate(
         "n_variants": len(variants),
         "n_requests": len(requests),
         "forward_tokens": stats.forward_tokens,
+        "processes": ranks.world,
+        **({"search": searched} if searched is not None else {}),
         "engine": {**stats.as_dict(), "notes": stats.notes, "batch_tokens": backend.batch_tokens,
                    "cache": str(store.path) if store is not None else None},
         "wall_seconds": round(time.time() - started, 2),
@@ -121,6 +160,78 @@ def evaluate(
                 "the Results object returned here still holds everything"
             raise PromptkitError(f"{out}: could not write the run directory ({exc.strerror or exc}); {kept}") from None
     return results
+
+
+def _run_search(strategy, budget, seed, work, requests, variants, tasks, backend, score_some, progress):
+    """Run a search strategy over the selection tasks, then score the chosen variant on the held-out
+    tasks. Returns the indices of the scored work items, their scores, and what the search did.
+
+    Every request is charged its uncached forward tokens (prompt once, plus each continuation), so
+    a warm result cache does not make a strategy look cheaper than it is."""
+    import numpy as np
+
+    index = {(v.id, t.name, e.id): i for i, (v, t, e) in enumerate(work)}
+    tokens = _request_tokens(requests, backend)
+    exhaustive = sum(tokens)
+    try:
+        total = searching.parse_budget(1.0 if budget is None else budget, exhaustive)
+    except ValueError as exc:
+        raise PromptkitError(f"--budget: {exc}") from None
+    selection = [t for t in tasks if t.split == "selection"]
+    held = [t for t in tasks if t.split != "selection"]
+    # the chosen variant's held-out scores are paid for out of the budget, set aside first
+    reserve = max((sum(tokens[index[(v.id, t.name, e.id)]] for t in held for e in t.examples) for v in variants), default=0)
+    if total - reserve <= 0 or not selection:
+        raise PromptkitError(f"budget of {total:,} forward tokens leaves nothing for the search ({reserve:,} are set aside "
+                             f"to score the chosen variant on the held-out tasks; exhaustive is {exhaustive:,}); "
+                             "raise --budget" if selection else "the suite has no selection tasks to search on")
+    cells = searching.cell_order([t.name for t in selection], [len(t.examples) for t in selection], seed)
+    item = lambda v, c: index[(variants[v].id, selection[cells[c][0]].name, selection[cells[c][0]].examples[cells[c][1]].id)]
+    cost = np.array([[tokens[item(v, c)] for c in range(len(cells))] for v in range(len(variants))], dtype=np.int64)
+    chance = np.array([selection[t].chance for t, _ in cells], dtype=float)
+    scored: dict[int, list] = {}
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total - reserve, unit="tok", desc=f"search ({strategy})", disable=not progress, dynamic_ncols=True) as bar:
+        def oracle(pairs):
+            idx = [item(v, c) for v, c in pairs]
+            got = score_some(idx)
+            bar.update(sum(tokens[i] for i in idx))
+            out = []
+            for i, s in zip(idx, got):
+                scored[i] = s
+                out.append(float(choose(s) in work[i][2].correct_indices()))
+            return out
+
+        result = searching.run(strategy, cost, chance, oracle, total - reserve, seed=seed, blocks=len(selection))
+    chosen = variants[result.chosen]
+    held_idx = [index[(chosen.id, t.name, e.id)] for t in held for e in t.examples]
+    if held_idx:
+        for i, s in zip(held_idx, score_some(held_idx)):
+            scored[i] = s
+    kept = sorted(scored)
+    info = {
+        "strategy": strategy, "seed": seed, "budget_tokens": total, "exhaustive_tokens": exhaustive,
+        "used_tokens": result.used + sum(tokens[i] for i in held_idx), "search_tokens": result.used,
+        "held_out_tokens": sum(tokens[i] for i in held_idx),
+        "chosen": chosen.id, "worst": None if result.worst is None else variants[result.worst].id,
+        "alive": [variants[v].id for v in result.alive],
+        "cells": {variants[v].id: n for v, n in enumerate(result.n_cells)},
+        "estimates": {variants[v].id: m for v, m in enumerate(result.means) if result.n_cells[v]},
+        "ranking": [variants[v].id for v in result.ranking() if result.n_cells[v]],
+        "history": result.history,
+    }
+    return kept, [scored[i] for i in kept], info
+
+
+def _request_tokens(requests, backend) -> list[int]:
+    """Forward tokens each request costs without a cache: its prompt once, plus every continuation."""
+    count = getattr(backend, "count_tokens", None) or (lambda texts: [len(t) // 4 + 1 for t in texts])
+    prompts = list(dict.fromkeys(r.prompt for r in requests))
+    per_prompt = dict(zip(prompts, count(prompts)))
+    conts = list(dict.fromkeys(c for r in requests for c in r.continuations))
+    per_cont = dict(zip(conts, count(conts)))
+    return [per_prompt[r.prompt] + 1 + sum(per_cont[c] for c in r.continuations) for r in requests]
 
 
 def _load_backend(model, progress: bool, **kwargs) -> HFBackend:

@@ -143,7 +143,9 @@ def auto_batch_tokens(model, device: torch.device, budget_bytes: int | None = No
             try:
                 import psutil
 
-                budget_bytes = min(int(psutil.virtual_memory().available * 0.25), 4 << 30)
+                # processes of one job on this machine share its memory
+                share = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+                budget_bytes = min(int(psutil.virtual_memory().available * 0.25 / share), 4 << 30)
             except ImportError:
                 budget_bytes = 2 << 30
     tokens = budget_bytes // max(per_token, 1)
@@ -159,24 +161,36 @@ class HFBackend:
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str = "auto",
                  batch_tokens: int | str = "auto", share_prompts: bool = True, min_shared_prefix: int = 16,
-                 trust_remote_code: bool = False, log: Callable[[str], None] = print):
+                 trust_remote_code: bool = False, device_map: str | dict | None = None,
+                 log: Callable[[str], None] = print):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = model or DEFAULT_MODEL
+        if device_map and int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
+            raise ModelError(f"--device-map {device_map} spreads one model over all GPUs of a machine, but this machine runs "
+                             f"{os.environ['LOCAL_WORLD_SIZE']} processes of the job; launch one process per machine "
+                             "(accelerate launch --num_processes = number of machines), or drop --device-map to give each "
+                             "process its own GPU")
         location, identity = resolve_model(model, log)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         try:
             # code shipped inside a model repository runs only when the user says so
             self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=self.dtype, trust_remote_code=trust_remote_code)
+            placement = {"device_map": device_map} if device_map else {}
+            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=self.dtype, trust_remote_code=trust_remote_code,
+                                                              **placement)
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelError(
                 f"could not load model '{self.spec}': {first}. Pass a hub id (needs the Hub), a local model "
                 "directory or a .gguf file."
             ) from None
-        self.model.to(self.device).eval()
+        if device_map:  # accelerate placed the layers; inputs go where the embeddings are
+            self.device = self.model.get_input_embeddings().weight.device
+        else:
+            self.model.to(self.device)
+        self.model.eval()
         self.batch_tokens = auto_batch_tokens(self.model, self.device) if batch_tokens == "auto" else int(batch_tokens)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         # prompt sharing reads continuations from the prompt's key/value cache; keep it inside
@@ -226,6 +240,10 @@ class HFBackend:
             start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
             ctx = [start]
         return ctx, cont
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Token count of each text (no special tokens), in one batched tokenizer call."""
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
 
     def loglikelihood(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None,
                       on_scores: Callable[[list[int], list[ContinuationScore]], None] | None = None) -> list[ContinuationScore]:
