@@ -7,7 +7,8 @@ exhaustive ranking on a fraction of its compute?
 One exhaustive run (every variant on every example; its scores land in the result cache, so a
 rerun of this script costs seconds) gives the reference. Each strategy is then replayed against
 that run's score table with the pipeline's own token costs and budget rules, for every budget and
-seed: that is exactly what `promptkit run --search` computes, minus re-scoring what the cache
+seed (a seed changes the search's example order and draws over the same variants): that is
+exactly what `promptkit run --search` computes, minus re-scoring what the cache
 already holds (`--check` runs one replay through the pipeline to confirm it). Prints, per strategy and
 budget over the seeds: forward tokens used, how often the chosen variant is in the exhaustive
 top 3, its exhaustive score minus the best's, how often that is inside the best's 95% CI,
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.10,0.25,0.50")
     parser.add_argument("--strategies", default="halving,racing,thompson")
     parser.add_argument("--out", default="benchmarks/results/search")
+    parser.add_argument("--cache", default=None, help="result cache file (default: the shared one)")
     parser.add_argument("--check", action="store_true", help="also run one replay through the pipeline and compare")
     args = parser.parse_args()
     out = Path(args.out)
@@ -48,9 +50,13 @@ def main() -> None:
 
     backend = HFBackend(None, dtype="float32", device="cpu")
     start = time.perf_counter()
-    full = pk.evaluate(None, None, backend, max_variants=args.variants, seed=0, out=out / "exhaustive")
+    cache = args.cache or True
+    full = pk.evaluate(None, None, backend, max_variants=args.variants, seed=0, out=out / "exhaustive", cache=cache)
     exhaustive_s = time.perf_counter() - start
-    variants = sorted(full.variants)
+    # the pipeline's own variant order (ties in a strategy break by it)
+    vobjs = {v.id: v for v in expand_all(pk.load_templates(), args.variants, 0)}
+    variants = list(vobjs)
+    assert set(variants) == set(full.variants)
     rows = full.to_pandas()
     tasks = full.tasks
     selection = [t for t in tasks if tasks[t]["split"] == "selection"]
@@ -69,7 +75,6 @@ def main() -> None:
     # token costs exactly as the pipeline charges them
     suite = pk.load_suite()
     task_objs = {t.name: t for t in load_tasks(suite, None, 0)}
-    vobjs = {v.id: v for v in expand_all(pk.load_templates(), args.variants, 0)}
     keys, requests = [], []
     for t in tasks:
         for e in task_objs[t].examples:
@@ -102,7 +107,7 @@ def main() -> None:
                              "held_out": held[chosen]})
                 if args.check and seed == 0 and fraction == 0.25:
                     via = pk.evaluate(None, None, backend, max_variants=args.variants, seed=seed, progress=False,
-                                      search=strategy, budget=fraction)
+                                      search=strategy, budget=fraction, cache=cache)
                     assert via.config["search"]["chosen"] == chosen, (strategy, via.config["search"]["chosen"], chosen)
             table.append({"strategy": strategy, "budget": fraction,
                           "tokens_used": statistics.median(r["used"] for r in runs) / exhaustive_tokens,
