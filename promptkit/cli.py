@@ -31,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rank_tag() -> str:
     """' (rank 1 of 4)' inside an `accelerate launch` job, so a failing process says which it is."""
-    import os
+    from .distributed import launch_env
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-        return ""
-    return f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
+    rank, world, _ = launch_env()
+    return f" (rank {rank} of {world})" if world > 1 else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,9 +223,9 @@ def _stopped_by_launcher(signum, frame):
 
 
 def _is_rank_zero() -> bool:
-    import os
+    from .distributed import launch_env
 
-    return os.environ.get("RANK", "0") == "0"
+    return launch_env()[0] == 0
 
 
 def _resume_hint(cache) -> str:

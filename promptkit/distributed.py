@@ -54,10 +54,16 @@ class Ranks:
         return f"rank {self.rank} of {self.world}"
 
 
+def launch_env() -> tuple[int, int, int]:
+    """(rank, world size, processes on this machine) as the launcher set them; (0, 1, 1) when not launched."""
+    read = lambda name, default: int(os.environ.get(name, default) or default)
+    return read("RANK", 0), read("WORLD_SIZE", 1), read("LOCAL_WORLD_SIZE", 1)
+
+
 def current(device: str = "auto") -> Ranks:
     """The ranks of this job: set up by `accelerate launch` (or torchrun) through its environment,
     a single rank otherwise. On machines without GPUs (or with `device='cpu'`) processes talk over gloo."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if launch_env()[1] <= 1:
         return Ranks()
     import torch
     from accelerate import PartialState

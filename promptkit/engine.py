@@ -94,6 +94,12 @@ def score(requests: list[Request], backend: Backend, progress: bool = True,
     return [[scores[unique[(r.prompt, c)]] for c in r.continuations] for r in requests]  # type: ignore[misc]
 
 
+def token_counts(backend: Backend, texts: list[str]) -> list[int]:
+    """Tokens in each text by the backend's tokenizer (about 4 characters a token for a backend without one)."""
+    count = getattr(backend, "count_tokens", None)
+    return count(texts) if count else [len(t) // 4 + 1 for t in texts]
+
+
 def _row(s: ContinuationScore) -> tuple:
     return (s.logprob, s.n_tokens, s.n_chars, s.is_greedy)
 
@@ -106,8 +112,7 @@ def _shards(pairs: list[tuple[str, str]], missing: list[int], backend: Backend, 
     for i in missing:
         by_prompt.setdefault(pairs[i][0], []).append(i)
     prompts = sorted(by_prompt)
-    count = getattr(backend, "count_tokens", None) or (lambda texts: [len(t) // 4 + 1 for t in texts])
-    prompt_tokens = count(prompts)
-    cont_tokens = dict(zip(missing, count([pairs[i][1] for i in missing])))
+    prompt_tokens = token_counts(backend, prompts)
+    cont_tokens = dict(zip(missing, token_counts(backend, [pairs[i][1] for i in missing])))
     costs = [n + sum(cont_tokens[i] for i in by_prompt[p]) for p, n in zip(prompts, prompt_tokens)]
     return [[i for g in shard for i in by_prompt[prompts[g]]] for shard in shard_by_cost(costs, world)]

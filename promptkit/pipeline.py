@@ -226,11 +226,10 @@ def _run_search(strategy, budget, seed, work, requests, variants, tasks, backend
 
 def _request_tokens(requests, backend) -> list[int]:
     """Forward tokens each request costs without a cache: its prompt once, plus every continuation."""
-    count = getattr(backend, "count_tokens", None) or (lambda texts: [len(t) // 4 + 1 for t in texts])
     prompts = list(dict.fromkeys(r.prompt for r in requests))
-    per_prompt = dict(zip(prompts, count(prompts)))
+    per_prompt = dict(zip(prompts, engine.token_counts(backend, prompts)))
     conts = list(dict.fromkeys(c for r in requests for c in r.continuations))
-    per_cont = dict(zip(conts, count(conts)))
+    per_cont = dict(zip(conts, engine.token_counts(backend, conts)))
     return [per_prompt[r.prompt] + 1 + sum(per_cont[c] for c in r.continuations) for r in requests]
 
 

@@ -82,14 +82,15 @@ class Ledger:
 
     def evaluate(self, pairs: list[tuple[int, int]]) -> int:
         """Evaluate the pairs not yet seen, in order, until the next would pass the budget; returns how many ran."""
-        todo, spend = [], self.used
+        todo, taken, spend = [], set(), self.used
         for v, c in pairs:
-            if not np.isnan(self.correct[v, c]) or (v, c) in todo:
+            if not np.isnan(self.correct[v, c]) or (v, c) in taken:
                 continue
             if spend + self.cost[v, c] > self.budget:
                 self.exhausted = True
                 break
             todo.append((v, c))
+            taken.add((v, c))
             spend += int(self.cost[v, c])
         if todo:
             values = self.oracle(todo)
@@ -166,8 +167,10 @@ def _halving(ledger: Ledger, seed: int, block: int):
     for r in range(rounds):
         share = (ledger.budget - ledger.used) / (rounds - r)
         new = np.cumsum(ledger.cost[alive, depth:].sum(0))
-        reach = depth + int(np.searchsorted(new, share, side="right"))
-        reach = max(reach - (reach % block) if reach - depth >= block else reach, min(depth + 1, ledger.n_cells))
+        affordable = int(np.searchsorted(new, share, side="right"))  # new cells the share pays for
+        if affordable >= block:
+            affordable -= affordable % block  # whole blocks, so every task gets the same number of new cells
+        reach = min(ledger.n_cells, depth + max(1, affordable))
         ledger.evaluate(_cell_major(alive, range(depth, reach)))
         depth = reach
         means = ledger.means()

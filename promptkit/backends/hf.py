@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..distributed import launch_env
 from ..errors import ModelError
 from ..paths import cache_dir
 
@@ -144,7 +145,7 @@ def auto_batch_tokens(model, device: torch.device, budget_bytes: int | None = No
                 import psutil
 
                 # processes of one job on this machine share its memory
-                share = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+                share = max(1, launch_env()[2])
                 budget_bytes = min(int(psutil.virtual_memory().available * 0.25 / share), 4 << 30)
             except ImportError:
                 budget_bytes = 2 << 30
@@ -166,9 +167,9 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = model or DEFAULT_MODEL
-        if device_map and int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
+        if device_map and launch_env()[2] > 1:
             raise ModelError(f"--device-map {device_map} spreads one model over all GPUs of a machine, but this machine runs "
-                             f"{os.environ['LOCAL_WORLD_SIZE']} processes of the job; launch one process per machine "
+                             f"{launch_env()[2]} processes of the job; launch one process per machine "
                              "(accelerate launch --num_processes = number of machines), or drop --device-map to give each "
                              "process its own GPU")
         location, identity = resolve_model(model, log)
