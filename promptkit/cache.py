@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -18,12 +19,25 @@ CREATE TABLE IF NOT EXISTS loglikelihood (
     greedy INTEGER NOT NULL,
     PRIMARY KEY (fingerprint, request)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS generation (
+    fingerprint TEXT NOT NULL,
+    request TEXT NOT NULL,          -- sha256 of prompt + NUL + the generation spec (stop sequences, token limit)
+    text TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, request)
+) WITHOUT ROWID;
 """
 
 
 def request_key(prompt: str, continuation: str) -> str:
     """The exact request: two requests with the same text are the same request."""
     return hashlib.sha256(prompt.encode("utf-8") + b"\x00" + continuation.encode("utf-8")).hexdigest()
+
+
+def generation_key(prompt: str, stop: tuple[str, ...], max_new_tokens: int) -> str:
+    """The exact generation request: the prompt, the stop sequences and the token limit."""
+    spec = json.dumps(["generate", list(stop), max_new_tokens])
+    return hashlib.sha256(prompt.encode("utf-8") + b"\x00" + spec.encode("utf-8")).hexdigest()
 
 
 class ResultCache:
@@ -51,19 +65,21 @@ class ResultCache:
                 "--cache PATH, or run with --no-cache"
             ) from None
 
-    def get_many(self, keys: list[str]) -> dict[str, tuple[float, int, int, bool]]:
-        found: dict[str, tuple[float, int, int, bool]] = {}
+    def get_many(self, keys: list[str], table: str = "loglikelihood") -> dict[str, tuple]:
+        """Stored rows by key: (logprob, n_tokens, n_chars, greedy) scores, or (text, n_tokens) generations."""
+        columns = "logprob, n_tokens, n_chars, greedy" if table == "loglikelihood" else "text, n_tokens"
+        found: dict[str, tuple] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT request, logprob, n_tokens, n_chars, greedy FROM loglikelihood "
+                f"SELECT request, {columns} FROM {table} "
                 f"WHERE fingerprint = ? AND request IN ({marks})", [self.fingerprint, *chunk])
-            for key, lp, n, chars, greedy in rows:
-                found[key] = (lp, n, chars, bool(greedy))
+            for key, *values in rows:
+                found[key] = (*values[:3], bool(values[3])) if table == "loglikelihood" else tuple(values)
         return found
 
-    def put_many(self, items: list[tuple[str, float, int, int, bool]]) -> None:
+    def put_many(self, items: list[tuple], table: str = "loglikelihood") -> None:
         """Insert scores in one transaction (committed before returning).
 
         A write that fails (disk full, file turned read-only, database locked past the timeout)
@@ -74,9 +90,13 @@ class ResultCache:
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO loglikelihood VALUES (?, ?, ?, ?, ?, ?)",
-                    [(self.fingerprint, k, lp, n, chars, int(greedy)) for k, lp, n, chars, greedy in items])
+                if table == "loglikelihood":
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO loglikelihood VALUES (?, ?, ?, ?, ?, ?)",
+                        [(self.fingerprint, k, lp, n, chars, int(greedy)) for k, lp, n, chars, greedy in items])
+                else:
+                    self.db.executemany("INSERT OR REPLACE INTO generation VALUES (?, ?, ?, ?)",
+                                        [(self.fingerprint, k, text, n) for k, text, n in items])
             self.written += len(items)
         except sqlite3.Error as exc:
             self.write_error = (f"result cache {self.path} stopped accepting writes ({exc}) after {self.written:,} new "
@@ -94,6 +114,7 @@ def count_rows(path: str | Path) -> int:
     """Scores stored in a cache file (all models); 0 when it cannot be read."""
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
+            return sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("loglikelihood", "generation")
+                       if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [t]).fetchone())
     except sqlite3.Error:
         return 0

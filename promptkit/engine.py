@@ -1,15 +1,16 @@
-"""Request planning and execution: deduplicate (prompt, continuation) pairs, look them up in the
-result cache, score only what is missing (committing as batches finish), and map back."""
+"""Request planning and execution: deduplicate (prompt, continuation) pairs and generation requests,
+look them up in the result cache, compute only what is missing (committing as batches finish), and
+map back."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
 
-from .backends.hf import ContinuationScore
-from .cache import ResultCache, request_key
+from .backends.hf import ContinuationScore, Generation
+from .cache import ResultCache, generation_key, request_key
 from .distributed import Ranks, shard_by_cost
 from .render import Request
 
@@ -18,6 +19,8 @@ class Backend(Protocol):
     forward_tokens: int
 
     def loglikelihood(self, pairs, progress=None, on_scores=None) -> list[ContinuationScore]: ...
+
+    def generate(self, specs, progress=None, on_results=None) -> list[Generation]: ...
 
 
 @dataclass
@@ -30,6 +33,10 @@ class EngineStats:
     computed: int = 0
     forward_tokens: int = 0
     batch_backoffs: int = 0
+    generations: int = 0  # generation requests
+    generations_unique: int = 0
+    generation_cache_hits: int = 0
+    generated_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -46,7 +53,6 @@ def score(requests: list[Request], backend: Backend, progress: bool = True,
     token-balanced shards), every rank scores its shard and commits it, and every rank ends with
     all the scores; rank 0 also stores the other ranks' scores, for caches that are not shared."""
     stats = stats if stats is not None else EngineStats()
-    ranks = ranks or Ranks()
     unique: dict[tuple[str, str], int] = {}
     for request in requests:
         for continuation in request.continuations:
@@ -54,44 +60,88 @@ def score(requests: list[Request], backend: Backend, progress: bool = True,
             unique.setdefault((request.prompt, continuation), len(unique))
     pairs = list(unique)
     stats.unique += len(pairs)
-    keys = [request_key(p, c) for p, c in pairs]
+
+    def run(mine: list[int], commit) -> None:
+        with tqdm(total=len(mine), unit="seq", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
+            backend.loglikelihood([pairs[i] for i in mine], progress=bar.update, on_scores=commit)
+
+    scores, hits, computed = _execute(
+        [request_key(p, c) for p, c in pairs], "loglikelihood", run, _row, lambda row: ContinuationScore(*row),
+        lambda missing, world: _shards(pairs, missing, backend, world), backend, cache, stats, ranks)
+    stats.cache_hits += hits
+    stats.computed += computed
+    return [[scores[unique[(r.prompt, c)]] for c in r.continuations] for r in requests]
+
+
+def generate(requests: list[Request], backend: Backend, progress: bool = True,
+             cache: ResultCache | None = None, stats: EngineStats | None = None,
+             ranks: Ranks | None = None) -> list[Generation]:
+    """Greedy generations for generation requests, planned like `score`: identical (prompt, stop
+    sequences, token limit) requests run once, cached ones not at all, new ones are cached per batch,
+    and under `accelerate launch` the missing ones are split over the ranks by token count."""
+    stats = stats if stats is not None else EngineStats()
+    unique: dict[tuple, int] = {}
+    for r in requests:
+        unique.setdefault((r.prompt, tuple(r.stop), r.max_new_tokens), len(unique))
+    specs = list(unique)
+    stats.generations += len(requests)
+    stats.generations_unique += len(specs)
+
+    def run(mine: list[int], commit) -> None:
+        with tqdm(total=len(mine), unit="seq", desc="generating", disable=not progress, dynamic_ncols=True) as bar:
+            backend.generate([specs[i] for i in mine], progress=bar.update, on_results=commit)
+
+    def shard(missing: list[int], world: int) -> list[list[int]]:
+        costs = [n + specs[i][2] for i, n in zip(missing, token_counts(backend, [specs[i][0] for i in missing]))]
+        return [[missing[j] for j in part] for part in shard_by_cost(costs, world)]
+
+    texts, hits, _ = _execute([generation_key(*spec) for spec in specs], "generation", run,
+                              lambda g: (g.text, g.n_tokens), lambda row: Generation(*row), shard, backend, cache, stats, ranks)
+    stats.generation_cache_hits += hits
+    stats.generated_tokens += sum(texts[i].n_tokens for i in range(len(specs)) if texts[i] is not None)
+    return [texts[unique[(r.prompt, tuple(r.stop), r.max_new_tokens)]] for r in requests]
+
+
+def _execute(keys: list[str], table: str, run: Callable, to_row: Callable, from_row: Callable, shard: Callable,
+             backend: Backend, cache: ResultCache | None, stats: EngineStats, ranks: Ranks | None):
+    """Shared plan for scoring and generation: rank 0 looks every key up in the cache and shards what is
+    missing; each rank runs its shard, committing results to the cache as they come; the ranks then
+    exchange their results. Returns (results by key, cache hits, computed)."""
+    ranks = ranks or Ranks()
     plan = None
     if ranks.is_main:
-        found = cache.get_many(keys) if cache is not None else {}
+        found = cache.get_many(keys, table) if cache is not None else {}
         cached = {i: found[key] for i, key in enumerate(keys) if key in found}
-        missing = [i for i in range(len(pairs)) if i not in cached]
-        plan = (cached, _shards(pairs, missing, backend, ranks.world) if ranks.active else [missing])
+        missing = [i for i in range(len(keys)) if i not in cached]
+        plan = (cached, shard(missing, ranks.world) if ranks.active else [missing])
     cached, shards = ranks.broadcast(plan)
-    scores: list[ContinuationScore | None] = [None] * len(pairs)
+    results: list = [None] * len(keys)
     for i, row in cached.items():
-        scores[i] = ContinuationScore(*row)
-    stats.cache_hits += len(cached)
-    stats.computed += sum(map(len, shards))
+        results[i] = from_row(row)
     mine = shards[ranks.rank]
 
-    def commit(indices: list[int], new: list[ContinuationScore]) -> None:
+    def commit(indices: list[int], new: list) -> None:
         for j, s in zip(indices, new):
-            scores[mine[j]] = s
+            results[mine[j]] = s
         if cache is not None:
-            cache.put_many([(keys[mine[j]], *_row(s)) for j, s in zip(indices, new)])
+            cache.put_many([(keys[mine[j]], *to_row(s)) for j, s in zip(indices, new)], table)
 
     before = backend.forward_tokens
     backoffs_before = getattr(backend, "backoffs", 0)
     if mine:
-        with tqdm(total=len(mine), unit="seq", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
-            backend.loglikelihood([pairs[i] for i in mine], progress=bar.update, on_scores=commit)
+        run(mine, commit)
     done = (backend.forward_tokens - before, getattr(backend, "backoffs", 0) - backoffs_before)
     if ranks.active:
-        gathered = ranks.gather(([_row(scores[i]) for i in mine], *done))
+        gathered = ranks.gather(([to_row(results[i]) for i in mine], *done))
         for rank, (rows, _, _) in enumerate(gathered):
             for i, row in zip(shards[rank], rows):
-                scores[i] = ContinuationScore(*row)
+                results[i] = from_row(row)
             if rank != ranks.rank and ranks.is_main and cache is not None:
-                cache.put_many([(keys[i], *row) for i, row in zip(shards[rank], rows)])
+                cache.put_many([(keys[i], *row) for i, row in zip(shards[rank], rows)], table)
         done = (sum(g[1] for g in gathered), sum(g[2] for g in gathered))
     stats.forward_tokens += done[0]
     stats.batch_backoffs += done[1]
-    return [[scores[unique[(r.prompt, c)]] for c in r.continuations] for r in requests]  # type: ignore[misc]
+    return results, len(cached), sum(map(len, shards))
 
 
 def token_counts(backend: Backend, texts: list[str]) -> list[int]:

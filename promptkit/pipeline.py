@@ -14,8 +14,8 @@ from .backends.hf import HFBackend
 from .cache import ResultCache
 from .errors import PromptkitError
 from .paths import cache_dir
-from .metrics import CONTENT_FREE_INPUT, choose, example_row
-from .render import render
+from .metrics import CONTENT_FREE_INPUT, choose, example_row, generation_row, load_metric
+from .render import apply_chat, render
 from .results import Results
 from .tasks import Example, Suite, Task, load_suite, load_tasks
 from .templates import TemplateFamily, load_templates
@@ -85,28 +85,45 @@ def evaluate(
     variants = expand_all(families, max_variants, seed)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     tasks = load_tasks(suite, limit, seed)
+    notes = check_demonstrations(variants, tasks)
+    for note in notes:
+        log(f"warning: {note}")
+    metrics = {t.name: load_metric(t.metric) for t in tasks if t.generative}  # a bad metric name fails before the model loads
+    if search is not None and metrics:
+        raise PromptkitError(f"--search works on multiple-choice tasks only for now; tasks {', '.join(metrics)} are generative. "
+                             "Run without --search, or search a suite of multiple-choice tasks")
     # render everything before loading the model, so template mistakes surface in seconds
     work = [(v, t, e) for t in tasks for v in variants for e in t.examples]
-    requests = [render(v, t, e) for v, t, e in work]
+    requests = [render(v, t, e, seed) for v, t, e in work]
     content_free: dict[tuple, int] = {}
     if calibrate:
         for v, t, e in work:
             key = (v.id, t.name, tuple(e.choices or ()))
-            if key not in content_free:
+            if not e.generative and key not in content_free:
                 content_free[key] = len(requests)
-                requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0)))
+                requests.append(render(v, t, Example("content-free", CONTENT_FREE_INPUT, list(e.choices or []), 0), seed))
     backend = model if isinstance(model, HFBackend) else _load_backend(model, progress, dtype=dtype, device=device,
                                                                          batch_tokens=batch_tokens, trust_remote_code=trust_remote_code,
                                                                          device_map=device_map, log=log)
+    requests = apply_chat(requests, backend.tokenizer, backend.name)
     store = None
     if cache:
         path = default_cache_path() if cache is True else Path(cache)
         store = ResultCache(path, backend.fingerprint)
-    stats = engine.EngineStats()
+    stats = engine.EngineStats(notes=list(notes))
     searched = None
     try:
         if search is None:
-            scores = engine.score(requests, backend, progress=progress, cache=store, stats=stats, ranks=ranks)
+            gen = [i for i, r in enumerate(requests) if r.generative]
+            scores: list = [None] * len(requests)
+            texts = engine.generate([requests[i] for i in gen], backend, progress=progress, cache=store, stats=stats,
+                                    ranks=ranks) if gen else []
+            for i, g in zip(gen, texts):
+                scores[i] = g
+            choice = [i for i, r in enumerate(requests) if not r.generative]
+            for i, s in zip(choice, engine.score([requests[i] for i in choice], backend, progress=progress, cache=store,
+                                                 stats=stats, ranks=ranks)):
+                scores[i] = s
         else:
             score_some = lambda idx: engine.score([requests[i] for i in idx], backend, progress=False, cache=store,
                                                   stats=stats, ranks=ranks)
@@ -120,12 +137,14 @@ def evaluate(
                 stats.notes.append(store.write_error)
                 log(f"warning: {store.write_error}")
     rows = [
-        {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id, **example_row(e, s)}
+        {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id,
+         **(generation_row(e, s.text, metrics[t.name]) if e.generative else example_row(e, s))}
         for (v, t, e), s in zip(work, scores)
     ]
     if calibrate:
         for row, (v, t, e) in zip(rows, work):
-            row["cf_logprobs"] = [s.logprob for s in scores[content_free[(v.id, t.name, tuple(e.choices or ()))]]]
+            if not e.generative:
+                row["cf_logprobs"] = [s.logprob for s in scores[content_free[(v.id, t.name, tuple(e.choices or ()))]]]
     config = {
         "templates": sorted({f.path for f in families}),
         "suite": {"name": suite.name, "path": suite.path},
@@ -146,8 +165,7 @@ def evaluate(
     # one rendered example per variant (first example of the first task), kept for reports
     samples = {}
     for (v, t, e), request in zip(work, requests):
-        samples.setdefault(v.id, {"task": t.name, "example": e.id, "prompt": request.prompt,
-                                  "continuations": list(request.continuations), "correct": e.correct_indices()})
+        samples.setdefault(v.id, sample_of(t, e, request))
     info = variant_info(variants)
     for vid, sample in samples.items():
         info[vid]["sample"] = sample
@@ -160,6 +178,32 @@ def evaluate(
                 "the Results object returned here still holds everything"
             raise PromptkitError(f"{out}: could not write the run directory ({exc.strerror or exc}); {kept}") from None
     return results
+
+
+def sample_of(task: Task, example: Example, request) -> dict:
+    """One rendered request as reports show it."""
+    sample = {"task": task.name, "example": example.id, "prompt": request.prompt,
+              "continuations": list(request.continuations), "correct": example.correct_indices()}
+    if request.generative:
+        sample.update(references=example.references(), stop=list(request.stop), max_new_tokens=request.max_new_tokens)
+    return sample
+
+
+def check_demonstrations(variants: list[Variant], tasks: list[Task]) -> list[str]:
+    """Few-shot variants need demonstrations held apart from the evaluated examples: none at all is an
+    error; fewer than asked is a warning (the variants use what there is) recorded with the run."""
+    notes = []
+    for k in sorted({int(v.values.get("shots", 0) or 0) for v in variants} - {0}):
+        for t in tasks:
+            if not t.demos:
+                raise PromptkitError(
+                    f"variants ask for {k} demonstration(s), but task '{t.name}' has none held apart: all its "
+                    f"{len(t.examples)} examples are evaluated. Lower --limit (examples beyond the limit become "
+                    "demonstrations), give an hf task a `demo_split:`, or use variants with shots: 0")
+            if len(t.demos) < k:
+                notes.append(f"task '{t.name}' has {len(t.demos)} demonstration(s) held apart; variants with shots={k} "
+                             f"use {len(t.demos)}")
+    return notes
 
 
 def _run_search(strategy, budget, seed, work, requests, variants, tasks, backend, score_some, progress):

@@ -1,23 +1,36 @@
-"""Rendering: Variant × Task × Example → Request, the exact text the model sees."""
+"""Rendering: Variant × Task × Example → Request, the exact text the model sees: the prompt (with any
+few-shot demonstrations and the model's chat template) and either the continuations to score or what
+to generate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 
 from .errors import PromptkitError
-from .tasks import Example, Task
+from .tasks import DEFAULT_MAX_NEW_TOKENS, Example, Task
 from .variants import Variant
+
+DEFAULT_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True)
 class Request:
-    """A fully rendered multiple-choice request: one prompt, one continuation per choice."""
+    """A fully rendered request: one prompt and either one continuation per choice (scored) or a
+    generation spec (greedy, up to `max_new_tokens`, cut at the first stop sequence)."""
 
     variant: str
     task: str
     example: str
     prompt: str
     continuations: tuple[str, ...]
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 0  # > 0: generate instead of scoring continuations
+    messages: tuple[tuple[str, str], ...] | None = None  # chat turns, until apply_chat() writes `prompt`
+
+    @property
+    def generative(self) -> bool:
+        return self.max_new_tokens > 0
 
 
 def context(variant: Variant, task: Task, example: Example) -> dict:
@@ -32,22 +45,123 @@ def context(variant: Variant, task: Task, example: Example) -> dict:
     }
 
 
-def render(variant: Variant, task: Task, example: Example) -> Request:
-    if not example.choices:
-        raise PromptkitError(
-            f"task '{task.name}', example '{example.id}' has no choices; this version scores multiple-choice tasks only"
-        )
+def select_demos(task: Task, example: Example, k: int, how: str = "first_k", order: str = "as_selected",
+                 seed: int = 0) -> list[Example]:
+    """Up to `k` demonstrations for `example` from the task's held-apart pool, never the example itself
+    (nor a pool row with the same input text).
+
+    first_k: the pool's first k (the same for every example, so prompts share a prefix);
+    random: a seeded sample per example; balanced: a seeded sample spread evenly over labels (the
+    answer text when all examples offer the same choices, else the correct position).
+    Order: as selected, reversed, or shuffled (seeded per example)."""
+    pool = [d for d in task.demos if d.id != example.id and d.input != example.input]
+    rng = random.Random(f"{seed}:{task.name}:{example.id}")
+    if how == "first_k":
+        chosen = pool[:k]
+    elif how == "random":
+        chosen = rng.sample(pool, min(k, len(pool)))
+    elif how == "balanced":
+        same_choices = len({tuple(d.choices or ()) for d in pool}) == 1
+        groups: dict[object, list[Example]] = {}
+        for d in pool:
+            label = d.answer() if d.generative or same_choices else d.correct_indices()[0]
+            groups.setdefault(label, []).append(d)
+        buckets = list(groups.values())
+        for bucket in buckets:
+            rng.shuffle(bucket)
+        rng.shuffle(buckets)
+        chosen = []
+        while len(chosen) < k and any(buckets):
+            for bucket in buckets:
+                if bucket and len(chosen) < k:
+                    chosen.append(bucket.pop())
+    else:
+        raise PromptkitError(f"unknown demonstration selection '{how}'; use first_k, random or balanced")
+    if order == "reversed":
+        chosen = chosen[::-1]
+    elif order == "shuffled":
+        chosen = list(chosen)
+        random.Random(f"{seed}:{task.name}:{example.id}:order").shuffle(chosen)
+    elif order != "as_selected":
+        raise PromptkitError(f"unknown demonstration order '{order}'; use as_selected, reversed or shuffled")
+    return chosen
+
+
+def render(variant: Variant, task: Task, example: Example, seed: int = 0) -> Request:
     family = variant.family
+    values = variant.values
     ctx = context(variant, task, example)
-    prompt = family.render("prompt", ctx)
-    continuations = tuple(
-        family.render("continuation", {**ctx, "choice": choice, "index": i})
-        for i, choice in enumerate(example.choices)
-    )
-    for i, text in enumerate(continuations):
-        if not text:
-            raise PromptkitError(
-                f"{family.where('continuation')}: template family '{family.name}' renders an empty continuation "
-                f"for choice {i} of task '{task.name}', example '{example.id}'; a continuation must contain the answer"
-            )
-    return Request(variant.id, task.name, example.id, prompt, continuations)
+    query = family.render("prompt", ctx)
+    header = family.render("header", ctx) if family.header else ""
+    chat = bool(values.get("chat", False))
+    separator = str(values.get("demo_separator", DEFAULT_SEPARATOR))
+    demos = []
+    shots = int(values.get("shots", 0) or 0)
+    if shots:
+        for demo in select_demos(task, example, shots, values.get("demo_selection", "first_k"),
+                                 values.get("demo_order", "as_selected"), seed):
+            dctx = context(variant, task, demo)
+            index = 0 if demo.generative else demo.correct_indices()[0]
+            answer = family.render("continuation", {**dctx, "choice": demo.answer(), "index": index})
+            demos.append((family.render("prompt", dctx), answer))
+    if example.generative:
+        continuations: tuple[str, ...] = ()
+        stop = list(family.generation.get("stop", []))
+        stop += [s for s in task.stop if s not in stop]
+        if demos and not chat and "\n" in separator and separator not in stop:
+            stop.append(separator)  # the model would go on to write another demonstration
+        limit = task.max_new_tokens or family.generation.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS
+    else:
+        continuations = tuple(
+            family.render("continuation", {**ctx, "choice": choice, "index": i})
+            for i, choice in enumerate(example.choices or [])
+        )
+        for i, text in enumerate(continuations):
+            if not text.strip():
+                raise PromptkitError(
+                    f"{family.where('continuation')}: template family '{family.name}' renders an empty continuation "
+                    f"for choice {i} of task '{task.name}', example '{example.id}'; a continuation must contain the answer"
+                )
+        stop, limit = [], 0
+    if chat:  # the model's own chat template is applied once the model is loaded (apply_chat)
+        turns: list[tuple[str, str]] = []
+        system = values.get("system")
+        if system:
+            turns.append(("system", str(system)))
+        lead = header + separator if header else ""
+        for prompt, answer in demos:
+            turns += [("user", lead + prompt.strip()), ("assistant", answer.strip())]
+            lead = ""
+        turns.append(("user", lead + query.strip()))
+        return Request(variant.id, task.name, example.id, "", tuple(c.lstrip() for c in continuations), tuple(stop),
+                       limit, tuple(turns))
+    parts = [prompt + answer for prompt, answer in demos] + [query]
+    text = (header + separator if header else "") + separator.join(parts)
+    return Request(variant.id, task.name, example.id, text, continuations, tuple(stop), limit)
+
+
+def apply_chat(requests: list[Request], tokenizer, model: str) -> list[Request]:
+    """Write the prompt of every chat request with the model's chat template (the assistant's turn
+    opened, so continuations and generations are the assistant's answer)."""
+    if not any(r.messages is not None for r in requests):
+        return requests
+    if not getattr(tokenizer, "chat_template", None):
+        raise PromptkitError(
+            f"model '{model}' has no chat template in its tokenizer, but variants set the `chat` axis to true; use an "
+            "instruction-tuned model that has one (e.g. SmolLM2-135M-Instruct), or keep the `chat` axis at false")
+    done: dict[tuple, str] = {}
+    out = []
+    for r in requests:
+        if r.messages is None:
+            out.append(r)
+            continue
+        if r.messages not in done:
+            try:
+                done[r.messages] = tokenizer.apply_chat_template([{"role": role, "content": text} for role, text in r.messages],
+                                                                 tokenize=False, add_generation_prompt=True)
+            except Exception as exc:  # the template itself may refuse, e.g. a system role it does not support
+                raise PromptkitError(f"model '{model}': its chat template failed on variant {r.variant} "
+                                     f"({type(exc).__name__}: {exc}); if it refuses the system role, set the `system` "
+                                     "axis to an empty string") from None
+        out.append(replace(r, prompt=done[r.messages], messages=None))
+    return out

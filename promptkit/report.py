@@ -100,11 +100,15 @@ def render_sample(results, variant: str) -> dict | None:
         name = next(iter(results.tasks))
         task = load_tasks(suite, limit=results.config.get("limit"), seed=results.config.get("seed", 0), names=[name])[0]
         example = task.examples[0]
-        request = render(Variant(variant, family, info["values"]), task, example)
+        request = render(Variant(variant, family, info["values"]), task, example, results.config.get("seed", 0))
     except (PromptkitError, KeyError, OSError, StopIteration):
         return None
-    return {"task": task.name, "example": example.id, "prompt": request.prompt,
-            "continuations": list(request.continuations), "correct": example.correct_indices()}
+    from .pipeline import sample_of
+
+    sample = sample_of(task, example, request)
+    if request.messages is not None:  # the model's chat template is not at hand here: show the turns
+        sample["prompt"] = "\n".join(f"[{role}]\n{text}" for role, text in request.messages)
+    return sample
 
 
 def sample_html(results, variant: str) -> str:
@@ -114,8 +118,13 @@ def sample_html(results, variant: str) -> str:
     conts = "".join(f"<li><code>{esc(repr(c))}</code>{' ← correct' if i in sample.get('correct', []) else ''}</li>"
                     for i, c in enumerate(sample["continuations"]))
     values = ", ".join(f"{k}={v!r}" for k, v in results.variants[variant]["values"].items())
-    return (f"<p class='note'>{esc(variant)} [{esc(values)}] on task {esc(sample['task'])}, example {esc(sample['example'])}:</p>"
-            f"<pre>{esc(sample['prompt'])}</pre><p class='note'>continuations scored after the prompt:</p><ul>{conts}</ul>")
+    head = f"<p class='note'>{esc(variant)} [{esc(values)}] on task {esc(sample['task'])}, example {esc(sample['example'])}:</p>"
+    if "references" in sample:
+        refs = "".join(f"<li><code>{esc(repr(r))}</code></li>" for r in sample["references"])
+        return (head + f"<pre>{esc(sample['prompt'])}</pre><p class='note'>generated greedily after the prompt (up to "
+                f"{sample.get('max_new_tokens')} tokens, cut at {esc(', '.join(map(repr, sample.get('stop', []))) or 'nothing')}); "
+                f"references:</p><ul>{refs}</ul>")
+    return head + f"<pre>{esc(sample['prompt'])}</pre><p class='note'>continuations scored after the prompt:</p><ul>{conts}</ul>"
 
 
 def notebook_html(results) -> str:

@@ -18,7 +18,11 @@ SOURCES = ("bigbench", "files", "hf")
 TASK_KEYS = {
     "name", "source", "task", "path", "format", "field", "dataset", "config", "split", "revision",
     "input", "choices", "target", "id", "instruction", "cluster", "limit",
+    "metric", "stop", "max_new_tokens", "demo_split", "demo_pool", "kind",
 }
+KINDS = ("multiple_choice", "generation")
+DEMO_POOL = 64  # demonstrations held apart per task (examples never evaluated in the run)
+DEFAULT_MAX_NEW_TOKENS = 32
 SUITE_KEYS = {"name", "description", "limit", "selection", "held_out", "notes"}
 
 
@@ -32,9 +36,26 @@ class Example:
     target: int | str | list[str]
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def generative(self) -> bool:
+        """A free-form answer is generated and compared to reference strings (no choices)."""
+        return self.choices is None
+
     def correct_indices(self) -> list[int]:
-        """Indices of all choices that count as correct (BIG-bench allows several)."""
+        """Indices of all choices that count as correct (BIG-bench allows several); none for generation."""
+        if self.generative:
+            return []
         return list(self.meta.get("correct", [self.target]))
+
+    def references(self) -> list[str]:
+        """The reference answers of a generation example."""
+        return [self.target] if isinstance(self.target, str) else list(self.target)  # type: ignore[arg-type]
+
+    def answer(self) -> str:
+        """The text of the right answer, as a demonstration shows it."""
+        if self.generative:
+            return self.references()[0]
+        return self.choices[self.correct_indices()[0]]  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -56,10 +77,18 @@ class Task:
     split: str = "selection"
     cluster: str | None = None
     source: str = ""
+    demos: list[Example] = field(default_factory=list)  # demonstration pool, disjoint from `examples`
+    metric: Any = None  # generation: a metric name, hub id or path, or {name: ..., options}
+    stop: list[str] = field(default_factory=list)  # generation: extra stop sequences
+    max_new_tokens: int | None = None  # generation: token limit (else the template's, else 32)
+
+    @property
+    def generative(self) -> bool:
+        return any(e.generative for e in self.examples)
 
     @property
     def chance(self) -> float:
-        """Expected accuracy of picking a choice uniformly at random."""
+        """Expected accuracy of picking a choice uniformly at random (0 for generation)."""
         values = [len(e.correct_indices()) / len(e.choices) for e in self.examples if e.choices]
         return sum(values) / len(values) if values else 0.0
 
@@ -158,6 +187,25 @@ def suite_from_dict(data: Any, path: Path) -> Suite:
     return Suite(str(data.get("name") or path.stem), tasks, str(path), str(data.get("description", "")), limit)
 
 
+def _check_generation_options(o: dict, where: str) -> None:
+    if o.get("kind") is not None and o["kind"] not in KINDS:
+        raise SuiteError(f"{where}: `kind:` must be multiple_choice or generation (got {o['kind']!r})")
+    stop = o.get("stop")
+    if stop is not None and (not isinstance(stop, (str, list)) or isinstance(stop, list) and
+                             not all(isinstance(x, str) and x for x in stop) or stop == ""):
+        raise SuiteError(f"{where}: `stop:` must be a non-empty string or a list of them (got {stop!r})")
+    n = o.get("max_new_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
+        raise SuiteError(f"{where}: `max_new_tokens:` must be an integer from 1 to 4096 (got {n!r})")
+    pool = o.get("demo_pool")
+    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 0):
+        raise SuiteError(f"{where}: `demo_pool:` must be a non-negative integer (got {pool!r})")
+    metric = o.get("metric")
+    if metric is not None and not (isinstance(metric, str) and metric or isinstance(metric, dict) and isinstance(metric.get("name"), str)):
+        raise SuiteError(f"{where}: `metric:` must be a metric name (exact_match, contains, f1, numeric), an `evaluate` "
+                         f"hub id or path, or a mapping with `name:` and options (got {metric!r})")
+
+
 def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
     if isinstance(entry, str):  # shorthand "bigbench:task_name"
         source, sep, name = entry.partition(":")
@@ -179,8 +227,13 @@ def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
         raise SuiteError(f"{where}: a files task needs `path:` (a .json, .jsonl or .csv file)")
     if source == "hf" and not options.get("dataset"):
         raise SuiteError(f"{where}: an hf task needs `dataset:` (a datasets hub id) and usually `split:`")
-    if source in ("files", "hf") and not (options.get("input") and options.get("choices") and "target" in options):
-        raise SuiteError(f"{where}: map the data's columns onto the Example with `input:`, `choices:` and `target:`")
+    if source in ("files", "hf") and not (options.get("input") and "target" in options):
+        raise SuiteError(f"{where}: map the data's columns onto the Example with `input:`, `target:` and, for "
+                         "multiple choice, `choices:` (without `choices:` the task is generative: `target:` gives the "
+                         "reference answer or a list of them)")
+    _check_generation_options(options, where)
+    if source == "bigbench":
+        _check_generation_options(options, where)
     if options.get("path"):
         p = Path(options["path"]).expanduser()
         options["path"] = str(p if p.is_absolute() else base / p)
@@ -198,22 +251,54 @@ def pick_indices(n: int, limit: int | None, seed: int, task: str) -> list[int]:
     return sorted(random.Random(f"{seed}:{task}").sample(range(n), limit))
 
 
+def demo_indices(n: int, evaluated: list[int], seed: int, task: str, size: int = DEMO_POOL) -> list[int]:
+    """The demonstration pool: a seeded sample of rows that are not evaluated, so an evaluated example
+    can never be shown as a demonstration."""
+    taken = set(evaluated)
+    rest = [i for i in range(n) if i not in taken]
+    rng = random.Random(f"{seed}:{task}:demos")
+    if len(rest) > size:
+        rest = rng.sample(rest, size)  # a sample over all of `rest` without building a shuffled copy
+    else:
+        rng.shuffle(rest)
+    return rest
+
+
 def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
-    """Load one task's examples from its source and normalize them."""
+    """Load one task's examples (and its demonstration pool) from its source and normalize them."""
     from .sources import bigbench, files, hf
 
     limit = spec.options.get("limit", limit)
+    pool_size = spec.options.get("demo_pool", DEMO_POOL)
     if spec.source == "bigbench":
-        task = bigbench.load(spec, limit, seed)
+        task = bigbench.load(spec, limit, seed, pool_size)
     else:
         loader = files.rows if spec.source == "files" else hf.rows
-        rows, total, origin = loader(spec, lambda n: pick_indices(n, limit, seed, spec.name))
-        examples = [map_row(row, spec, idx, origin) for idx, row in rows]
-        task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source)
+        split_pool = spec.source == "hf" and spec.options.get("demo_split")
+        plan: dict[str, list[int]] = {}
+
+        def pick(n: int) -> list[int]:
+            plan["eval"] = pick_indices(n, limit, seed, spec.name)
+            plan["demos"] = [] if split_pool else demo_indices(n, plan["eval"], seed, spec.name, pool_size)
+            return sorted(plan["eval"] + plan["demos"])
+
+        rows, total, origin = loader(spec, pick)
+        by_index = {idx: row for idx, row in rows}
+        examples = [map_row(by_index[i], spec, i, origin) for i in plan["eval"]]
+        demos = [map_row(by_index[i], spec, i, origin) for i in plan["demos"]]
+        if split_pool:  # demonstrations from the data set's own training split
+            demo_spec = TaskSpec(spec.name, spec.source, {**spec.options, "split": spec.options["demo_split"]}, spec.split, spec.where)
+            picked, _, demo_origin = hf.rows(demo_spec, lambda n: sorted(random.Random(f"{seed}:{spec.name}:demos").sample(range(n), min(n, pool_size))))
+            demos = [map_row(row, demo_spec, i, demo_origin) for i, row in picked]
+        task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source, demos=demos)
     task.split = spec.split
     task.cluster = spec.options.get("cluster")
     if "instruction" in spec.options:
         task.instruction = str(spec.options["instruction"])
+    o = spec.options
+    task.metric = o.get("metric")
+    task.stop = [o["stop"]] if isinstance(o.get("stop"), str) else list(o.get("stop") or [])
+    task.max_new_tokens = o.get("max_new_tokens")
     check_examples(task, spec)
     return task
 
@@ -226,6 +311,13 @@ def check_examples(task: Task, spec: TaskSpec) -> None:
         if example.id in ids:
             raise SuiteError(f"{spec.where}: task '{task.name}' has two examples with id '{example.id}'; ids must be unique (map `id:` to a unique column)")
         ids.add(example.id)
+        if example.generative:
+            refs = example.target if isinstance(example.target, list) else [example.target]
+            if not refs or not all(isinstance(r, str) and r.strip() for r in refs):
+                raise SuiteError(
+                    f"{spec.where}: task '{task.name}', example '{example.id}' is a generation example (no choices) "
+                    f"without a reference answer (target {example.target!r}); give every example a non-empty `target` "
+                    "(a string or a list of strings), or map `choices:` for multiple choice")
         if example.choices is not None:
             if len(example.choices) < 2:
                 raise SuiteError(f"{spec.where}: task '{task.name}', example '{example.id}' has {len(example.choices)} choice(s); multiple choice needs at least 2")
@@ -269,6 +361,14 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
     """Map one data row onto the canonical Example using the task's `input/choices/target/id`."""
     o = spec.options
     text = _field(row, o["input"], "input", spec, idx, origin)
+    ex_id = str(_field(row, o["id"], "id", spec, idx, origin)) if o.get("id") else str(idx)
+    if not o.get("choices"):  # generation: the target is the reference answer (or a list of them)
+        refs = _field(row, o["target"], "target", spec, idx, origin)
+        refs = [refs] if isinstance(refs, (str, int, float)) and not isinstance(refs, bool) else refs
+        if not isinstance(refs, (list, tuple)) or not refs or not all(isinstance(r, (str, int, float)) and str(r).strip() for r in refs):
+            raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': `target:` must give a non-empty reference answer "
+                             f"or a list of them for a generation task (got {refs!r})")
+        return Example(ex_id, str(text), None, [str(r) for r in refs], {"row": idx})
     choices = _field(row, o["choices"], "choices", spec, idx, origin)
     if isinstance(choices, str):
         choices = [c.strip() for c in choices.split("|")] if "|" in choices else [choices]
@@ -294,7 +394,6 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
             )
     else:
         target = raw_target
-    ex_id = str(_field(row, o["id"], "id", spec, idx, origin)) if o.get("id") else str(idx)
     return Example(ex_id, str(text), choices, target, {"row": idx})
 
 

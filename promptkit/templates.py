@@ -20,7 +20,21 @@ from .sandbox import PromptSandbox, bounded_filter, render_bounded
 # task's own instruction. The continuation template also sees the choice being scored.
 CANONICAL_FIELDS = ("id", "input", "choices", "instruction", "meta")
 CONTINUATION_FIELDS = ("choice", "index")
-TEMPLATE_KEYS = {"name", "description", "prompt", "continuation", "axes", "metadata"}
+TEMPLATE_KEYS = {"name", "description", "prompt", "continuation", "header", "generation", "axes", "metadata"}
+# Axes with these names are read by promptkit itself (see render.py), as well as by the templates:
+# few-shot demonstrations and the chat template.
+SELECTIONS = ("first_k", "random", "balanced")
+ORDERS = ("as_selected", "reversed", "shuffled")
+MAX_SHOTS = 64
+RESERVED_AXES = {
+    "shots": f"an integer from 0 to {MAX_SHOTS} (demonstrations before the example)",
+    "demo_selection": f"one of {', '.join(SELECTIONS)}",
+    "demo_order": f"one of {', '.join(ORDERS)}",
+    "demo_separator": "a string (between demonstrations, and before the example)",
+    "chat": "true or false (apply the model's chat template)",
+    "system": "a string, empty or null for none (the chat's system message)",
+}
+DEFAULT_STOP = ["\n"]
 CASINGS = ("as_is", "upper", "lower", "title", "capitalize")
 _ALLOWED = "Templates may use the example's fields, their axes and Jinja's filters, nothing else."
 
@@ -57,6 +71,8 @@ class TemplateFamily:
     continuation: str
     axes: dict[str, list[Any]]
     description: str = ""
+    header: str = ""  # rendered once per request, before any demonstrations
+    generation: dict[str, Any] = field(default_factory=lambda: {"stop": list(DEFAULT_STOP)})
     metadata: dict[str, Any] = field(default_factory=dict)
     path: str = "<memory>"
     lines: dict[str, int] = field(default_factory=dict, compare=False)
@@ -185,7 +201,28 @@ def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | 
                 raise TemplateError(f"{path}: axis '{axis}' has a non-scalar value {value!r}; use strings, numbers or booleans")
         if len({repr(v) for v in values}) != len(values):
             raise TemplateError(f"{path}: axis '{axis}' lists the same value twice; each value must be distinct")
+        if axis in RESERVED_AXES:
+            for value in values:
+                if not _reserved_ok(axis, value):
+                    raise TemplateError(f"{path}:{lines.get('axes', '?')}: axis '{axis}' has the value {value!r}; "
+                                        f"promptkit reads this axis, and its values must be {RESERVED_AXES[axis]}")
         clean_axes[axis] = list(values)
+    generation = data.get("generation") or {}
+    if not isinstance(generation, dict) or set(generation) - {"stop", "max_new_tokens"}:
+        raise TemplateError(f"{path}:{lines.get('generation', '?')}: `generation` must be a mapping with `stop:` "
+                            "(a string or list of strings) and/or `max_new_tokens:` (an integer)")
+    stop = generation.get("stop", DEFAULT_STOP)
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
+        raise TemplateError(f"{path}:{lines.get('generation', '?')}: `generation.stop` must be a non-empty string or a "
+                            f"list of them, or [] for none (got {generation.get('stop')!r})")
+    n = generation.get("max_new_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
+        raise TemplateError(f"{path}:{lines.get('generation', '?')}: `generation.max_new_tokens` must be an integer "
+                            f"from 1 to 4096 (got {n!r})")
+    for key in ("header",):
+        if key in data and not isinstance(data[key], str):
+            raise TemplateError(f"{path}:{lines.get(key, '?')}: `{key}` must be a Jinja string")
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise TemplateError(f"{path}:{lines.get('metadata', '?')}: `metadata` must be a mapping of names to values")
@@ -198,10 +235,27 @@ def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | 
         metadata=dict(metadata),
         path=path,
         lines=lines,
+        header=data.get("header") or "",
+        generation={"stop": stop, **({"max_new_tokens": n} if n is not None else {})},
     )
     family.template("prompt")  # compile now: syntax errors surface at load time
     family.template("continuation")
+    family.template("header")
     return family
+
+
+def _reserved_ok(axis: str, value: Any) -> bool:
+    if axis == "shots":
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SHOTS
+    if axis == "demo_selection":
+        return value in SELECTIONS
+    if axis == "demo_order":
+        return value in ORDERS
+    if axis == "demo_separator":
+        return isinstance(value, str)
+    if axis == "chat":
+        return isinstance(value, bool)
+    return value is None or isinstance(value, str)  # system
 
 
 def load_family(path: str | Path) -> TemplateFamily:
@@ -283,6 +337,7 @@ def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
     axes = set(family.axes)
     used: set[str] = set()
     for key, allowed in (
+        ("header", set(CANONICAL_FIELDS) | axes),
         ("prompt", set(CANONICAL_FIELDS) | axes),
         ("continuation", set(CANONICAL_FIELDS) | set(CONTINUATION_FIELDS) | axes),
     ):
@@ -296,6 +351,6 @@ def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
                     f"({', '.join(CANONICAL_FIELDS)}) nor a declared axis; declare it under `axes:` or fix the name",
                 )
             )
-    for axis in sorted(axes - used):
+    for axis in sorted(axes - used - set(RESERVED_AXES)):
         out.append(LintMessage(str(path), lines.get("axes"), "warning", f"axis '{axis}' is declared but never used by the templates; it only multiplies identical variants"))
     return out

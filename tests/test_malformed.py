@@ -131,11 +131,11 @@ def test_a_cache_that_fills_up_mid_run_loses_nothing(tiny_model, toy_suite, two_
     reference = pk.evaluate(two_templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
     real_put, calls = ResultCache.put_many, []
 
-    def put_then_fill(self, items):
+    def put_then_fill(self, items, table="loglikelihood"):
         calls.append(len(items))
         if len(calls) > 1:
             self.db.execute("PRAGMA max_page_count = 1")  # the database can no longer grow: SQLITE_FULL
-        return real_put(self, items)
+        return real_put(self, items, table)
 
     monkeypatch.setattr(ResultCache, "put_many", put_then_fill)
     db = tmp_path / "full.sqlite"

@@ -1,7 +1,9 @@
-"""Hugging Face transformers backend: load a causal LM (hub id, local dir, GGUF) and score continuations."""
+"""Hugging Face transformers backend: load a causal or encoder-decoder LM (hub id, local dir, GGUF),
+score continuations and generate greedily."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -21,6 +23,14 @@ from ..paths import cache_dir
 DEFAULT_MODEL = "gemma-3-270m"
 BACKEND_VERSION = "hf-4"
 CONVERTED_MARKER = "promptkit-converted.json"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A greedy generation, cut before the first stop sequence."""
+
+    text: str
+    n_tokens: int  # tokens generated (up to the stop sequence or the end-of-sequence token)
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,7 @@ class HFBackend:
                  batch_tokens: int | str = "auto", share_prompts: bool = True, min_shared_prefix: int = 16,
                  trust_remote_code: bool = False, device_map: str | dict | None = None,
                  log: Callable[[str], None] = print):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.spec = model or DEFAULT_MODEL
         if device_map and launch_env()[2] > 1:
@@ -179,8 +189,12 @@ class HFBackend:
             # code shipped inside a model repository runs only when the user says so
             self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
             placement = {"device_map": device_map} if device_map else {}
-            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=self.dtype, trust_remote_code=trust_remote_code,
-                                                              **placement)
+            config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+            # encoder-decoder models (T5 family) go through the same interface: the prompt is the
+            # encoder's input, continuations and generations are the decoder's
+            self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+            loader = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
+            self.model = loader.from_pretrained(location, dtype=self.dtype, trust_remote_code=trust_remote_code, **placement)
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelError(
@@ -199,7 +213,7 @@ class HFBackend:
         window = getattr(self.model.config, "sliding_window", None) or self.max_length
         self.share_limit = min(self.max_length, int(window) - 1)
         self.window = int(window)
-        self.share_prompts = share_prompts and self.model.base_model is not self.model
+        self.share_prompts = share_prompts and not self.seq2seq and self.model.base_model is not self.model
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
         params = inspect.signature(self.model.base_model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -231,8 +245,9 @@ class HFBackend:
         stripped = prompt.rstrip()
         continuation = prompt[len(stripped):] + continuation
         tok = self.tokenizer
-        ctx = tok(stripped, add_special_tokens=True)["input_ids"]
-        whole = tok(stripped + continuation, add_special_tokens=True)["input_ids"]
+        special = self._add_special(stripped)
+        ctx = tok(stripped, add_special_tokens=special)["input_ids"]
+        whole = tok(stripped + continuation, add_special_tokens=special)["input_ids"]
         if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
             cont = whole[len(ctx):]
         else:
@@ -241,6 +256,12 @@ class HFBackend:
             start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
             ctx = [start]
         return ctx, cont
+
+    def _add_special(self, text: str) -> bool:
+        """Let the tokenizer add its special tokens (BOS), unless the text already starts with the BOS
+        token, as text from a chat template does."""
+        bos = self.tokenizer.bos_token
+        return not (bos and text.startswith(bos))
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Token count of each text (no special tokens), in one batched tokenizer call."""
@@ -257,6 +278,8 @@ class HFBackend:
         vocabulary projection runs only where log-probabilities are needed. `on_scores` gets
         each batch's results as soon as they exist (the engine commits them to the cache).
         """
+        if self.seq2seq:
+            return self._loglikelihood_seq2seq(pairs, progress, on_scores)
         encoded = [self.encode(p, c) for p, c in pairs]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (ctx, _) in enumerate(encoded):
@@ -316,6 +339,128 @@ class HFBackend:
             self._run(batch, lambda b: self._score_batch([encoded[j] for j in b]), lambda b: list(b), defer)
         project()
         return results  # type: ignore[return-value]
+
+    def _loglikelihood_seq2seq(self, pairs, progress, on_scores) -> list[ContinuationScore]:
+        """Encoder-decoder scoring: the prompt is the encoder's input and the continuation the decoder's
+        target; one padded row per pair, batches under the token budget."""
+        tok = self.tokenizer
+        encoded = []
+        for prompt, continuation in pairs:
+            target = tok(continuation, add_special_tokens=False)["input_ids"]
+            if not target:
+                raise ModelError(f"the continuation {continuation!r} has no tokens for this tokenizer; a continuation must contain the answer")
+            encoded.append((tok(prompt.strip(), add_special_tokens=True)["input_ids"][-self.max_length:], target))
+        results: list[ContinuationScore | None] = [None] * len(pairs)
+        start = self.model.config.decoder_start_token_id
+        start = self._pad_id() if start is None else start
+
+        @torch.inference_mode()
+        def compute(batch: list[int]) -> list[tuple[float, int, bool]]:
+            enc, enc_mask = _right_pad([encoded[j][0] for j in batch], self._pad_id())
+            dec, dec_mask = _right_pad([[start] + encoded[j][1][:-1] for j in batch], self._pad_id())
+            self.forward_tokens += int(enc_mask.sum() + dec_mask.sum())
+            logits = self.model(input_ids=enc.to(self.device), attention_mask=enc_mask.to(self.device),
+                                decoder_input_ids=dec.to(self.device), decoder_attention_mask=dec_mask.to(self.device)).logits
+            rows = [r for r, j in enumerate(batch) for _ in encoded[j][1]]
+            cols = [c for j in batch for c in range(len(encoded[j][1]))]
+            lp, greedy = self._project(logits[torch.tensor(rows), torch.tensor(cols)],
+                                       torch.tensor([t for j in batch for t in encoded[j][1]]), is_logits=True)
+            out, k = [], 0
+            for j in batch:
+                n = len(encoded[j][1])
+                out.append((float(lp[k:k + n].sum()), n, bool(greedy[k:k + n].all())))
+                k += n
+            return out
+
+        def finish(indices: list[int], scores) -> None:
+            made = [ContinuationScore(lp, n, len(pairs[j][1]), g) for j, (lp, n, g) in zip(indices, scores)]
+            for j, score in zip(indices, made):
+                results[j] = score
+            if on_scores:
+                on_scores(indices, made)
+            if progress:
+                progress(len(indices))
+
+        order = sorted(range(len(pairs)), key=lambda j: -sum(map(len, encoded[j])))
+        for batch in _budget_batches(order, lambda j: sum(map(len, encoded[j])), self.batch_tokens, padded=True):
+            self._run(batch, compute, lambda b: list(b), finish)
+        return results  # type: ignore[return-value]
+
+    def generate(self, specs: list[tuple[str, tuple[str, ...], int]], progress: Callable[[int], None] | None = None,
+                 on_results: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
+        """Greedy generation for (prompt, stop sequences, max new tokens) specs, batched with left
+        padding (decoder-only models) under the token budget. A row stops at its end-of-sequence
+        token, at `max new tokens`, or once its text holds a stop sequence after the first non-space
+        character; the text is cut before that stop sequence."""
+        tok = self.tokenizer
+        encoded = []
+        for prompt, _, max_new in specs:
+            ids = tok(prompt, add_special_tokens=True if self.seq2seq else self._add_special(prompt))["input_ids"]
+            if not ids:
+                start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+                ids = [start]
+            room = self.max_length if self.seq2seq else self.max_length - max_new
+            if room < 1:
+                raise ModelError(f"max_new_tokens={max_new} does not fit the model's context of {self.max_length} tokens; lower it")
+            encoded.append(ids[-room:])  # keep the end of a prompt that is too long
+        results: list[Generation | None] = [None] * len(specs)
+
+        def finish(indices: list[int], made: list[Generation]) -> None:
+            for j, g in zip(indices, made):
+                results[j] = g
+            if on_results:
+                on_results(indices, made)
+            if progress:
+                progress(len(indices))
+
+        # one generation setting per batch; longest prompts first, so padding stays small
+        order = sorted(range(len(specs)), key=lambda j: (specs[j][1], specs[j][2], -len(encoded[j])))
+        batches: list[list[int]] = []
+        for j in order:
+            last = batches[-1] if batches else None
+            if last and specs[last[0]][1:] == specs[j][1:] and len(last) < 64 and \
+                    (len(encoded[last[0]]) + specs[j][2]) * (len(last) + 1) <= self.batch_tokens:
+                last.append(j)
+            else:
+                batches.append([j])
+        for batch in batches:
+            self._run(batch, lambda b: self._generate_batch([encoded[j] for j in b], *specs[b[0]][1:]), lambda b: list(b), finish)
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(self, rows: list[list[int]], stop: tuple[str, ...], max_new: int) -> list[Generation]:
+        from transformers import StoppingCriteriaList
+
+        tok, pad = self.tokenizer, self._pad_id()
+        width = max(len(r) for r in rows)
+        if self.seq2seq:
+            ids, mask = _right_pad(rows, pad)
+        else:  # left padding: every row's next token is at the same position
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+                mask[r, width - len(row):] = 1
+        config = copy.deepcopy(self.model.generation_config)
+        for name, value in {"do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None,
+                            "min_p": None, "typical_p": None, "repetition_penalty": None, "max_length": None,
+                            "max_new_tokens": max_new, "pad_token_id": pad}.items():
+            setattr(config, name, value)
+        if config.eos_token_id is None:
+            config.eos_token_id = tok.eos_token_id
+        offset = 1 if self.seq2seq else width  # the decoder starts with one start token
+        criteria = StoppingCriteriaList([_StopSequences(tok, stop, offset)]) if stop else None
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  generation_config=config, stopping_criteria=criteria)
+        ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+        made = []
+        for r in range(len(rows)):
+            new = out[r, offset:].tolist()
+            cut = next((k for k, t in enumerate(new) if t in ends), len(new))
+            text = tok.decode(new[:cut], skip_special_tokens=True)
+            made.append(Generation(cut_at_stop(text, stop), cut))
+        self.forward_tokens += int(mask.sum()) + sum(g.n_tokens for g in made)
+        return made
 
     def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
         """Batches of prompt groups, longest first under the token budget. Each group is tagged with
@@ -526,6 +671,25 @@ class HFBackend:
             part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
             lse = torch.logaddexp(lse, part)
         return (target_logit - lse).cpu(), (best_at == targets).cpu()
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+    """`text` up to the first stop sequence that comes after its first non-space character."""
+    lead = len(text) - len(text.lstrip())
+    cuts = [i for i in (text.find(s, lead) for s in stop if s) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+class _StopSequences:
+    """Stopping criterion for `generate`: a row is done once its new text holds a stop sequence after its
+    first non-space character (decoding the few dozen new tokens per step costs little)."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], offset: int):
+        self.tokenizer, self.stop, self.offset = tokenizer, stop, offset
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.offset:], skip_special_tokens=True)
+        return torch.tensor([cut_at_stop(t, self.stop) != t for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import SuiteError
 from ..paths import cache_dir
-from ..tasks import Example, Task, pick_indices
+from ..tasks import DEMO_POOL, Example, Task, demo_indices, pick_indices
 
 SDIST = "bigbench-1.0.0.tar.gz"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
@@ -111,7 +111,7 @@ def _raise_unknown(name: str, known: list[str]) -> None:
     raise SuiteError(f"unknown BIG-bench task '{name}': not in bigbench 1.0.0.{hint} (tasks with subtasks are named 'task/subtask')")
 
 
-def load(spec, limit: int | None, seed: int) -> Task:
+def load(spec, limit: int | None, seed: int, pool: int = DEMO_POOL) -> Task:
     """Load a BIG-bench task (by `task:` name from the cache, or a local `path:` task.json)."""
     if spec.options.get("path"):
         path = Path(spec.options["path"])
@@ -124,26 +124,33 @@ def load(spec, limit: int | None, seed: int) -> Task:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: not a valid BIG-bench task.json ({exc})") from None
-    return task_from_json(data, spec.name, str(path), limit, seed)
+    return task_from_json(data, spec.name, str(path), limit, seed, pool, spec.options.get("kind"))
 
 
-def task_from_json(data: dict, name: str, origin: str, limit: int | None = None, seed: int = 0) -> Task:
-    """Normalize a BIG-bench task.json: `target_scores` → choices + target index; `target` → references."""
+def task_from_json(data: dict, name: str, origin: str, limit: int | None = None, seed: int = 0,
+                   pool: int = DEMO_POOL, kind: str | None = None) -> Task:
+    """Normalize a BIG-bench task.json: `target_scores` → choices + target index; `target` → references.
+    Examples that are not evaluated form the demonstration pool (up to `pool` of them). An example with
+    both is multiple choice unless `kind` is "generation"."""
     raw = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(raw, list) or not raw:
         raise SuiteError(f"{origin}: BIG-bench task '{name}' has no examples; it needs a non-empty `examples` list")
-    examples = []
-    for i in pick_indices(len(raw), limit, seed, name):
-        examples.append(_example(raw[i], i, name, origin))
+    evaluated = pick_indices(len(raw), limit, seed, name)
+    examples = [_example(raw[i], i, name, origin, kind) for i in evaluated]
+    demos = [_example(raw[i], i, name, origin, kind) for i in demo_indices(len(raw), evaluated, seed, name, pool)]
     instruction = str(data.get("task_prefix", "") or "").strip()
-    return Task(name, examples, instruction, source="bigbench")
+    return Task(name, examples, instruction, source="bigbench", demos=demos)
 
 
-def _example(row: dict, i: int, name: str, origin: str) -> Example:
+def _example(row: dict, i: int, name: str, origin: str, kind: str | None = None) -> Example:
     where = f"{origin}: task '{name}', example {i}"
     if not isinstance(row, dict) or not isinstance(row.get("input"), str):
         raise SuiteError(f"{where}: every example needs a string `input`")
-    if "target_scores" in row:
+    if kind == "generation" and "target" not in row:
+        raise SuiteError(f"{where}: the suite asks for `kind: generation`, but this example has no `target` (reference answer)")
+    if kind == "multiple_choice" and "target_scores" not in row:
+        raise SuiteError(f"{where}: the suite asks for `kind: multiple_choice`, but this example has no `target_scores`")
+    if "target_scores" in row and kind != "generation":
         scores = row["target_scores"]
         if not isinstance(scores, dict) or len(scores) < 2:
             raise SuiteError(f"{where}: `target_scores` must map at least 2 choices to scores")
@@ -157,6 +164,9 @@ def _example(row: dict, i: int, name: str, origin: str) -> Example:
         return Example(str(i), row["input"], choices, correct[0], meta)
     if "target" in row:
         target = row["target"]
-        refs = [target] if isinstance(target, str) else [str(t) for t in target]
+        refs = [target] if isinstance(target, str) else [str(t) for t in target] if isinstance(target, list) else []
+        if not refs or not all(r.strip() for r in refs):
+            raise SuiteError(f"{where}: generation example has no reference answer (`target` is {target!r}); "
+                             "give it a non-empty string or list of strings")
         return Example(str(i), row["input"], None, refs, {})
     raise SuiteError(f"{where}: needs `target_scores` (multiple choice) or `target` (generation)")
