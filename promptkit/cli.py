@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--task", required=True, help="task name in the suite")
     render.add_argument("--example", default="0", help="example id or position (default 0)")
     render.add_argument("--all", action="store_true", help="with a family name: render every variant")
+    render.add_argument("--limit", type=int, default=None,
+                        help="examples per task, as in the run (default: the suite's `limit`); the rest are the demonstrations")
+    render.add_argument("--seed", type=int, default=0, help="seed of the run (example sample, demonstrations; default 0)")
+    render.add_argument("--model", default=None,
+                        help="apply this model's chat template to chat variants (default: show the chat turns)")
     render.set_defaults(func=cmd_render)
 
     rank = sub.add_parser("rank", help="re-rank a finished run with statistics (no model needed)")
@@ -175,8 +180,10 @@ def cmd_run(args) -> int:
 def _print_footer(results, out: Path) -> None:
     cfg = results.config
     eng = cfg["engine"]
+    generated = f", {eng['generations_unique']} unique generations ({eng['generation_cache_hits']} from the cache)" \
+        if eng.get("generations") else ""
     print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
-          f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache), {cfg['forward_tokens']} forward tokens, "
+          f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache){generated}, {cfg['forward_tokens']} forward tokens, "
           f"{cfg['model']['dtype']}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
 
 
@@ -351,7 +358,12 @@ def format_ranking(results, max_rows: int = 40) -> str:
         chance_row[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = chance[t]
     view = pd.concat([view, pd.DataFrame([chance_row])], ignore_index=True)
     text = view.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-")
-    notes = [f"accuracy per task ({len(tasks)} tasks; * = held out, never used for ranking); ranked by sel_mean"]
+    generative = {t: results.tasks[t].get("metric") for t in tasks if results.tasks[t].get("kind") == "generation"}
+    common = max(set(generative.values()), key=list(generative.values()).count) if generative else None
+    others = ", ".join(f"{short[t]}: {m}" for t, m in generative.items() if m != common)
+    what = "accuracy per task" if not generative else \
+        f"score per task: accuracy, or for generation tasks {common}" + (f" ({others})" if others else "")
+    notes = [f"{what} ({len(tasks)} tasks; * = held out, never used for ranking); ranked by sel_mean"]
     if len(table) > max_rows:
         notes.append(f"showing the top {max_rows} of {len(table)} variants; all are in ranking.csv")
     legend = "tasks: " + ", ".join(f"{short[t]}={t}" for t in tasks if short[t] != t)
@@ -397,18 +409,34 @@ def cmd_render(args) -> int:
         names = ", ".join(f.name for f in families)
         raise PromptkitError(f"no template family or variant '{args.target}'; families: {names}")
     suite = load_suite(args.suite)
-    task = load_tasks(suite, limit=None, names=[args.task])[0]
+    task = load_tasks(suite, limit=args.limit, seed=args.seed, names=[args.task])[0]
     example = task.example(args.example)
-    for variant in chosen:
-        request = render(variant, task, example)
+    requests = [render(variant, task, example, args.seed) for variant in chosen]
+    if args.model and any(r.messages is not None for r in requests):
+        from transformers import AutoTokenizer
+
+        from .backends.hf import resolve_model
+        from .render import apply_chat
+
+        requests = apply_chat(requests, AutoTokenizer.from_pretrained(resolve_model(args.model)[0]), args.model)
+    for variant, request in zip(chosen, requests):
         print(f"=== {variant.id}  [{variant.describe()}]")
         print(f"=== task {task.name}, example {example.id}")
-        print("--- prompt " + "-" * 60)
-        print(request.prompt)
-        print("--- continuations (appended to the prompt exactly as shown) " + "-" * 10)
-        for i, cont in enumerate(request.continuations):
-            mark = "  <- correct" if i in example.correct_indices() else ""
-            print(f"[{i}] {cont!r}{mark}")
+        if request.messages is not None:
+            print("--- chat turns (pass --model to see them in that model's chat template) " + "-" * 5)
+            for role, text in request.messages:
+                print(f"[{role}]\n{text}")
+        else:
+            print("--- prompt " + "-" * 60)
+            print(request.prompt)
+        if request.generative:
+            print(f"--- generated greedily: up to {request.max_new_tokens} tokens, cut at {list(request.stop)} " + "-" * 5)
+            print(f"references: {example.references()}")
+        else:
+            print("--- continuations (appended to the prompt exactly as shown) " + "-" * 10)
+            for i, cont in enumerate(request.continuations):
+                mark = "  <- correct" if i in example.correct_indices() else ""
+                print(f"[{i}] {cont!r}{mark}")
         print()
     return 0
 

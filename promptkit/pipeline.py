@@ -14,7 +14,7 @@ from .backends.hf import HFBackend
 from .cache import ResultCache
 from .errors import PromptkitError
 from .paths import cache_dir
-from .metrics import CONTENT_FREE_INPUT, choose, example_row, generation_row, load_metric
+from .metrics import CONTENT_FREE_INPUT, choose, example_row
 from .render import apply_chat, render
 from .results import Results
 from .tasks import Example, Suite, Task, load_suite, load_tasks
@@ -82,13 +82,18 @@ def evaluate(
     if out is not None:
         _check_writable(Path(out))  # before any scoring, so a bad --out cannot cost a run
     families = templates if _is_families(templates) else load_templates(templates)
-    variants = expand_all(families, max_variants, seed)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     tasks = load_tasks(suite, limit, seed)
-    notes = check_demonstrations(variants, tasks)
+    families, left_out = fitting_families(families, tasks, builtin=templates is None)
+    variants = expand_all(families, max_variants, seed)
+    notes = left_out + check_demonstrations(variants, tasks)
     for note in notes:
         log(f"warning: {note}")
-    metrics = {t.name: load_metric(t.metric) for t in tasks if t.generative}  # a bad metric name fails before the model loads
+    metrics = {}
+    if any(t.generative for t in tasks):
+        from .text_metrics import load_metric
+
+        metrics = {t.name: load_metric(t.metric) for t in tasks if t.generative}  # a bad name fails before the model loads
     if search is not None and metrics:
         raise PromptkitError(f"--search works on multiple-choice tasks only for now; tasks {', '.join(metrics)} are generative. "
                              "Run without --search, or search a suite of multiple-choice tasks")
@@ -138,7 +143,7 @@ def evaluate(
                 log(f"warning: {store.write_error}")
     rows = [
         {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id,
-         **(generation_row(e, s.text, metrics[t.name]) if e.generative else example_row(e, s))}
+         **(metrics[t.name].row(e, s.text) if e.generative else example_row(e, s))}
         for (v, t, e), s in zip(work, scores)
     ]
     if calibrate:
@@ -169,7 +174,7 @@ def evaluate(
     info = variant_info(variants)
     for vid, sample in samples.items():
         info[vid]["sample"] = sample
-    results = Results(pd.DataFrame(rows), task_info(tasks), info, config)
+    results = Results(pd.DataFrame(rows), task_info(tasks, metrics), info, config)
     if out is not None:
         try:
             results.save(out)
@@ -187,6 +192,31 @@ def sample_of(task: Task, example: Example, request) -> dict:
     if request.generative:
         sample.update(references=example.references(), stop=list(request.stop), max_new_tokens=request.max_new_tokens)
     return sample
+
+
+def fitting_families(families: list[TemplateFamily], tasks: list[Task], builtin: bool) -> tuple[list[TemplateFamily], list[str]]:
+    """The families that can prompt every task of the suite (by their `kinds`), and notes on what was
+    left out. Built-in families that cannot are left out, as are built-in few-shot families when a task
+    has no demonstrations held apart; a user's family that cannot is an error (see check_demonstrations)."""
+    needed = {"generation" if t.generative else "multiple_choice" for t in tasks}
+    fit = [f for f in families if needed <= set(f.kinds)]
+    if builtin and fit:
+        bare = [t.name for t in tasks if not t.demos]
+        few = [f for f in fit if any(v for v in f.axes.get("shots", [0]))]
+        if bare and few and len(few) < len(fit):
+            return [f for f in fit if f not in few], [
+                f"built-in few-shot famil{'ies' if len(few) > 1 else 'y'} {', '.join(f.name for f in few)} left out: "
+                f"task(s) {', '.join(bare[:5])} have no examples held apart as demonstrations (every example is "
+                "evaluated; lower --limit to keep some apart)"]
+        return fit, []
+    for f in families:
+        if not needed <= set(f.kinds):
+            kind = sorted(needed - set(f.kinds))[0]
+            names = [t.name for t in tasks if ("generation" if t.generative else "multiple_choice") == kind]
+            raise PromptkitError(f"{f.path}: template family '{f.name}' is for {' and '.join(f.kinds)} tasks, but the "
+                                 f"suite's tasks {', '.join(names)} are {kind} tasks; leave the family out, or run it on "
+                                 "a suite of the kind it declares under `kinds:`")
+    return families, []
 
 
 def check_demonstrations(variants: list[Variant], tasks: list[Task]) -> list[str]:
@@ -310,10 +340,12 @@ def _is_families(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, TemplateFamily) for v in value)
 
 
-def task_info(tasks: list[Task]) -> dict[str, dict]:
+def task_info(tasks: list[Task], metrics: dict | None = None) -> dict[str, dict]:
+    metrics = metrics or {}
     return {
         t.name: {"split": t.split, "chance": t.chance, "n_examples": len(t.examples), "instruction": t.instruction,
-                 "source": t.source, "cluster": t.cluster}
+                 "source": t.source, "cluster": t.cluster, "kind": "generation" if t.generative else "multiple_choice",
+                 "n_demos": len(t.demos), **({"metric": metrics[t.name].label} if t.name in metrics else {})}
         for t in tasks
     }
 

@@ -93,7 +93,8 @@ def render(variant: Variant, task: Task, example: Example, seed: int = 0) -> Req
     ctx = context(variant, task, example)
     query = family.render("prompt", ctx)
     header = family.render("header", ctx) if family.header else ""
-    chat = bool(values.get("chat", False))
+    chat = values.get("chat", False)
+    system = chat if isinstance(chat, str) else values.get("system")  # a string value: chat with that system message
     separator = str(values.get("demo_separator", DEFAULT_SEPARATOR))
     demos = []
     shots = int(values.get("shots", 0) or 0)
@@ -125,7 +126,6 @@ def render(variant: Variant, task: Task, example: Example, seed: int = 0) -> Req
         stop, limit = [], 0
     if chat:  # the model's own chat template is applied once the model is loaded (apply_chat)
         turns: list[tuple[str, str]] = []
-        system = values.get("system")
         if system:
             turns.append(("system", str(system)))
         lead = header + separator if header else ""

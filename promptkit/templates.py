@@ -20,7 +20,8 @@ from .sandbox import PromptSandbox, bounded_filter, render_bounded
 # task's own instruction. The continuation template also sees the choice being scored.
 CANONICAL_FIELDS = ("id", "input", "choices", "instruction", "meta")
 CONTINUATION_FIELDS = ("choice", "index")
-TEMPLATE_KEYS = {"name", "description", "prompt", "continuation", "header", "generation", "axes", "metadata"}
+TEMPLATE_KEYS = {"name", "description", "prompt", "continuation", "header", "generation", "kinds", "axes", "metadata"}
+KINDS = ("multiple_choice", "generation")
 # Axes with these names are read by promptkit itself (see render.py), as well as by the templates:
 # few-shot demonstrations and the chat template.
 SELECTIONS = ("first_k", "random", "balanced")
@@ -31,7 +32,7 @@ RESERVED_AXES = {
     "demo_selection": f"one of {', '.join(SELECTIONS)}",
     "demo_order": f"one of {', '.join(ORDERS)}",
     "demo_separator": "a string (between demonstrations, and before the example)",
-    "chat": "true or false (apply the model's chat template)",
+    "chat": "true or false (apply the model's chat template), or a system message (apply it with that message)",
     "system": "a string, empty or null for none (the chat's system message)",
 }
 DEFAULT_STOP = ["\n"]
@@ -72,6 +73,7 @@ class TemplateFamily:
     axes: dict[str, list[Any]]
     description: str = ""
     header: str = ""  # rendered once per request, before any demonstrations
+    kinds: tuple[str, ...] = KINDS  # the kinds of task the family can prompt
     generation: dict[str, Any] = field(default_factory=lambda: {"stop": list(DEFAULT_STOP)})
     metadata: dict[str, Any] = field(default_factory=dict)
     path: str = "<memory>"
@@ -220,6 +222,11 @@ def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
         raise TemplateError(f"{path}:{lines.get('generation', '?')}: `generation.max_new_tokens` must be an integer "
                             f"from 1 to 4096 (got {n!r})")
+    kinds = data.get("kinds", list(KINDS))
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
+        raise TemplateError(f"{path}:{lines.get('kinds', '?')}: `kinds` must list multiple_choice and/or generation "
+                            f"(got {data.get('kinds')!r})")
     for key in ("header",):
         if key in data and not isinstance(data[key], str):
             raise TemplateError(f"{path}:{lines.get(key, '?')}: `{key}` must be a Jinja string")
@@ -236,6 +243,7 @@ def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | 
         path=path,
         lines=lines,
         header=data.get("header") or "",
+        kinds=tuple(kinds),
         generation={"stop": stop, **({"max_new_tokens": n} if n is not None else {})},
     )
     family.template("prompt")  # compile now: syntax errors surface at load time
@@ -254,7 +262,7 @@ def _reserved_ok(axis: str, value: Any) -> bool:
     if axis == "demo_separator":
         return isinstance(value, str)
     if axis == "chat":
-        return isinstance(value, bool)
+        return isinstance(value, bool) or isinstance(value, str) and bool(value.strip())
     return value is None or isinstance(value, str)  # system
 
 
@@ -264,14 +272,22 @@ def load_family(path: str | Path) -> TemplateFamily:
     return family_from_dict(data, str(path), _node_lines(text))
 
 
+def builtin_sets() -> list[str]:
+    """Names of the built-in template sets beyond the default one (sub-folders, e.g. 'chat')."""
+    return sorted(p.name for p in builtin_dir("templates").iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
 def template_files(spec: str | Path | list | None) -> list[Path]:
-    """Expand a templates argument (None = built-ins, a directory, a file, or a list) into YAML files."""
+    """Expand a templates argument (None = built-ins, a directory, a file, a built-in set's name such
+    as 'chat', or a list of them) into YAML files."""
     if spec is None:
         spec = builtin_dir("templates")
     items = spec if isinstance(spec, (list, tuple)) else [spec]
     files: list[Path] = []
     for item in items:
         path = Path(item)
+        if not path.exists() and str(item) in builtin_sets():
+            path = builtin_dir("templates") / str(item)
         if path.is_dir():
             found = sorted(list(path.glob("*.yaml")) + list(path.glob("*.yml")))
             if not found:
@@ -280,7 +296,7 @@ def template_files(spec: str | Path | list | None) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise TemplateError(f"{path}: no such template file or directory")
+            raise TemplateError(f"{path}: no such template file or directory (built-in sets: {', '.join(builtin_sets())})")
     return files
 
 

