@@ -35,6 +35,14 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model):
     assert together == alone
     # no stop sequence: a row runs to the token limit or its end-of-sequence token
     assert together[0].n_tokens == 7 and all(g.n_tokens <= 7 for g in together)
+    # a row that a stop sequence ends early counts only its own tokens, not the padding that follows it
+    # while the rest of its batch goes on
+    text0, text2 = together[0].text, together[2].text
+    stop = next(text0[i:i + 2] for i in range(1, len(text0) - 1) if text0[i:i + 2] not in text2)
+    specs = [(p, (stop,), 7) for p in prompts]
+    stopped = wide.generate(specs)
+    assert stopped[0].n_tokens < 7 and stopped[2].n_tokens == 7
+    assert stopped == [narrow.generate([s])[0] for s in specs]
     # and the text is the model's own greedy continuation: feeding it back reproduces the argmax at every step
     import torch
 

@@ -477,7 +477,8 @@ class HFBackend:
         criteria = StoppingCriteriaList([_StopSequences(tok, stop, offset)]) if stop else None
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                   generation_config=config, stopping_criteria=criteria)
-        ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+        # a row ends at its end-of-sequence token; once a stop sequence has finished it, generate fills it with padding
+        ends = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]) | {pad}
         made = []
         for r in range(len(rows)):
             new = out[r, offset:].tolist()
