@@ -144,3 +144,24 @@ def test_sharded_engine_equals_one_rank_in_process(tiny_backend, world):
     for r, scores in zip(requests, whole):
         for c, s in zip(r.continuations, scores):
             assert got[(r.prompt, c)].logprob == pytest.approx(s.logprob, abs=1e-5)
+
+
+def test_generation_under_two_processes_equals_one_process(tiny_model, gen_suite, fewshot_templates, tmp_path):
+    """Generation requests are sharded, gathered and cached like scores."""
+    single = pk.evaluate(fewshot_templates, gen_suite, tiny_model, progress=False, cache=False, batch_tokens=48)
+    db, out = tmp_path / "cache.sqlite", tmp_path / "run"
+    run = subprocess.run(_launch(fewshot_templates, gen_suite, tiny_model, db, out), capture_output=True, text=True,
+                         timeout=LAUNCH_TIMEOUT_S, env=_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = pk.Results.load(out)
+    key = ["variant", "task", "example"]
+    got = saved.to_pandas().sort_values(key).reset_index(drop=True)
+    want = single.to_pandas().sort_values(key).reset_index(drop=True)
+    assert got["prediction"].astype(str).tolist() == want["prediction"].astype(str).tolist()
+    assert got["accuracy"].tolist() == want["accuracy"].tolist()
+    eng = saved.config["engine"]
+    assert saved.config["processes"] == 2 and eng["generations_unique"] > 0 and eng["generation_cache_hits"] == 0
+    import sqlite3
+
+    with sqlite3.connect(db) as con:  # both ranks' generations reached the cache
+        assert con.execute("SELECT COUNT(*) FROM generation").fetchone()[0] == eng["generations_unique"]

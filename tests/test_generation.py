@@ -380,3 +380,18 @@ def test_t5_generation_and_a_full_run(tiny_t5, gen_suite, fewshot_templates):
     rows = res.to_pandas()
     assert set(rows["kind"]) == {"generate", "choice"} and len(res.ranking()) == 4
     assert res.config["model"]["class"] == "T5ForConditionalGeneration"
+
+
+def test_demonstrations_from_a_training_split(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("\n".join(json.dumps({"q": f"train {i}", "a": f"t{i}"}) for i in range(5)))
+    (data / "test.jsonl").write_text("\n".join(json.dumps({"q": f"test {i}", "a": f"e{i}"}) for i in range(4)))
+    (tmp_path / "s.yaml").write_text(
+        f"selection:\n  - {{name: d, source: hf, dataset: {data}, split: test, demo_split: train, input: q, target: a}}\n")
+    task = load_tasks(load_suite(tmp_path / "s.yaml"))[0]
+    assert sorted(e.input for e in task.examples) == [f"test {i}" for i in range(4)]
+    assert sorted(d.input for d in task.demos) == [f"train {i}" for i in range(5)]
+    family = family_from_dict({"name": "f", "prompt": "{{ input }} =", "axes": {"shots": [2]}})
+    prompt = render(expand(family)[0], task, task.examples[0]).prompt
+    assert prompt.count("train") == 2 and "test" in prompt.split("\n\n")[-1]
