@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="spend --budget where the ranking is uncertain instead of scoring everything (see README)")
     run.add_argument("--budget", default=None,
                      help="with --search: a fraction of the exhaustive forward tokens (0.25, 25%%) or a token count (2e6)")
+    run.add_argument("--noise", nargs="+", default=None, metavar="SPEC",
+                     help="also run every variant under each noise spec: typos:0.05, word_drop:0.1, word_swap:0.1, "
+                          "casing:0.1, whitespace:0.1, choices, prompt.typos:0.05 (see README)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     _analysis_options(run)
@@ -117,6 +120,9 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5, help="k for --protocol kfold (default 5)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--analysis-seed", type=int, default=0, help="seed of the bootstrap and of k-fold splits (default 0)")
+    p.add_argument("--rank-by", default="clean", metavar="HOW",
+                   help="for runs with --noise: rank by the clean, noisy (mean over noise specs) or combined score, "
+                        "or by one noise spec (default clean)")
     p.add_argument("--default-variant", default=None,
                    help="variant id reported as 'the default prompt' next to the chosen one (default: the first variant)")
 
@@ -142,6 +148,7 @@ def cmd_run(args) -> int:
             seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
             cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
             trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
+            noise=args.noise,
         )
     except _Stopped:
         print(f"\npromptkit: stopped{_rank_tag()}: another process of this job failed. {_resume_hint(cache)}", file=sys.stderr)
@@ -162,6 +169,7 @@ def cmd_run(args) -> int:
         print(format_search(results))
         _print_footer(results, out)
         return 0
+    full, results = results, _ranked(results, args)
     print(format_ranking(results))
     print()
     print(format_held_out(results.held_out_summary()))
@@ -169,12 +177,33 @@ def cmd_run(args) -> int:
     save_analysis(analysis, out)
     print()
     print(format_analysis(analysis, brief=True))
+    if full.config.get("noise"):
+        print()
+        print(format_robustness(full))
     if not args.no_report:
         from .report import write_report
 
-        print(f"\nreport: {write_report(results, out, analysis)}")
-    _print_footer(results, out)
+        print(f"\nreport: {write_report(results, out, analysis, full)}")
+    _print_footer(full, out)
     return 0
+
+
+def _ranked(results, args):
+    """A run with noise conditions, collapsed by --rank-by; any other run as it is."""
+    if not results.config.get("noise"):
+        return results
+    return results.rank_by(args.rank_by)
+
+
+def format_robustness(full, max_rows: int = 20) -> str:
+    """Per variant: clean vs noisy score on the selection tasks, the mean and worst drop, rank clean vs noisy."""
+    summ = full.robustness_summary("selection")
+    best = summ.iloc[0]
+    lines = [f"robustness (selection tasks, mean accuracy; noise: {', '.join(full.config['noise'])}): the best clean "
+             f"prompt {best['variant']} drops {best['mean_drop']:.3f} on average (worst {best['worst_drop']:.3f} under "
+             f"{best['worst_noise']}) and ranks {int(best['rank_noisy'])} of {len(summ)} under noise",
+             summ.head(max_rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")]
+    return "\n".join(lines)
 
 
 def _print_footer(results, out: Path) -> None:
@@ -255,9 +284,13 @@ def _analyze(results, args):
 def cmd_rank(args) -> int:
     from .results import Results
 
-    results = Results.load(args.run_dir)
+    full = Results.load(args.run_dir)
+    results = _ranked(full, args)
     analysis = _analyze(results, args)
     print(format_analysis(analysis))
+    if full.config.get("noise"):
+        print()
+        print(format_robustness(full))
     if args.compare:
         import pandas as pd
 
@@ -272,8 +305,9 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .results import Results
 
-    results = Results.load(args.run_dir)
-    path = write_report(results, args.out or args.run_dir, _analyze(results, args))
+    full = Results.load(args.run_dir)
+    results = _ranked(full, args)
+    path = write_report(results, args.out or args.run_dir, _analyze(results, args), full)
     print(f"wrote {path}")
     return 0
 

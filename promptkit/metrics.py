@@ -66,7 +66,7 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
     out = rows.copy()
     preds, correct = [], []
     for r in rows.to_dict("records"):  # one pass; iterrows builds a Series per row
-        if r.get("kind") == "generate":  # a generated answer has one score whatever the mode
+        if r.get("kind") in ("generate", "aggregate"):  # a generated answer (or a mean over noise) has one score
             preds.append(r["prediction"])
             correct.append(r["accuracy"])
             continue
@@ -80,7 +80,7 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 
 def _choice_rows(rows: pd.DataFrame):
-    return rows["kind"] != "generate" if "kind" in rows else slice(None)
+    return ~rows["kind"].isin(["generate", "aggregate"]) if "kind" in rows else slice(None)
 
 
 def available_modes(rows: pd.DataFrame) -> list[str]:

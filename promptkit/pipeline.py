@@ -15,11 +15,12 @@ from .cache import ResultCache
 from .errors import PromptkitError
 from .paths import cache_dir
 from .metrics import CONTENT_FREE_INPUT, choose, example_row
-from .render import apply_chat, render
+from .render import apply_chat, noisy_example, render
 from .results import Results
 from .tasks import Example, Suite, Task, load_suite, load_tasks
 from .templates import TemplateFamily, load_templates
-from .variants import Variant, expand_all
+from .noise import parse as parse_noise
+from .variants import Variant, expand_all, with_noise
 
 
 def evaluate(
@@ -39,6 +40,7 @@ def evaluate(
     device_map: str | dict | None = None,
     search: str | None = None,
     budget: str | float | None = None,
+    noise: list[str] | None = None,
     out: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -58,6 +60,9 @@ def evaluate(
     device_map: spread one model over several GPUs of this machine (transformers' device_map, e.g. "auto").
     Under `accelerate launch` every process scores its share of the requests on its own device; rank 0
     plans, gathers and writes the run directory (see README, "Several GPUs or machines").
+    noise: noise specs ("typos:0.05", "word_drop:0.1", "casing:0.1", "whitespace:0.1", "choices",
+        "prompt.typos:0.05", ...): every sampled variant is also run under each, on the same examples
+        with the same noise; see Results.robustness() and Results.rank_by().
     calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets,
         for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
@@ -68,6 +73,9 @@ def evaluate(
         raise PromptkitError("a budget needs a search strategy: pass --search halving|racing|thompson (search=...)")
     if search == "exhaustive" and budget is None:
         search = None  # every variant on every example: the plain run
+    if noise and (search is not None or calibrate):
+        raise PromptkitError("--noise cannot be combined with --search or --calibrate yet: run the noise conditions "
+                             "on the variants you want to compare")
     if search is not None and calibrate:
         raise PromptkitError("--calibrate cannot be combined with --search yet: run the search, then a calibrated run "
                              "of the variants it kept")
@@ -85,7 +93,11 @@ def evaluate(
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     tasks = load_tasks(suite, limit, seed)
     families, left_out = fitting_families(families, tasks, builtin=templates is None)
-    variants = expand_all(families, max_variants, seed)
+    try:
+        specs = [n for n in (noise or []) if parse_noise(n) is not None]
+    except ValueError as exc:
+        raise PromptkitError(f"--noise: {exc}") from None
+    variants = with_noise(expand_all(families, max_variants, seed), specs)
     notes = left_out + check_demonstrations(variants, tasks)
     for note in notes:
         log(f"warning: {note}")
@@ -143,7 +155,7 @@ def evaluate(
                 log(f"warning: {store.write_error}")
     rows = [
         {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id,
-         **(metrics[t.name].row(e, s.text) if e.generative else example_row(e, s))}
+         **(metrics[t.name].row(e, s.text) if e.generative else example_row(noisy_example(v, t, e, seed), s))}
         for (v, t, e), s in zip(work, scores)
     ]
     if calibrate:
@@ -162,6 +174,7 @@ def evaluate(
         "n_requests": len(requests),
         "forward_tokens": stats.forward_tokens,
         "processes": ranks.world,
+        "noise": specs,
         **({"search": searched} if searched is not None else {}),
         "engine": {**stats.as_dict(), "notes": stats.notes, "batch_tokens": backend.batch_tokens,
                    "cache": str(store.path) if store is not None else None},

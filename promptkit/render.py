@@ -8,6 +8,8 @@ import random
 from dataclasses import dataclass, replace
 
 from .errors import PromptkitError
+from .noise import CLEAN, perturb_example, perturb_wording
+from .noise import parse as parse_noise
 from .tasks import DEFAULT_MAX_NEW_TOKENS, Example, Task
 from .variants import Variant
 
@@ -87,19 +89,28 @@ def select_demos(task: Task, example: Example, k: int, how: str = "first_k", ord
     return chosen
 
 
+def noisy_example(variant: Variant, task: Task, example: Example, seed: int = 0) -> Example:
+    """The example as the variant shows it: with noise on its input, or its choices shuffled (and the
+    target moved with its choice), when the variant has a `noise` axis value; else unchanged."""
+    return perturb_example(example, parse_noise(variant.values.get("noise", CLEAN)), seed, task.name)
+
+
 def render(variant: Variant, task: Task, example: Example, seed: int = 0) -> Request:
     family = variant.family
     values = variant.values
+    shown = example
+    noise = parse_noise(values.get("noise", CLEAN))
+    example = noisy_example(variant, task, example, seed)
     ctx = context(variant, task, example)
-    query = family.render("prompt", ctx)
-    header = family.render("header", ctx) if family.header else ""
+    query = perturb_wording(family.render("prompt", ctx), example, noise, seed, task.name)
+    header = perturb_wording(family.render("header", ctx), example, noise, seed, task.name + ":header") if family.header else ""
     chat = values.get("chat", False)
     system = chat if isinstance(chat, str) else values.get("system")  # a string value: chat with that system message
     separator = str(values.get("demo_separator", DEFAULT_SEPARATOR))
     demos = []
     shots = int(values.get("shots", 0) or 0)
-    if shots:
-        for demo in select_demos(task, example, shots, values.get("demo_selection", "first_k"),
+    if shots and values.get("demo_source", "real") != "none":
+        for demo in select_demos(task, shown, shots, values.get("demo_selection", "first_k"),
                                  values.get("demo_order", "as_selected"), seed):
             dctx = context(variant, task, demo)
             index = 0 if demo.generative else demo.correct_indices()[0]

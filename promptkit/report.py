@@ -144,7 +144,34 @@ def notebook_html(results) -> str:
             + ranking_html(a, limit=10) + note + "<p><b>Best prompt</b></p>" + sample_html(results, top) + "</div>")
 
 
-def report_html(results, analysis=None, title: str = "promptkit report") -> str:
+def robustness_html(full) -> str:
+    """The robustness section: per variant, the drop from clean to each noise spec (selection and held-out
+    tasks), the worst case, and whether the best clean prompt stays best under noise."""
+    table = full.robustness()
+    parts = [f"<h2>Robustness to noisy inputs</h2><p>Every variant was also run under {len(full.config['noise'])} noise "
+             f"condition(s) ({esc(', '.join(full.config['noise']))}) on the same examples with the same noise. "
+             "Scores are mean accuracy over tasks; drop = clean − noisy (positive: the noise hurts).</p>"]
+    for split in ("selection", "held_out"):
+        if f"{split}_drop" not in table:
+            continue
+        summ = full.robustness_summary(split)
+        best = summ.iloc[0]
+        parts.append(f"<p><b>{split.replace('_', '-')} tasks.</b> The best clean prompt, {esc(best['variant'])}, "
+                     f"scores {fmt(best['clean'])} clean and {fmt(best['noisy'])} under noise on average (drop "
+                     f"{fmt(best['mean_drop'])}, worst {fmt(best['worst_drop'])} under {esc(best['worst_noise'])}); "
+                     f"under noise it ranks {int(best['rank_noisy'])} of {len(summ)}.</p>")
+        parts.append(frame_html(summ, left=("variant", "worst_noise")))
+    wide = table.pivot_table(index="variant", columns="noise", values=[c for c in ("selection_drop", "held_out_drop") if c in table],
+                             observed=True)
+    wide.columns = [f"{a.removesuffix('_drop')} drop · {b}" for a, b in wide.columns]
+    parts.append("<details><summary>drop per variant and noise</summary>"
+                 + frame_html(wide.reset_index(), left=("variant",)) + "</details>")
+    return "\n".join(parts)
+
+
+def report_html(results, analysis=None, title: str = "promptkit report", full=None) -> str:
+    """The report of `results`; `full`, when given, is the run before rank_by() collapsed its noise
+    conditions, for the robustness section."""
     a = analysis or results.summary_analysis()
     cfg = results.config
     model = cfg.get("model", {})
@@ -176,6 +203,9 @@ def report_html(results, analysis=None, title: str = "promptkit report") -> str:
                  + (f" (Friedman p = {fr.p_value:.2g}; Nemenyi critical difference {fr.critical_difference:.2f} mean ranks)" if fr else "")
                  + f": {len(tied)} of {len(a.ranking)}.</p>")
     parts.append(ranking_html(a, chosen=chosen))
+    if full is not None and full.config.get("noise"):
+        parts.append(f"<p class='note'>Ranked by the {esc(results.config.get('ranked_by', 'clean'))} score.</p>")
+        parts.append(robustness_html(full))
     # --- plots
     figures = [("Accuracy by variant and task", plots.heatmap(results)),
                ("Critical-difference diagram", plots.cd_diagram(a)),
@@ -222,13 +252,13 @@ def report_html(results, analysis=None, title: str = "promptkit report") -> str:
             f"<body>{body}<script>{CHECK_SCRIPT}</script></body></html>")
 
 
-def write_report(results, out: str | Path, analysis=None) -> Path:
+def write_report(results, out: str | Path, analysis=None, full=None) -> Path:
     """Write `report.html` into the run directory `out` (or to `out` if it names an .html file)."""
     out = Path(out)
     path = out if out.suffix == ".html" else out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     title = f"promptkit report: {path.parent.name}"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(report_html(results, analysis, title), encoding="utf-8")
+    tmp.write_text(report_html(results, analysis, title, full), encoding="utf-8")
     tmp.replace(path)
     return path

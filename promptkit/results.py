@@ -25,6 +25,7 @@ class Results:
     config: dict = field(default_factory=dict)
 
     _analysis: object = field(default=None, repr=False, compare=False)
+    _clean: object = field(default=None, repr=False, compare=False)
 
     def to_pandas(self) -> pd.DataFrame:
         """One tidy row per variant × task × example."""
@@ -32,7 +33,7 @@ class Results:
 
     def by_task(self, metric: str = "accuracy", normalized: bool = False) -> pd.DataFrame:
         """Variant × task mean scores; `normalized` maps chance to 0 and perfect to 1 on every task."""
-        table = _ranking.by_task(self.rows, metric)
+        table = _ranking.by_task(self.ranked().rows, metric)
         if normalized:
             chance = pd.Series({t: self.tasks[t]["chance"] for t in table.columns})
             table = (table - chance) / (1 - chance)
@@ -43,13 +44,13 @@ class Results:
         over examples and over tasks."""
         from .analysis import aggregate_table
 
-        return aggregate_table(self, mode, tasks, n_boot, seed)
+        return aggregate_table(self.ranked(), mode, tasks, n_boot, seed)
 
     def ranking(self, metric: str = "accuracy") -> pd.DataFrame:
         """Variants ranked by mean `metric` over the selection tasks, with held-out and per-task columns."""
         if metric not in self.rows.columns:
             raise PromptkitError(f"unknown metric '{metric}'; available: accuracy, accuracy_norm")
-        return _ranking.rank(self.rows, self.tasks, metric)
+        return _ranking.rank(self.ranked().rows, self.tasks, metric)
 
     def best(self, k: int = 1) -> pd.DataFrame:
         """The top `k` rows of the ranking."""
@@ -64,7 +65,7 @@ class Results:
         the held-out protocol report, sensitivity, axis effects, family CPS and scoring modes."""
         from .analysis import analyze
 
-        return analyze(self, protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
+        return analyze(self.ranked(), protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
 
     def summary_analysis(self):
         """The default analysis (suite split, mean_norm, raw scores), computed once and kept."""
@@ -76,9 +77,10 @@ class Results:
         """A matplotlib Figure: heatmap, cd (critical difference), sensitivity, selection_vs_held_out, axes."""
         from . import plots
 
-        makers = {"heatmap": lambda: plots.heatmap(self), "cd": lambda: plots.cd_diagram(self.summary_analysis()),
-                  "sensitivity": lambda: plots.sensitivity(self),
-                  "selection_vs_held_out": lambda: plots.selection_vs_held_out(self),
+        view = self.ranked()
+        makers = {"heatmap": lambda: plots.heatmap(view), "cd": lambda: plots.cd_diagram(self.summary_analysis()),
+                  "sensitivity": lambda: plots.sensitivity(view),
+                  "selection_vs_held_out": lambda: plots.selection_vs_held_out(view),
                   "axes": lambda: plots.axis_effects(self.summary_analysis())}
         if kind not in makers:
             raise PromptkitError(f"unknown plot '{kind}'; use one of {', '.join(makers)}")
@@ -94,7 +96,35 @@ class Results:
         from .metrics import with_mode
         from .stats import Scores, compare
 
-        return compare(Scores.from_rows(with_mode(self.rows, mode), self.tasks), a, b, n_boot, seed)
+        return compare(Scores.from_rows(with_mode(self.ranked().rows, mode), self.tasks), a, b, n_boot, seed)
+
+    def robustness(self) -> pd.DataFrame:
+        """Each variant's score clean and under every noise spec of the run, and the drop (runs with noise)."""
+        from .robustness import robustness
+
+        return robustness(self)
+
+    def robustness_summary(self, split: str = "selection") -> pd.DataFrame:
+        """Per variant: clean and mean noisy score, mean and worst drop (and which noise), rank clean vs noisy."""
+        from .robustness import summary
+
+        return summary(self, split)
+
+    def ranked(self) -> "Results":
+        """What the ranking and statistics see: the run itself, or for a run with noise conditions its
+        clean copies (use rank_by() for another criterion)."""
+        if not self.config.get("noise") or "ranked_by" in self.config:
+            return self
+        if self._clean is None:
+            self._clean = self.rank_by("clean")
+        return self._clean
+
+    def rank_by(self, how: str = "clean") -> "Results":
+        """These results with one row per variant × example, scored clean, noisy (mean over noise specs),
+        combined, or under one noise spec; rank, analyze and report them like any run."""
+        from .robustness import collapse
+
+        return collapse(self, how)
 
     def chance(self) -> dict:
         table = self.ranking()

@@ -34,6 +34,9 @@ RESERVED_AXES = {
     "demo_separator": "a string (between demonstrations, and before the example)",
     "chat": "true or false (apply the model's chat template), or a system message (apply it with that message)",
     "system": "a string, empty or null for none (the chat's system message)",
+    "demo_source": "none or real (whether the `shots` demonstrations are shown)",
+    "noise": "none, or a noise spec such as typos:0.05, word_drop:0.1, word_swap:0.1, casing:0.1, whitespace:0.1, "
+             "choices, prompt.typos:0.05 (see promptkit.noise)",
 }
 DEFAULT_STOP = ["\n"]
 CASINGS = ("as_is", "upper", "lower", "title", "capitalize")
@@ -263,6 +266,16 @@ def _reserved_ok(axis: str, value: Any) -> bool:
         return isinstance(value, str)
     if axis == "chat":
         return isinstance(value, bool) or isinstance(value, str) and bool(value.strip())
+    if axis == "noise":
+        from .noise import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            return False
+        return True
+    if axis == "demo_source":
+        return value in ("none", "real")
     return value is None or isinstance(value, str)  # system
 
 

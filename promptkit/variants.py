@@ -26,8 +26,14 @@ class Variant:
         return ", ".join(f"{k}={v!r}" for k, v in self.values.items())
 
 
+# axis values that leave the prompt as it would be without the axis: left out of the id, so that a
+# variant run with `--noise` has the same id, for its clean copy, as in a run without it
+NEUTRAL = {"noise": "none"}
+
+
 def variant_id(family_name: str, values: dict[str, Any]) -> str:
     """Stable id from the family name and its axis values: same on every run and machine."""
+    values = {k: v for k, v in values.items() if k not in NEUTRAL or v != NEUTRAL[k]}
     canonical = json.dumps({"family": family_name, "axes": values}, sort_keys=True, ensure_ascii=True)
     return f"{family_name}.{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
@@ -40,6 +46,22 @@ def expand(family: TemplateFamily) -> list[Variant]:
         values = dict(zip(names, combo))
         variants.append(Variant(variant_id(family.name, values), family, values))
     return variants
+
+
+def with_noise(variants: list[Variant], specs: list[str]) -> list[Variant]:
+    """Every variant once clean and once under each noise spec (a `noise` axis added after sampling, so
+    that each sampled prompt is seen at every noise level)."""
+    if not specs:
+        return variants
+    out = []
+    for v in variants:
+        if "noise" in v.values:
+            raise TemplateError(f"{v.family.path}: family '{v.family.name}' declares its own `noise` axis; drop it "
+                                "or drop --noise")
+        for spec in ["none", *specs]:
+            values = {**v.values, "noise": spec}
+            out.append(Variant(variant_id(v.family.name, values), v.family, values))
+    return out
 
 
 def expand_all(families: list[TemplateFamily], max_variants: int | None = None, seed: int = 0) -> list[Variant]:
