@@ -34,9 +34,11 @@ def request_key(prompt: str, continuation: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8") + b"\x00" + continuation.encode("utf-8")).hexdigest()
 
 
-def generation_key(prompt: str, stop: tuple[str, ...], max_new_tokens: int) -> str:
-    """The exact generation request: the prompt, the stop sequences and the token limit."""
-    spec = json.dumps(["generate", list(stop), max_new_tokens])
+def generation_key(prompt: str, stop: tuple[str, ...], max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> str:
+    """The exact generation request: the prompt, the stop sequences, the token limit (and for sampling,
+    the temperature and the seed)."""
+    sampled = [float(temperature), int(seed)] if temperature > 0 else []
+    spec = json.dumps(["generate", list(stop), max_new_tokens, *sampled])
     return hashlib.sha256(prompt.encode("utf-8") + b"\x00" + spec.encode("utf-8")).hexdigest()
 
 

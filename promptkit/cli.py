@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noise", nargs="+", default=None, metavar="SPEC",
                      help="also run every variant under each noise spec: typos:0.05, word_drop:0.1, word_swap:0.1, "
                           "casing:0.1, whitespace:0.1, choices, prompt.typos:0.05 (see README)")
+    run.add_argument("--synthetic-model", default=None,
+                     help="the model that writes synthetic demonstrations (default: --model); see README")
+    run.add_argument("--synthetic-n", type=int, default=16, help="synthetic demonstrations written per task (default 16)")
+    run.add_argument("--synthetic-template", default=None, metavar="FILE",
+                     help="a Jinja file that asks for one input given `answer` (also instruction, choices, index, task)")
+    run.add_argument("--synthetic-filters", default="dedupe,length,copies,consistency",
+                     help="comma-separated filters of synthetic demonstrations (default: all: dedupe,length,copies,consistency)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     _analysis_options(run)
@@ -148,7 +155,7 @@ def cmd_run(args) -> int:
             seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
             cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
             trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
-            noise=args.noise,
+            noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
         )
     except _Stopped:
         print(f"\npromptkit: stopped{_rank_tag()}: another process of this job failed. {_resume_hint(cache)}", file=sys.stderr)
@@ -180,12 +187,45 @@ def cmd_run(args) -> int:
     if full.config.get("noise"):
         print()
         print(format_robustness(full))
+    if any("demo_source" in v["values"] for v in results.variants.values()):
+        print()
+        print(format_demo_sources(results))
     if not args.no_report:
         from .report import write_report
 
         print(f"\nreport: {write_report(results, out, analysis, full)}")
     _print_footer(full, out)
     return 0
+
+
+def _synthetic_options(args) -> dict:
+    options = {"n": args.synthetic_n, "filters": tuple(f for f in args.synthetic_filters.split(",") if f)}
+    if args.synthetic_template:
+        path = Path(args.synthetic_template)
+        try:
+            options["template"] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PromptkitError(f"{path}: cannot read the synthetic-demonstration template ({exc})") from None
+    return options
+
+
+def format_demo_sources(results) -> str:
+    """Per prompt: none / real / synthetic scores on the selection tasks and the paired differences."""
+    table = results.demo_sources(n_boot=500)
+    lines = ["demonstration sources (mean accuracy over tasks; differences paired, 95% bootstrap CI):"]
+    for split in ("selection", "held_out"):
+        if f"{split}_synthetic_vs_none" not in table and f"{split}_synthetic_vs_real" not in table:
+            continue
+        lines.append(f"  {split.replace('_', '-')} tasks:")
+        for r in table.to_dict("records"):
+            parts = [f"{s} {r[f'{split}_{s}']:.3f}" for s in ("none", "real", "synthetic") if f"{split}_{s}" in r]
+            for other in ("none", "real"):
+                key = f"{split}_synthetic_vs_{other}"
+                if key in r and r.get(key + "_ci") is not None:
+                    lo, hi = r[key + "_ci"]
+                    parts.append(f"synthetic−{other} {r[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            lines.append(f"    {r['prompt']:<28} " + "  ".join(parts))
+    return "\n".join(lines)
 
 
 def _ranked(results, args):

@@ -76,13 +76,14 @@ def score(requests: list[Request], backend: Backend, progress: bool = True,
 def generate(requests: list[Request], backend: Backend, progress: bool = True,
              cache: ResultCache | None = None, stats: EngineStats | None = None,
              ranks: Ranks | None = None) -> list[Generation]:
-    """Greedy generations for generation requests, planned like `score`: identical (prompt, stop
-    sequences, token limit) requests run once, cached ones not at all, new ones are cached per batch,
+    """Generations for generation requests, planned like `score`: identical (prompt, stop sequences,
+    token limit, temperature, seed) requests run once, cached ones not at all, new ones are cached per batch,
     and under `accelerate launch` the missing ones are split over the ranks by token count."""
     stats = stats if stats is not None else EngineStats()
     unique: dict[tuple, int] = {}
+    spec_of = lambda r: (r.prompt, tuple(r.stop), r.max_new_tokens, r.temperature, r.seed)
     for r in requests:
-        unique.setdefault((r.prompt, tuple(r.stop), r.max_new_tokens), len(unique))
+        unique.setdefault(spec_of(r), len(unique))
     specs = list(unique)
     stats.generations += len(requests)
     stats.generations_unique += len(specs)
@@ -99,7 +100,7 @@ def generate(requests: list[Request], backend: Backend, progress: bool = True,
                               lambda g: (g.text, g.n_tokens), lambda row: Generation(*row), shard, backend, cache, stats, ranks)
     stats.generation_cache_hits += hits
     stats.generated_tokens += sum(texts[i].n_tokens for i in range(len(specs)) if texts[i] is not None)
-    return [texts[unique[(r.prompt, tuple(r.stop), r.max_new_tokens)]] for r in requests]
+    return [texts[unique[spec_of(r)]] for r in requests]
 
 
 def _execute(keys: list[str], table: str, run: Callable, to_row: Callable, from_row: Callable, shard: Callable,

@@ -41,6 +41,8 @@ def evaluate(
     search: str | None = None,
     budget: str | float | None = None,
     noise: list[str] | None = None,
+    synthetic: dict | None = None,
+    synthetic_model: str | HFBackend | None = None,
     out: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -63,6 +65,9 @@ def evaluate(
     noise: noise specs ("typos:0.05", "word_drop:0.1", "casing:0.1", "whitespace:0.1", "choices",
         "prompt.typos:0.05", ...): every sampled variant is also run under each, on the same examples
         with the same noise; see Results.robustness() and Results.rank_by().
+    synthetic: options of the synthetic demonstrations that variants with `demo_source: synthetic` show
+        (promptkit.synthetic.SyntheticConfig fields: n, template, max_new_tokens, min_chars, max_chars,
+        near_duplicate, filters); synthetic_model: the model that writes them (default: `model`).
     calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets,
         for the `calibrated` scoring mode (Zhao et al. 2021); once per variant × task × choice set.
     """
@@ -112,6 +117,9 @@ def evaluate(
     # render everything before loading the model, so template mistakes surface in seconds
     work = [(v, t, e) for t in tasks for v in variants for e in t.examples]
     requests = [render(v, t, e, seed) for v, t, e in work]
+    synthesize = [i for i, (v, _, _) in enumerate(work)
+                  if v.values.get("demo_source") == "synthetic" and int(v.values.get("shots", 0) or 0) > 0]
+    synth_cfg = synthetic_config(synthetic, seed) if synthesize else None
     content_free: dict[tuple, int] = {}
     if calibrate:
         for v, t, e in work:
@@ -128,8 +136,21 @@ def evaluate(
         path = default_cache_path() if cache is True else Path(cache)
         store = ResultCache(path, backend.fingerprint)
     stats = engine.EngineStats(notes=list(notes))
-    searched = None
+    searched = synthesized = None
     try:
+        if synth_cfg is not None:  # demonstrations written by a model, then the prompts that show them
+            synthesized = _synthesize(tasks, backend, synth_cfg, synthetic_model, store, stats, progress, ranks, log,
+                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+            for i in synthesize:
+                requests[i] = render(*work[i], seed)
+            requests = apply_chat(requests, backend.tokenizer, backend.name)
+            for k in sorted({int(work[i][0].values.get("shots", 0)) for i in synthesize}):
+                for t in tasks:
+                    if len(t.synthetic) < k:
+                        note = (f"task '{t.name}' has {len(t.synthetic)} synthetic demonstration(s) after filtering; "
+                                f"variants with demo_source=synthetic, shots={k} show {len(t.synthetic)}")
+                        stats.notes.append(note)
+                        log(f"warning: {note}")
         if search is None:
             gen = [i for i, r in enumerate(requests) if r.generative]
             scores: list = [None] * len(requests)
@@ -176,6 +197,10 @@ def evaluate(
         "processes": ranks.world,
         "noise": specs,
         **({"search": searched} if searched is not None else {}),
+        **({"synthetic": {**synthesized[1], "counts": {n: st.counts for n, st in synthesized[0].items()},
+                          "candidates": [{"task": c.task, "answer": c.answer, "input": c.input, "dropped_by": c.dropped_by}
+                                         for st in synthesized[0].values() for c in st.candidates]}}
+           if synthesized is not None else {}),
         "engine": {**stats.as_dict(), "notes": stats.notes, "batch_tokens": backend.batch_tokens,
                    "cache": str(store.path) if store is not None else None},
         "wall_seconds": round(time.time() - started, 2),
@@ -191,11 +216,54 @@ def evaluate(
     if out is not None:
         try:
             results.save(out)
+            if synthesized is not None:
+                from . import synthetic as synth
+
+                synth.save(synthesized[0], Path(out))
         except OSError as exc:
             kept = "the scores are in the result cache, so rerunning with another --out costs seconds" if store else \
                 "the Results object returned here still holds everything"
             raise PromptkitError(f"{out}: could not write the run directory ({exc.strerror or exc}); {kept}") from None
     return results
+
+
+def synthetic_config(options, seed: int):
+    """SyntheticConfig from evaluate()'s `synthetic` argument (None, a dict of its fields, or one)."""
+    from .synthetic import SyntheticConfig
+
+    if isinstance(options, SyntheticConfig):
+        return options
+    fields = set(SyntheticConfig.__dataclass_fields__)
+    unknown = set(options or {}) - fields
+    if unknown:
+        raise PromptkitError(f"synthetic: unknown option(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(fields))}")
+    cfg = SyntheticConfig(**{"seed": seed, **(options or {})})
+    cfg.filters = tuple(cfg.filters)
+    cfg.check()
+    return cfg
+
+
+def _synthesize(tasks, backend, cfg, writer_spec, store, stats, progress, ranks, log, **load):
+    """Synthetic demonstrations for every task, written by `writer_spec` (default: the model under test)."""
+    from . import synthetic as synth
+
+    writer, writer_cache = None, None
+    if writer_spec is not None:
+        writer = writer_spec if isinstance(writer_spec, HFBackend) else _load_backend(writer_spec, progress, log=log, **load)
+        if store is not None:
+            writer_cache = ResultCache(store.path, writer.fingerprint)
+    try:
+        sets = synth.make(tasks, backend, cfg, cache=store, stats=stats, progress=progress, ranks=ranks,
+                          writer=writer, writer_cache=writer_cache)
+    finally:
+        if writer_cache is not None:
+            writer_cache.close()
+    kept = sum(len(t.synthetic) for t in tasks)
+    log(f"promptkit: {kept} synthetic demonstrations kept of {sum(len(s.candidates) for s in sets.values())} written")
+    info = {"n": cfg.n, "template": cfg.template, "filters": list(cfg.filters), "seed": cfg.seed,
+            "writer": (writer or backend).name, "min_chars": cfg.min_chars, "max_chars": cfg.max_chars,
+            "near_duplicate": cfg.near_duplicate}
+    return sets, info
 
 
 def sample_of(task: Task, example: Example, request) -> dict:
@@ -236,7 +304,8 @@ def check_demonstrations(variants: list[Variant], tasks: list[Task]) -> list[str
     """Few-shot variants need demonstrations held apart from the evaluated examples: none at all is an
     error; fewer than asked is a warning (the variants use what there is) recorded with the run."""
     notes = []
-    for k in sorted({int(v.values.get("shots", 0) or 0) for v in variants} - {0}):
+    real = [v for v in variants if v.values.get("demo_source", "real") == "real"]
+    for k in sorted({int(v.values.get("shots", 0) or 0) for v in real} - {0}):
         for t in tasks:
             if not t.demos:
                 raise PromptkitError(

@@ -29,6 +29,8 @@ class Request:
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 0  # > 0: generate instead of scoring continuations
     messages: tuple[tuple[str, str], ...] | None = None  # chat turns, until apply_chat() writes `prompt`
+    temperature: float = 0.0  # generation: 0 is greedy; above 0, sampled from `seed`
+    seed: int = 0
 
     @property
     def generative(self) -> bool:
@@ -109,8 +111,10 @@ def render(variant: Variant, task: Task, example: Example, seed: int = 0) -> Req
     separator = str(values.get("demo_separator", DEFAULT_SEPARATOR))
     demos = []
     shots = int(values.get("shots", 0) or 0)
-    if shots and values.get("demo_source", "real") != "none":
-        for demo in select_demos(task, shown, shots, values.get("demo_selection", "first_k"),
+    source = values.get("demo_source", "real")
+    if shots and source != "none":
+        pool = task if source == "real" else replace(task, demos=task.synthetic)
+        for demo in select_demos(pool, shown, shots, values.get("demo_selection", "first_k"),
                                  values.get("demo_order", "as_selected"), seed):
             dctx = context(variant, task, demo)
             index = 0 if demo.generative else demo.correct_indices()[0]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import PromptkitError
+
 from . import plots
 
 CSS = """
@@ -169,6 +171,37 @@ def robustness_html(full) -> str:
     return "\n".join(parts)
 
 
+def synthetic_html(results) -> str:
+    """The synthetic-data section: every prompt with no, real and synthetic demonstrations, the paired
+    differences with CIs, and the demonstrations themselves, so a reader sees what the model was shown."""
+    parts = ["<h2>Demonstrations: none, real or synthetic</h2>"]
+    try:
+        table = results.demo_sources(n_boot=500)
+    except PromptkitError as exc:
+        return parts[0] + f"<p class='note'>{esc(exc)}</p>"
+    parts.append("<p>Mean accuracy over tasks for each prompt with each demonstration source; the differences are "
+                 "paired over the same examples, with 95% bootstrap CIs (an interval that excludes 0 is a real "
+                 "difference at this sample size).</p>")
+    shown = table.copy()
+    for col in [c for c in shown.columns if c.endswith("_ci")]:
+        shown[col] = shown[col].map(lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, tuple) else "")
+    parts.append(frame_html(shown, left=("prompt",)))
+    info = results.config.get("synthetic")
+    if info:
+        counts = pd.DataFrame(info["counts"]).T.reset_index().rename(columns={"index": "task"})
+        parts.append(f"<p>Synthetic demonstrations: {info['n']} written per task by {esc(info['writer'])} (seed "
+                     f"{info['seed']}), then filtered ({esc(', '.join(info['filters']))}); remaining after each step:</p>")
+        parts.append(frame_html(counts, left=("task",)))
+        demos = pd.DataFrame(info["candidates"])
+        for task, part in demos.groupby("task", sort=False):
+            parts.append(f"<details><summary>{esc(task)}: {int((part['dropped_by'] == '').sum())} kept of {len(part)}</summary>"
+                         + frame_html(part[["answer", "input", "dropped_by"]], left=("answer", "input", "dropped_by"))
+                         + "</details>")
+        parts.append("<p class='note'>All of them, kept or not, are in the run directory's <code>synthetic/</code> "
+                     "folder (datasets.load_from_disk).</p>")
+    return "\n".join(parts)
+
+
 def report_html(results, analysis=None, title: str = "promptkit report", full=None) -> str:
     """The report of `results`; `full`, when given, is the run before rank_by() collapsed its noise
     conditions, for the robustness section."""
@@ -206,6 +239,8 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
     if full is not None and full.config.get("noise"):
         parts.append(f"<p class='note'>Ranked by the {esc(results.config.get('ranked_by', 'clean'))} score.</p>")
         parts.append(robustness_html(full))
+    if any("demo_source" in v.get("values", {}) for v in results.variants.values()):
+        parts.append(synthetic_html(results))
     # --- plots
     figures = [("Accuracy by variant and task", plots.heatmap(results)),
                ("Critical-difference diagram", plots.cd_diagram(a)),

@@ -110,6 +110,20 @@ class Results:
 
         return summary(self, split)
 
+    def demo_sources(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Per prompt: score with no, real and synthetic demonstrations, and synthetic − none / − real with
+        paired-bootstrap CIs (runs whose variants have a `demo_source` axis)."""
+        from .synthetic import comparison
+
+        return comparison(self, n_boot, seed)
+
+    def synthetic_demos(self) -> pd.DataFrame:
+        """Every synthetic demonstration the run wrote: task, answer, input, and the filter that dropped it."""
+        info = self.config.get("synthetic")
+        if not info:
+            raise PromptkitError("this run wrote no synthetic demonstrations (no variant has demo_source: synthetic)")
+        return pd.DataFrame(info["candidates"])
+
     def ranked(self) -> "Results":
         """What the ranking and statistics see: the run itself, or for a run with noise conditions its
         clean copies (use rank_by() for another criterion)."""

@@ -78,6 +78,7 @@ class Task:
     cluster: str | None = None
     source: str = ""
     demos: list[Example] = field(default_factory=list)  # demonstration pool, disjoint from `examples`
+    synthetic: list[Example] = field(default_factory=list)  # demonstrations a model wrote (promptkit.synthetic)
     metric: Any = None  # generation: a metric name, hub id or path, or {name: ..., options}
     stop: list[str] = field(default_factory=list)  # generation: extra stop sequences
     max_new_tokens: int | None = None  # generation: token limit (else the template's, else 32)

@@ -34,7 +34,7 @@ RESERVED_AXES = {
     "demo_separator": "a string (between demonstrations, and before the example)",
     "chat": "true or false (apply the model's chat template), or a system message (apply it with that message)",
     "system": "a string, empty or null for none (the chat's system message)",
-    "demo_source": "none or real (whether the `shots` demonstrations are shown)",
+    "demo_source": "none, real or synthetic (no demonstrations, held-apart examples, or ones a model wrote)",
     "noise": "none, or a noise spec such as typos:0.05, word_drop:0.1, word_swap:0.1, casing:0.1, whitespace:0.1, "
              "choices, prompt.typos:0.05 (see promptkit.noise)",
 }
@@ -275,7 +275,7 @@ def _reserved_ok(axis: str, value: Any) -> bool:
             return False
         return True
     if axis == "demo_source":
-        return value in ("none", "real")
+        return value in ("none", "real", "synthetic")
     return value is None or isinstance(value, str)  # system
 
 

@@ -411,15 +411,17 @@ class HFBackend:
             self._run(batch, compute, lambda b: list(b), finish)
         return results  # type: ignore[return-value]
 
-    def generate(self, specs: list[tuple[str, tuple[str, ...], int]], progress: Callable[[int], None] | None = None,
+    def generate(self, specs: list[tuple], progress: Callable[[int], None] | None = None,
                  on_results: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
-        """Greedy generation for (prompt, stop sequences, max new tokens) specs, batched with left
-        padding (decoder-only models) under the token budget. A row stops at its end-of-sequence
+        """Generation for (prompt, stop sequences, max new tokens[, temperature, seed]) specs: greedy,
+        batched with left padding (decoder-only models) under the token budget; with a temperature above
+        0, sampled, one request at a time from its own seed (the same text on every run and batch size). A row stops at its end-of-sequence
         token, at `max new tokens`, or once its text holds a stop sequence after the first non-space
         character; the text is cut before that stop sequence."""
         tok = self.tokenizer
         encoded = []
-        for prompt, _, max_new in specs:
+        specs = [tuple(spec) + (0.0, 0)[len(spec) - 3:] for spec in specs]  # greedy unless a temperature is given
+        for prompt, _, max_new, _, _ in specs:
             ids = tok(prompt, add_special_tokens=True if self.seq2seq else self._add_special(prompt))["input_ids"]
             if not ids:
                 start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -453,7 +455,8 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, rows: list[list[int]], stop: tuple[str, ...], max_new: int) -> list[Generation]:
+    def _generate_batch(self, rows: list[list[int]], stop: tuple[str, ...], max_new: int, temperature: float = 0.0,
+                        seed: int = 0) -> list[Generation]:
         from transformers import StoppingCriteriaList
 
         tok, pad = self.tokenizer, self._pad_id()
@@ -473,6 +476,9 @@ class HFBackend:
             setattr(config, name, value)
         if config.eos_token_id is None:
             config.eos_token_id = tok.eos_token_id
+        if temperature > 0:
+            config.do_sample, config.temperature, config.top_p = True, float(temperature), 0.95
+            torch.manual_seed(seed)
         offset = 1 if self.seq2seq else width  # the decoder starts with one start token
         criteria = StoppingCriteriaList([_StopSequences(tok, stop, offset)]) if stop else None
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
