@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 import sqlite3
 from pathlib import Path
 
@@ -58,14 +60,32 @@ class ResultCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.executescript(SCHEMA)
+            self._set_up(timeout_s)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise PromptkitError(
                 f"result cache {self.path} cannot be used ({exc}); delete or move the file, pick another with "
                 "--cache PATH, or run with --no-cache"
             ) from None
+
+    def _set_up(self, timeout_s: float) -> None:
+        """WAL mode and the tables. Switching a new file to WAL does not wait on SQLite's busy handler:
+        while another process holds a lock on the file (two runs creating one cache at once) it fails
+        at once with 'database is locked', so it is retried here until `timeout_s` has passed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")  # waits on the busy handler, unlike a read that turns into a write
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02 + random.random() * 0.05)
 
     def get_many(self, keys: list[str], table: str = "loglikelihood") -> dict[str, tuple]:
         """Stored rows by key: (logprob, n_tokens, n_chars, greedy) scores, or (text, n_tokens) generations."""

@@ -140,3 +140,29 @@ def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tiny_model, toy_s
     assert final.returncode == 0, final.stderr[-2000:]
     assert f"({kept} from the cache)" in final.stdout
     _same(_rows(out), reference)
+
+
+def test_opening_a_new_cache_while_another_process_holds_its_lock_waits_instead_of_failing(tmp_path):
+    """Switching a new file to WAL ignores SQLite's busy handler: the second of two runs creating one cache
+    at once used to fail at once with 'database is locked'. It now retries, within its timeout."""
+    import sqlite3
+    import threading
+
+    from promptkit.cache import ResultCache
+    from promptkit.errors import PromptkitError
+
+    path = tmp_path / "new.sqlite"
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (a)")
+    other.execute("BEGIN")
+    other.execute("INSERT INTO t VALUES (1)")  # a write lock on a file still in rollback-journal mode
+    with pytest.raises(PromptkitError, match="database is locked"):
+        ResultCache(path, "fp", timeout_s=0.3)  # bounded: gives up after its timeout
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    cache = ResultCache(path, "fp", timeout_s=20)
+    assert time.monotonic() - started >= 0.4
+    cache.put_many([("k", -1.0, 1, 1, True)])
+    assert cache.get_many(["k"]) == {"k": (-1.0, 1, 1, True)}
+    cache.close()
+    other.close()
