@@ -188,8 +188,12 @@ def cmd_run(args) -> int:
         print()
         print(format_robustness(full))
     if any("demo_source" in v["values"] for v in results.variants.values()):
+        try:
+            text = format_demo_sources(results)
+        except PromptkitError as exc:  # e.g. no two variants differ only in demo_source
+            text = f"demonstration sources: not compared ({exc})"
         print()
-        print(format_demo_sources(results))
+        print(text)
     if not args.no_report:
         from .report import write_report
 
@@ -492,8 +496,15 @@ def cmd_render(args) -> int:
         from .backends.hf import resolve_model
         from .render import apply_chat
 
-        requests = apply_chat(requests, AutoTokenizer.from_pretrained(resolve_model(args.model)[0]), args.model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model)[0])
+        except (OSError, ValueError) as exc:
+            raise PromptkitError(f"could not load the tokenizer of model '{args.model}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        requests = apply_chat(requests, tokenizer, args.model)
+    from .render import noisy_example
+
     for variant, request in zip(chosen, requests):
+        shown = noisy_example(variant, task, example, args.seed)
         print(f"=== {variant.id}  [{variant.describe()}]")
         print(f"=== task {task.name}, example {example.id}")
         if request.messages is not None:
@@ -509,7 +520,7 @@ def cmd_render(args) -> int:
         else:
             print("--- continuations (appended to the prompt exactly as shown) " + "-" * 10)
             for i, cont in enumerate(request.continuations):
-                mark = "  <- correct" if i in example.correct_indices() else ""
+                mark = "  <- correct" if i in shown.correct_indices() else ""
                 print(f"[{i}] {cont!r}{mark}")
         print()
     return 0

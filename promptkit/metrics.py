@@ -66,9 +66,10 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
     out = rows.copy()
     preds, correct = [], []
     for r in rows.to_dict("records"):  # one pass; iterrows builds a Series per row
-        if r.get("kind") in ("generate", "aggregate"):  # a generated answer (or a mean over noise) has one score
-            preds.append(r["prediction"])
-            correct.append(r["accuracy"])
+        if r.get("kind") in ("generate", "aggregate"):  # a generated answer has one score; a mean over noise
+            preds.append(r["prediction"])                # conditions keeps one per mode
+            value = r.get(f"accuracy@{mode}")
+            correct.append(r["accuracy"] if value is None or value != value else value)
             continue
         pred = int(np.argmax(mode_scores(r, mode)))
         preds.append(pred)

@@ -99,7 +99,7 @@ def evaluate(
     tasks = load_tasks(suite, limit, seed)
     families, left_out = fitting_families(families, tasks, builtin=templates is None)
     try:
-        specs = [n for n in (noise or []) if parse_noise(n) is not None]
+        specs = list(dict.fromkeys(p.spec for p in map(parse_noise, noise or []) if p is not None))
     except ValueError as exc:
         raise PromptkitError(f"--noise: {exc}") from None
     variants = with_noise(expand_all(families, max_variants, seed), specs)
@@ -120,6 +120,9 @@ def evaluate(
     synthesize = [i for i, (v, _, _) in enumerate(work)
                   if v.values.get("demo_source") == "synthetic" and int(v.values.get("shots", 0) or 0) > 0]
     synth_cfg = synthetic_config(synthetic, seed) if synthesize else None
+    if synth_cfg is not None and calibrate:
+        raise PromptkitError("--calibrate cannot be combined with synthetic demonstrations yet (the content-free prompts "
+                             "would not show them); calibrate a run of the other demonstration sources")
     content_free: dict[tuple, int] = {}
     if calibrate:
         for v, t, e in work:
@@ -208,7 +211,7 @@ def evaluate(
     # one rendered example per variant (first example of the first task), kept for reports
     samples = {}
     for (v, t, e), request in zip(work, requests):
-        samples.setdefault(v.id, sample_of(t, e, request))
+        samples.setdefault(v.id, sample_of(t, noisy_example(v, t, e, seed), request))
     info = variant_info(variants)
     for vid, sample in samples.items():
         info[vid]["sample"] = sample
@@ -303,7 +306,8 @@ def fitting_families(families: list[TemplateFamily], tasks: list[Task], builtin:
 def check_demonstrations(variants: list[Variant], tasks: list[Task]) -> list[str]:
     """Few-shot variants need demonstrations held apart from the evaluated examples: none at all is an
     error; fewer than asked is a warning (the variants use what there is) recorded with the run."""
-    notes = []
+    notes = [f"task '{t.name}': {t.dropped_demos} demonstration row(s) left out of the pool (no valid answer: an "
+             "unlabelled row, or a label outside the choices)" for t in tasks if t.dropped_demos]
     real = [v for v in variants if v.values.get("demo_source", "real") == "real"]
     for k in sorted({int(v.values.get("shots", 0) or 0) for v in real} - {0}):
         for t in tasks:

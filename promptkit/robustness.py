@@ -87,11 +87,18 @@ def collapse(results, how: str = "clean"):
                              f"({', '.join(sorted(specs)) or 'none'})")
     keep = {"clean": df["noise"] == CLEAN, "noisy": df["noise"] != CLEAN, "combined": df["noise"].notna()}.get(how, df["noise"] == how)
     part = df[keep]
-    if how in ("noisy", "combined"):  # a mean over conditions: the per-choice fields no longer apply
+    if how in ("noisy", "combined"):  # a mean over conditions: the per-choice fields no longer apply,
+        # so the mean is kept for every scoring mode (each mode re-scores the rows before averaging)
+        from .metrics import available_modes, with_mode
+
         key = ["base", "task", "example"]
+        part = part.copy()
+        modes = available_modes(part)
+        for mode in modes:
+            part[f"accuracy@{mode}"] = with_mode(part, mode)["accuracy"].to_numpy()
         first = part.drop_duplicates(key).set_index(key)
-        first["accuracy"] = part.groupby(key)["accuracy"].mean()
-        first["accuracy_norm"] = part.groupby(key)["accuracy_norm"].mean()
+        for col in ["accuracy", "accuracy_norm", *(f"accuracy@{m}" for m in modes)]:
+            first[col] = part.groupby(key)[col].mean()
         first["kind"] = "aggregate"
         part = first.reset_index()
     rows = part.assign(variant=part["base"]).drop(columns=["base", "noise"]).reset_index(drop=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class Task:
     source: str = ""
     demos: list[Example] = field(default_factory=list)  # demonstration pool, disjoint from `examples`
     synthetic: list[Example] = field(default_factory=list)  # demonstrations a model wrote (promptkit.synthetic)
+    dropped_demos: int = 0  # pool rows left out because their answer is missing or invalid
     metric: Any = None  # generation: a metric name, hub id or path, or {name: ..., options}
     stop: list[str] = field(default_factory=list)  # generation: extra stop sequences
     max_new_tokens: int | None = None  # generation: token limit (else the template's, else 32)
@@ -275,7 +276,7 @@ def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
         task = bigbench.load(spec, limit, seed, pool_size)
     else:
         loader = files.rows if spec.source == "files" else hf.rows
-        split_pool = spec.source == "hf" and spec.options.get("demo_split")
+        split_pool = spec.source == "hf" and spec.options.get("demo_split") not in (None, spec.options.get("split", "test"))
         plan: dict[str, list[int]] = {}
 
         def pick(n: int) -> list[int]:
@@ -290,7 +291,7 @@ def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
         if split_pool:  # demonstrations from the data set's own training split
             demo_spec = TaskSpec(spec.name, spec.source, {**spec.options, "split": spec.options["demo_split"]}, spec.split, spec.where)
             picked, _, demo_origin = hf.rows(demo_spec, lambda n: sorted(random.Random(f"{seed}:{spec.name}:demos").sample(range(n), min(n, pool_size))))
-            demos = [map_row(row, demo_spec, i, demo_origin) for i, row in picked]
+            demos = [replace(map_row(row, demo_spec, i, demo_origin), id=f"{spec.options['demo_split']}:{i}") for i, row in picked]
         task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source, demos=demos)
     task.split = spec.split
     task.cluster = spec.options.get("cluster")
@@ -301,7 +302,19 @@ def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
     task.stop = [o["stop"]] if isinstance(o.get("stop"), str) else list(o.get("stop") or [])
     task.max_new_tokens = o.get("max_new_tokens")
     check_examples(task, spec)
+    usable = [d for d in task.demos if _usable_demo(d)]
+    task.dropped_demos, task.demos = len(task.demos) - len(usable), usable
     return task
+
+
+def _usable_demo(d: Example) -> bool:
+    """A pool row can be shown as a demonstration: its answer exists (an unlabelled row, such as a test
+    split's label -1, or a label outside the choices, cannot)."""
+    if d.generative:
+        refs = d.target if isinstance(d.target, list) else [d.target]
+        return bool(refs) and all(isinstance(r, str) and r.strip() for r in refs)
+    idx = d.correct_indices()
+    return bool(idx) and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(d.choices or []) for i in idx)
 
 
 def check_examples(task: Task, spec: TaskSpec) -> None:

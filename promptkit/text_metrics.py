@@ -28,8 +28,11 @@ def normalize_text(text: str, case: bool = True, whitespace: bool = True, punctu
     text = unicodedata.normalize("NFKC", str(text))
     if case:
         text = text.lower()
-    if punctuation:
-        text = "".join(" " if unicodedata.category(c).startswith("P") or c in _string.punctuation else c for c in text)
+    if punctuation:  # a number keeps its sign, decimal point and thousands separators: "-5" is not "5"
+        parts = _NUMBER.split(text)
+        numbers = _NUMBER.findall(text)
+        strip = lambda s: "".join(" " if unicodedata.category(c).startswith("P") or c in _string.punctuation else c for c in s)
+        text = strip(parts[0]) + "".join(f" {n.replace(',', '')} " + strip(p) for n, p in zip(numbers, parts[1:]))
     if articles:
         text = _ARTICLES.sub(" ", text)
     if whitespace:
@@ -49,6 +52,11 @@ class _GenerationMetric(evaluate.Metric):
         if unknown:
             raise PromptkitError(f"metric '{self.key}' has no option(s) {', '.join(sorted(unknown))}; "
                                  f"its options are: {', '.join(f'{k} (default {v!r})' for k, v in self.defaults.items())}")
+        for key, value in options.items():
+            want = type(self.defaults[key])
+            if not (isinstance(value, want) or want is float and isinstance(value, int)) or isinstance(value, bool) != (want is bool):
+                raise PromptkitError(f"metric '{self.key}': option {key} must be {'true or false' if want is bool else 'a number'} "
+                                     f"(got {value!r})")
         self.options = {**self.defaults, **options}
         super().__init__(keep_in_memory=True)
 

@@ -395,3 +395,67 @@ def test_demonstrations_from_a_training_split(tmp_path):
     family = family_from_dict({"name": "f", "prompt": "{{ input }} =", "axes": {"shots": [2]}})
     prompt = render(expand(family)[0], task, task.examples[0]).prompt
     assert prompt.count("train") == 2 and "test" in prompt.split("\n\n")[-1]
+
+
+# ---------------------------------------------------------------------------- review fixes
+
+
+def test_exact_match_keeps_signs_and_decimal_points():
+    assert ExactMatch().score("5", ["-5"]) == 0.0 and ExactMatch().score("-5.", ["-5"]) == 1.0
+    assert ExactMatch().score("35", ["3.5"]) == 0.0 and ExactMatch().score("1,000", ["1000"]) == 1.0
+    assert ExactMatch().score("'m'", ["m"]) == 1.0  # quotes are still punctuation
+    with pytest.raises(PromptkitError, match="option rel_tol must be a number"):
+        NumericMatch(rel_tol="0.01")
+    with pytest.raises(PromptkitError, match="option case must be true or false"):
+        ExactMatch(case="no")
+
+
+def test_a_model_without_a_pad_token_keeps_generated_token_zero(tiny_model):
+    import torch
+
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu")
+    backend.tokenizer.pad_token = None
+    assert backend.tokenizer.pad_token_id is None
+    zero = backend.tokenizer.convert_ids_to_tokens(0)
+    eos = backend.tokenizer.eos_token_id
+
+    def fake_generate(input_ids, **kwargs):  # the model writes token 0 ("!" in GPT-2), then ends
+        return torch.cat([input_ids, torch.tensor([[0, 0, eos]] * len(input_ids))], dim=1)
+
+    backend.model.generate = fake_generate
+    out = backend.generate([("Q: two", (), 5)])[0]
+    assert out.n_tokens == 2 and out.text == backend.tokenizer.decode([0, 0], skip_special_tokens=True)
+    assert zero  # token 0 exists; before the fix it was taken for padding and the generation came back empty
+
+
+def test_sampled_requests_with_the_same_seed_are_never_batched(tiny_backend):
+    specs = [("Question: Is the sky blue? Answer:", (), 6, 0.9, 7), ("Read the input and give", (), 6, 0.9, 7)]
+    assert tiny_backend.generate(specs) == [tiny_backend.generate([s])[0] for s in specs]
+
+
+def test_demo_split_equal_to_the_evaluated_split_never_shows_evaluated_examples(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("\n".join(json.dumps({"q": f"question {i}?", "a": f"a{i}"}) for i in range(9)))
+    (tmp_path / "s.yaml").write_text(f"selection:\n  - {{name: d, source: hf, dataset: {data}, split: train, "
+                                     "demo_split: train, input: q, target: a, limit: 5}\n")
+    task = load_tasks(load_suite(tmp_path / "s.yaml"))[0]
+    assert not {e.input for e in task.examples} & {d.input for d in task.demos} and len(task.demos) == 4
+
+
+def test_unlabelled_or_invalid_pool_rows_are_left_out_with_a_note(tmp_path, tiny_model, fewshot_templates):
+    from promptkit.tasks import pick_indices
+
+    evaluated = pick_indices(6, 2, 0, "c")  # the bad rows go where the run does not evaluate
+    bad = iter([{"q": "Unlabelled?", "opts": ["Paris", "Rome", "Berlin"], "label": -1},
+                {"q": "Broken?", "opts": ["Paris", "Rome", "Berlin"], "label": 7}])
+    spots = [i for i in range(6) if i not in evaluated][:2]
+    rows = [next(bad) if i in spots else {"q": f"Capital {i}?", "opts": ["Paris", "Rome", "Berlin"], "label": i % 3}
+            for i in range(6)]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "s.yaml").write_text("selection:\n  - {name: c, source: files, path: c.jsonl, input: q, choices: opts, "
+                                     "target: label, limit: 2}\n")
+    task = load_tasks(load_suite(tmp_path / "s.yaml"))[0]
+    assert task.dropped_demos == 2 and {d.input for d in task.demos} <= {f"Capital {i}?" for i in range(6)}
+    res = pk.evaluate(fewshot_templates, tmp_path / "s.yaml", tiny_model, progress=False, log=lambda m: None)
+    assert any("2 demonstration row(s) left out of the pool" in n for n in res.config["engine"]["notes"])

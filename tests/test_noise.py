@@ -167,3 +167,24 @@ def test_cli_noise_run_prints_and_reports_robustness(two_templates, toy_suite, t
     assert main(["run", "--templates", str(two_templates), "--suite", str(toy_suite), "--model", tiny_model,
                  "--out", str(tmp_path / "bad"), "--quiet", "--noise", "typos"]) == 2
     assert "--noise: noise 'typos' needs a rate" in capsys.readouterr().err
+
+
+def test_review_fixes_noise(two_templates, toy_suite, tiny_model):
+    from promptkit.metrics import with_mode
+
+    res = pk.evaluate(two_templates, toy_suite, tiny_model, progress=False, noise=["casing:0.3", "casing:0.30", "choices"])
+    assert res.config["noise"] == ["casing:0.3", "choices"]  # the same spec twice runs once
+    # a noisy ranking under another scoring mode averages that mode's scores over the conditions
+    rows = res.to_pandas()
+    noise = {v: i["values"].get("noise", "none") for v, i in res.variants.items()}
+    noisy_rows = rows[rows["variant"].map(noise) != "none"]
+    per_char = with_mode(noisy_rows, "per_char")
+    collapsed = with_mode(res.rank_by("noisy").to_pandas(), "per_char")
+    assert collapsed["accuracy"].mean() == pytest.approx(per_char["accuracy"].mean())
+    # the stored sample marks the correct choice where the shuffled prompt shows it
+    for vid, info in res.variants.items():
+        s = info["sample"]
+        if info["values"].get("noise") == "choices":
+            task = next(t for t in pk.load_tasks(pk.load_suite(toy_suite)) if t.name == s["task"])
+            ex = task.example(s["example"])
+            assert all(s["continuations"][i].strip() == ex.choices[ex.target] for i in s["correct"])

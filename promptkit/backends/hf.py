@@ -445,7 +445,7 @@ class HFBackend:
         batches: list[list[int]] = []
         for j in order:
             last = batches[-1] if batches else None
-            if last and specs[last[0]][1:] == specs[j][1:] and len(last) < 64 and \
+            if last and specs[last[0]][1:] == specs[j][1:] and specs[j][3] == 0 and len(last) < 64 and \
                     (len(encoded[last[0]]) + specs[j][2]) * (len(last) + 1) <= self.batch_tokens:
                 last.append(j)
             else:
@@ -459,7 +459,9 @@ class HFBackend:
                         seed: int = 0) -> list[Generation]:
         from transformers import StoppingCriteriaList
 
-        tok, pad = self.tokenizer, self._pad_id()
+        tok = self.tokenizer
+        # padding of generated rows: the pad token, else end-of-sequence (never a real token such as id 0)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id if tok.eos_token_id is not None else 0
         width = max(len(r) for r in rows)
         if self.seq2seq:
             ids, mask = _right_pad(rows, pad)
@@ -484,7 +486,9 @@ class HFBackend:
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                   generation_config=config, stopping_criteria=criteria)
         # a row ends at its end-of-sequence token; once a stop sequence has finished it, generate fills it with padding
-        ends = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]) | {pad}
+        ends = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id])
+        if tok.pad_token_id is not None:
+            ends.add(tok.pad_token_id)
         made = []
         for r in range(len(rows)):
             new = out[r, offset:].tolist()
