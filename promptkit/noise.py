@@ -8,11 +8,9 @@ import re
 import string
 from dataclasses import dataclass, replace
 
-from .errors import TemplateError
 from .tasks import Example
 
 KINDS = ("typos", "word_drop", "word_swap", "casing", "whitespace", "choices")
-TARGETS = ("input", "prompt")  # the example's input, or the prompt's own wording (axis values, instruction)
 CLEAN = "none"
 _LETTERS = string.ascii_lowercase
 
@@ -55,14 +53,6 @@ def parse(spec: str) -> Perturbation | None:
     if not 0 <= value <= 1:
         raise ValueError(f"noise rate in {spec!r} must be from 0 to 1")
     return Perturbation(kind, value, target)
-
-
-def check_axis(values: list, where: str) -> None:
-    for value in values:
-        try:
-            parse(value)
-        except ValueError as exc:
-            raise TemplateError(f"{where}: axis 'noise': {exc}") from None
 
 
 def typos(text: str, rate: float, rng: random.Random) -> tuple[str, int]:

@@ -144,9 +144,9 @@ def evaluate(
         if synth_cfg is not None:  # demonstrations written by a model, then the prompts that show them
             synthesized = _synthesize(tasks, backend, synth_cfg, synthetic_model, store, stats, progress, ranks, log,
                                       dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-            for i in synthesize:
-                requests[i] = render(*work[i], seed)
-            requests = apply_chat(requests, backend.tokenizer, backend.name)
+            shown = apply_chat([render(*work[i], seed) for i in synthesize], backend.tokenizer, backend.name)
+            for i, request in zip(synthesize, shown):
+                requests[i] = request
             for k in sorted({int(work[i][0].values.get("shots", 0)) for i in synthesize}):
                 for t in tasks:
                     if len(t.synthetic) < k:

@@ -85,11 +85,9 @@ class _GenerationMetric(evaluate.Metric):
         return generation_row(example, text, self)
 
     def score(self, prediction: str, references: list[str]) -> float:
-        """The best value over the references."""
+        """The best value over the references (each subclass scores one pair in `one`)."""
         return max((self.one(prediction, r) for r in references), default=0.0)
 
-    def one(self, prediction: str, reference: str) -> float:
-        raise NotImplementedError
 
 
 class ExactMatch(_GenerationMetric):

@@ -15,21 +15,29 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_model(folder: Path) -> Path:
-    import torch
+def train_tokenizer(specials: list[str], template: str, **named):
+    """A small byte-level BPE tokenizer trained on CORPUS; `template` adds the model's special tokens
+    around a text ("<s> $A" for a BOS, "$A </s>" for T5's EOS); `named` maps bos/eos/pad/unk to them."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS, trainer)
-    from tokenizers.processors import TemplateProcessing
+    marks = [t for t in specials if t in template]
+    tok.post_processor = TemplateProcessing(single=template, special_tokens=[(t, tok.token_to_id(t)) for t in marks])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **named)
 
-    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+def build_tiny_model(folder: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast = train_tokenizer(["<pad>", "<s>", "</s>", "<unk>"], "<s> $A", bos_token="<s>", eos_token="</s>",
+                           pad_token="<pad>", unk_token="<unk>")
     config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
@@ -167,18 +175,9 @@ def fewshot_templates(tmp_path) -> Path:
 def build_tiny_t5(folder: Path) -> Path:
     """A tiny randomly initialised T5 (encoder-decoder) with a small trained tokenizer, no network."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    from transformers import T5Config, T5ForConditionalGeneration
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
-    tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    fast = train_tokenizer(["<pad>", "</s>", "<unk>"], "$A </s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
     config = T5Config(vocab_size=len(fast), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
                       pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
                       decoder_start_token_id=fast.pad_token_id)

@@ -310,15 +310,7 @@ class HFBackend:
         for i, (ctx, _) in enumerate(encoded):
             groups.setdefault(tuple(ctx), []).append(i)
         results: list[ContinuationScore | None] = [None] * len(pairs)
-
-        def finish(indices: list[int], scores: list[tuple[float, int, bool]]) -> None:
-            made = [ContinuationScore(lp, n, len(pairs[j][1]), greedy) for j, (lp, n, greedy) in zip(indices, scores)]
-            for j, score in zip(indices, made):
-                results[j] = score
-            if on_scores:
-                on_scores(indices, made)
-            if progress:
-                progress(len(indices))
+        finish = _collector(results, on_scores, progress, _scores_of(pairs))
 
         shared, single = [], []
         for ctx, members in groups.items():
@@ -397,15 +389,7 @@ class HFBackend:
                 k += n
             return out
 
-        def finish(indices: list[int], scores) -> None:
-            made = [ContinuationScore(lp, n, len(pairs[j][1]), g) for j, (lp, n, g) in zip(indices, scores)]
-            for j, score in zip(indices, made):
-                results[j] = score
-            if on_scores:
-                on_scores(indices, made)
-            if progress:
-                progress(len(indices))
-
+        finish = _collector(results, on_scores, progress, _scores_of(pairs))
         order = sorted(range(len(pairs)), key=lambda j: -sum(map(len, encoded[j])))
         for batch in _budget_batches(order, lambda j: sum(map(len, encoded[j])), self.batch_tokens, padded=True):
             self._run(batch, compute, lambda b: list(b), finish)
@@ -431,14 +415,7 @@ class HFBackend:
                 raise ModelError(f"max_new_tokens={max_new} does not fit the model's context of {self.max_length} tokens; lower it")
             encoded.append(ids[-room:])  # keep the end of a prompt that is too long
         results: list[Generation | None] = [None] * len(specs)
-
-        def finish(indices: list[int], made: list[Generation]) -> None:
-            for j, g in zip(indices, made):
-                results[j] = g
-            if on_results:
-                on_results(indices, made)
-            if progress:
-                progress(len(indices))
+        finish = _collector(results, on_results, progress)
 
         # one generation setting per batch; longest prompts first, so padding stays small
         order = sorted(range(len(specs)), key=lambda j: (specs[j][1], specs[j][2], -len(encoded[j])))
@@ -707,6 +684,26 @@ class HFBackend:
             part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
             lse = torch.logaddexp(lse, part)
         return (target_logit - lse).cpu(), (best_at == targets).cpu()
+
+
+def _collector(results: list, on_done: Callable | None, progress: Callable | None,
+               make: Callable = lambda indices, out: out) -> Callable:
+    """The `finish` of a batch loop: turn a batch's output into results (`make`), store them by index,
+    hand them on (the engine commits them to the cache) and advance the progress bar."""
+    def finish(indices: list[int], out: list) -> None:
+        made = make(indices, out)
+        for j, r in zip(indices, made):
+            results[j] = r
+        if on_done:
+            on_done(indices, made)
+        if progress:
+            progress(len(indices))
+    return finish
+
+
+def _scores_of(pairs: list[tuple[str, str]]) -> Callable:
+    """(log-prob, tokens, greedy) triples of a batch → ContinuationScores (characters from the pair's continuation)."""
+    return lambda indices, out: [ContinuationScore(lp, n, len(pairs[j][1]), g) for j, (lp, n, g) in zip(indices, out)]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
