@@ -28,6 +28,7 @@ TASKS = ["sports_understanding", "unit_conversion/unit_identification", "movie_r
 def build_requests(n_variants: int, n_examples: int, shots: int, seed: int = 0) -> list[dict]:
     """Rendered requests: one per variant x task x example, with `shots` shared demonstrations."""
     import promptkit as pk
+    from promptkit.tasks.suites import load_task
 
     families = pk.load_templates()
     variants = [pk.expand(f)[0] for f in families][:n_variants]
@@ -35,7 +36,7 @@ def build_requests(n_variants: int, n_examples: int, shots: int, seed: int = 0) 
     specs = [suite.task(t) for t in TASKS]
     requests = []
     for spec in specs:
-        task = pk.tasks.load_task(spec, limit=n_examples + shots, seed=seed)
+        task = load_task(spec, limit=n_examples + shots, seed=seed)
         demos, evaluated = task.examples[:shots], task.examples[shots:shots + n_examples]
         for v in variants:
             prefix = ""

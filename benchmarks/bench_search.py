@@ -28,11 +28,11 @@ import numpy as np
 from scipy import stats as sps
 
 import promptkit as pk
-from promptkit import pipeline, search
+from promptkit.run import evaluate as pipeline, search
 from promptkit.backends.hf import HFBackend
-from promptkit.render import render
-from promptkit.tasks import load_tasks
-from promptkit.variants import expand_all
+from promptkit.prompts.render import render
+from promptkit.tasks.suites import load_tasks
+from promptkit.prompts.variants import expand_all
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rank_tag() -> str:
     """' (rank 1 of 4)' inside an `accelerate launch` job, so a failing process says which it is."""
-    from .distributed import launch_env
+    from .engine.distributed import launch_env
 
     rank, world, _ = launch_env()
     return f" (rank {rank} of {world})" if world > 1 else ""
@@ -118,8 +118,8 @@ def _batch_tokens(value: str):
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
-    from .metrics import MODES
-    from .ranking import AGGREGATES, PROTOCOLS
+    from .analysis.metrics import MODES
+    from .analysis.ranking import AGGREGATES, PROTOCOLS
 
     p.add_argument("--protocol", default="split", choices=PROTOCOLS, help="selection/held-out protocol (default split: the suite's own)")
     p.add_argument("--aggregate", default="mean_norm", choices=list(AGGREGATES), help="aggregate across tasks (default mean_norm)")
@@ -140,7 +140,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import evaluate
+    from .run.evaluate import evaluate
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -195,7 +195,7 @@ def cmd_run(args) -> int:
         print()
         print(text)
     if not args.no_report:
-        from .report import write_report
+        from .results.report import write_report
 
         print(f"\nreport: {write_report(results, out, analysis, full)}")
     _print_footer(full, out)
@@ -303,7 +303,7 @@ def _stopped_by_launcher(signum, frame):
 
 
 def _is_rank_zero() -> bool:
-    from .distributed import launch_env
+    from .engine.distributed import launch_env
 
     return launch_env()[0] == 0
 
@@ -311,8 +311,8 @@ def _is_rank_zero() -> bool:
 def _resume_hint(cache) -> str:
     if cache is False:
         return "Nothing was kept (--no-cache); a new run starts over."
-    from .cache import count_rows
-    from .pipeline import default_cache_path
+    from .engine.cache import count_rows
+    from .run.evaluate import default_cache_path
 
     path = default_cache_path() if cache is True else Path(cache)
     return (f"Every finished batch is in the result cache {path} ({count_rows(path):,} scores). Run the same "
@@ -326,7 +326,7 @@ def _analyze(results, args):
 
 
 def cmd_rank(args) -> int:
-    from .results import Results
+    from .results.core import Results
 
     full = Results.load(args.run_dir)
     results = _ranked(full, args)
@@ -346,8 +346,8 @@ def cmd_rank(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .results import Results
+    from .results.report import write_report
+    from .results.core import Results
 
     full = Results.load(args.run_dir)
     results = _ranked(full, args)
@@ -466,10 +466,10 @@ def format_held_out(summary: dict) -> str:
 
 
 def cmd_render(args) -> int:
-    from .render import render
-    from .tasks import load_suite, load_tasks
-    from .templates import load_templates
-    from .variants import expand
+    from .prompts.render import render
+    from .tasks.suites import load_suite, load_tasks
+    from .prompts.templates import load_templates
+    from .prompts.variants import expand
 
     families = load_templates(args.templates)
     chosen = []
@@ -494,14 +494,14 @@ def cmd_render(args) -> int:
         from transformers import AutoTokenizer
 
         from .backends.hf import resolve_model
-        from .render import apply_chat
+        from .prompts.render import apply_chat
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model)[0])
         except (OSError, ValueError) as exc:
             raise PromptkitError(f"could not load the tokenizer of model '{args.model}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         requests = apply_chat(requests, tokenizer, args.model)
-    from .render import noisy_example
+    from .prompts.render import noisy_example
 
     for variant, request in zip(chosen, requests):
         shown = noisy_example(variant, task, example, args.seed)
@@ -527,7 +527,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_lint(args) -> int:
-    from .lint import lint_paths
+    from .prompts.lint import lint_paths
 
     messages = lint_paths(args.paths)
     for message in messages:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import promptkit as pk
 from promptkit.paths import builtin_dir
-from promptkit.tasks import Example, Task, load_suite, load_tasks
-from promptkit.templates import load_family
-from promptkit.variants import expand
+from promptkit.tasks.core import Example, Task
+from promptkit.tasks.suites import load_suite, load_tasks
+from promptkit.prompts.templates import load_family
+from promptkit.prompts.variants import expand
 
 TOKENS = ["{{", "}}", "{%", "%}", "{#", "#}", "|", ":", "- ", "\n", "  ", "'", '"', "[", "]", "{", "}", "&a", "*a",
           "!!python/object/apply:os.system ['true']", "!!binary", "---", "...", "__class__", "loop", "range(99999)",

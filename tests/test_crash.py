@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import promptkit as pk
-from promptkit.cache import count_rows
+from promptkit.engine.cache import count_rows
 
 KILLS = int(os.environ.get("PROMPTKIT_TEST_KILLS", "8"))
 KEY = ["variant", "task", "example"]
@@ -148,7 +148,7 @@ def test_opening_a_new_cache_while_another_process_holds_its_lock_waits_instead_
     import sqlite3
     import threading
 
-    from promptkit.cache import ResultCache
+    from promptkit.engine.cache import ResultCache
     from promptkit.errors import PromptkitError
 
     path = tmp_path / "new.sqlite"

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import promptkit as pk
-from promptkit.report import write_report
+from promptkit.results.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

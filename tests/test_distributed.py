@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 import promptkit as pk
-from promptkit import engine
-from promptkit.distributed import Ranks, shard_by_cost
-from promptkit.render import Request
+from promptkit.engine import plan as engine
+from promptkit.engine.distributed import Ranks, shard_by_cost
+from promptkit.prompts.render import Request
 
 from test_crash import _cached, _rows, _same, reference, templates  # noqa: F401  (fixtures)
 
@@ -71,7 +71,7 @@ def test_a_prompts_choices_stay_on_one_rank_and_shards_follow_text_order(tiny_ba
 
 def test_one_rank_plan_is_the_plain_engine(tiny_backend, tmp_path):
     """Ranks() (no launcher) must behave exactly like before: plan, compute, cache."""
-    from promptkit.cache import ResultCache
+    from promptkit.engine.cache import ResultCache
 
     requests = [Request("v", "t", str(i), f"Q{i}: is it?", (" yes", " no")) for i in range(5)]
     cache = ResultCache(tmp_path / "c.sqlite", tiny_backend.fingerprint)

@@ -1,22 +1,20 @@
 """The scoring engine: prefix sharing, batching, the result cache, out-of-memory back-off, resume after SIGKILL."""
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 import promptkit as pk
-from promptkit import engine
+from promptkit.engine import plan as engine
 from promptkit.backends.hf import HFBackend
-from promptkit.cache import ResultCache, request_key
-from promptkit.render import Request
+from promptkit.engine.cache import ResultCache, request_key
+from promptkit.prompts.render import Request
 
 DEMOS = ("Q: Is grass red? A: no\nQ: Is the sky blue? A: yes\nQ: two plus two Output: four\n"
          "Input: Paris London Berlin Madrid Rome Output: Paris\n")

@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import promptkit as pk
-from promptkit.render import render
-from promptkit.tasks import Example, Task, TaskSpec, map_row, suite_from_dict
-from promptkit.templates import family_from_dict
-from promptkit.variants import expand, variant_id
+from promptkit.prompts.render import render
+from promptkit.tasks.core import Example, Task, TaskSpec
+from promptkit.tasks.suites import map_row, suite_from_dict
+from promptkit.prompts.templates import family_from_dict
+from promptkit.prompts.variants import expand, variant_id
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUILTIN = pk.load_templates()

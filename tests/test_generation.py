@@ -9,13 +9,14 @@ import pytest
 
 import promptkit as pk
 from promptkit.backends.hf import HFBackend, cut_at_stop
-from promptkit.engine import EngineStats, generate
+from promptkit.engine.plan import EngineStats, generate
 from promptkit.errors import PromptkitError, SuiteError, TemplateError
-from promptkit.text_metrics import Contains, ExactMatch, NumericMatch, TokenF1, load_metric, parse_number
-from promptkit.render import Request, apply_chat, render, select_demos
-from promptkit.tasks import Example, Task, load_suite, load_tasks
-from promptkit.templates import family_from_dict
-from promptkit.variants import expand
+from promptkit.analysis.text_metrics import Contains, ExactMatch, NumericMatch, TokenF1, load_metric, parse_number
+from promptkit.prompts.render import Request, apply_chat, render, select_demos
+from promptkit.tasks.core import Example, Task
+from promptkit.tasks.suites import load_suite, load_tasks
+from promptkit.prompts.templates import family_from_dict
+from promptkit.prompts.variants import expand
 
 
 def _gen_requests(prompts, stop=("\n",), max_new=6):
@@ -77,7 +78,7 @@ def test_cut_at_stop_ignores_stops_before_the_answer_begins():
 
 
 def test_engine_deduplicates_and_caches_generations(tiny_backend, tmp_path):
-    from promptkit.cache import ResultCache
+    from promptkit.engine.cache import ResultCache
 
     requests = _gen_requests([P, P, "Q: Paris"]) + _gen_requests([P], stop=(), max_new=3)
     cache = ResultCache(tmp_path / "c.sqlite", tiny_backend.fingerprint)
@@ -196,7 +197,7 @@ def test_demo_selection_strategies_and_order():
 
 
 def test_few_shot_prompt_layout_and_generation_stop(fewshot_templates, gen_suite):
-    from promptkit.templates import load_templates
+    from promptkit.prompts.templates import load_templates
 
     family = load_templates(fewshot_templates)[0]
     tasks = {t.name: t for t in load_tasks(load_suite(gen_suite))}
@@ -284,8 +285,8 @@ def test_a_template_for_multiple_choice_is_refused_on_a_generation_task(gen_suit
 
 
 def test_built_in_families_that_need_choices_are_left_out_of_generation_runs(gen_suite, tiny_model):
-    from promptkit.pipeline import fitting_families
-    from promptkit.templates import load_templates
+    from promptkit.run.evaluate import fitting_families
+    from promptkit.prompts.templates import load_templates
 
     tasks = load_tasks(load_suite(gen_suite))
     fit, notes = fitting_families(load_templates(), tasks, builtin=True)
@@ -444,7 +445,7 @@ def test_demo_split_equal_to_the_evaluated_split_never_shows_evaluated_examples(
 
 
 def test_unlabelled_or_invalid_pool_rows_are_left_out_with_a_note(tmp_path, tiny_model, fewshot_templates):
-    from promptkit.tasks import pick_indices
+    from promptkit.tasks.suites import pick_indices
 
     evaluated = pick_indices(6, 2, 0, "c")  # the bad rows go where the run does not evaluate
     bad = iter([{"q": "Unlabelled?", "opts": ["Paris", "Rome", "Berlin"], "label": -1},

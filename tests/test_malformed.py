@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import promptkit as pk
-from promptkit import cli
+import promptkit.cli as cli
 
 GOOD_TEMPLATE = "name: plain\naxes:\n  label: ['Q:', 'Question:']\nprompt: '{{ label }} {{ input }} Answer:'\ncontinuation: ' {{ choice }}'\n"
 
@@ -126,7 +126,7 @@ def test_the_table_is_big_enough():
 def test_a_cache_that_fills_up_mid_run_loses_nothing(tiny_model, toy_suite, two_templates, tmp_path, monkeypatch):
     """Writes fail after the first batch (disk full): the run still finishes with every score,
     says what happened, and the scores written before the failure are reused by the next run."""
-    from promptkit.cache import ResultCache
+    from promptkit.engine.cache import ResultCache
 
     reference = pk.evaluate(two_templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
     real_put, calls = ResultCache.put_many, []

@@ -7,11 +7,12 @@ import random
 import pytest
 
 import promptkit as pk
+from promptkit.prompts.variants import variant_id
 from promptkit.errors import PromptkitError, TemplateError
-from promptkit.noise import Perturbation, parse, perturb_example, perturb_text, perturb_wording, typos
-from promptkit.tasks import Example
-from promptkit.templates import family_from_dict
-from promptkit.variants import expand
+from promptkit.prompts.noise import Perturbation, parse, perturb_example, perturb_text, perturb_wording, typos
+from promptkit.tasks.core import Example
+from promptkit.prompts.templates import family_from_dict
+from promptkit.prompts.variants import expand
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank today"
 
@@ -130,7 +131,7 @@ def test_noise_run_pairs_every_variant_with_its_noisy_copies(two_templates, toy_
     assert len(table) == len(plain.variants) * 2
     for r in table.to_dict("records"):
         noisy_id = next(v for v, i in res.variants.items()
-                        if i["values"].get("noise") == r["noise"] and pk.variants.variant_id(
+                        if i["values"].get("noise") == r["noise"] and variant_id(
                             i["family"], {k: x for k, x in i["values"].items() if k != "noise"}) == r["variant"])
         sel = rows[(rows["split"] == "selection")]
         noisy = sel[sel["variant"] == noisy_id].groupby("task")["accuracy"].mean().mean()
@@ -144,7 +145,7 @@ def test_noise_run_pairs_every_variant_with_its_noisy_copies(two_templates, toy_
     one = noisy_rows[(noisy_rows["variant"] == base["variant"][0]) & (noisy_rows["task"] == base["task"][0])
                      & (noisy_rows["example"] == base["example"][0])]["accuracy"].iloc[0]
     ids = [v for v, i in res.variants.items() if i["values"].get("noise", "none") != "none"
-           and pk.variants.variant_id(i["family"], {k: x for k, x in i["values"].items() if k != "noise"}) == base["variant"][0]]
+           and variant_id(i["family"], {k: x for k, x in i["values"].items() if k != "noise"}) == base["variant"][0]]
     want = rows[rows["variant"].isin(ids) & (rows["task"] == base["task"][0]) & (rows["example"] == base["example"][0])]["accuracy"].mean()
     assert one == pytest.approx(want)
     with pytest.raises(PromptkitError, match="cannot rank by 'loud'"):
@@ -170,7 +171,7 @@ def test_cli_noise_run_prints_and_reports_robustness(two_templates, toy_suite, t
 
 
 def test_review_fixes_noise(two_templates, toy_suite, tiny_model):
-    from promptkit.metrics import with_mode
+    from promptkit.analysis.metrics import with_mode
 
     res = pk.evaluate(two_templates, toy_suite, tiny_model, progress=False, noise=["casing:0.3", "casing:0.30", "choices"])
     assert res.config["noise"] == ["casing:0.3", "choices"]  # the same spec twice runs once

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import promptkit as pk
-from promptkit import engine
+from promptkit.engine import plan as engine
 from promptkit.backends.hf import HFBackend
-from promptkit.render import Request
+from promptkit.prompts.render import Request
 
 
 def direct_loglikelihood(backend: HFBackend, prompt: str, continuation: str) -> float:

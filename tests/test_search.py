@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from promptkit import search
+from promptkit.run import search
 
 
 def table(n_variants=32, n_tasks=4, n_examples=100, gap=0.2, seed=0, best=0):

@@ -4,7 +4,6 @@ that names the template file and family; none may read a file or an environment 
 
 from __future__ import annotations
 
-import os
 import time
 
 import jinja2
@@ -12,7 +11,8 @@ import pytest
 import yaml
 
 import promptkit as pk
-from promptkit.templates import load_family
+from promptkit.prompts.templates import family_from_dict
+from promptkit.prompts.templates import load_family
 
 SECRET_ENV, SECRET_FILE = "PK-CANARY-ENV-5e1f", "PK-CANARY-FILE-9b2c"
 
@@ -141,7 +141,7 @@ def test_unbounded_templates_stop_quickly(hostile_env, i):
 
 
 def test_ordinary_templates_still_work():
-    family = pk.templates.family_from_dict({
+    family = family_from_dict({
         "name": "fine", "prompt": "{{ instruction }}{% for c in choices %}\n{{ loop.index0|letter }}. {{ c|casing('upper') }}{% endfor %}"
                                   "\n{{ '%s (%d)' % (input, choices|length) }} {{ 'ab' * 3 }} {{ 2 ** 10 }} {{ input ~ '?' }}",
         "continuation": " {{ index|letter }}"})

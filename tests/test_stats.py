@@ -6,10 +6,10 @@ import pytest
 from scipy import stats as st
 
 import promptkit as pk
-from promptkit import ranking as rk
-from promptkit.metrics import mode_scores, with_mode
-from promptkit.sensitivity import axis_effects, instance_sensitivity, task_sensitivity
-from promptkit.stats import Scores, bootstrap, compare, friedman, percentile_ci
+from promptkit.analysis import ranking as rk
+from promptkit.analysis.metrics import mode_scores, with_mode
+from promptkit.analysis.sensitivity import axis_effects, instance_sensitivity, task_sensitivity
+from promptkit.analysis.stats import Scores, bootstrap, compare, friedman, percentile_ci
 
 
 def scores_from_table(values, chance=None, names=None):

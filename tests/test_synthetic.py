@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 
 import promptkit as pk
-from promptkit.cache import ResultCache
-from promptkit.engine import EngineStats
+from promptkit.prompts.variants import variant_id
+from promptkit.engine.cache import ResultCache
+from promptkit.engine.plan import EngineStats
 from promptkit.errors import PromptkitError
-from promptkit.synthetic import Candidate, SyntheticConfig, apply_filters, make, requests_for
-from promptkit.tasks import Example, Task, load_suite, load_tasks
+from promptkit.run.synthetic import Candidate, SyntheticConfig, apply_filters, make, requests_for
+from promptkit.tasks.core import Example, Task
+from promptkit.tasks.suites import load_suite, load_tasks
 
 
 def _cand(i, text, answer="yes"):
@@ -122,13 +124,13 @@ def test_a_run_compares_none_real_and_synthetic_and_saves_what_the_model_was_sho
     rows = res.to_pandas()
     for r in table.to_dict("records"):
         ids = {v["values"]["demo_source"]: vid for vid, v in res.variants.items()
-               if pk.variants.variant_id("a", {k: x for k, x in v["values"].items() if k != "demo_source"}) == r["prompt"]}
+               if variant_id("a", {k: x for k, x in v["values"].items() if k != "demo_source"}) == r["prompt"]}
         sel = rows[rows["split"] == "selection"]
         per = lambda vid: sel[sel["variant"] == vid].groupby("task")["accuracy"].mean().mean()
         assert r["selection_synthetic_vs_none"] == pytest.approx(per(ids["synthetic"]) - per(ids["none"]))
         lo, hi = r["selection_synthetic_vs_none_ci"]
         assert lo <= r["selection_synthetic_vs_none"] + 1e-9 and r["selection_synthetic_vs_none"] <= hi + 1e-9
-    from promptkit.report import write_report
+    from promptkit.results.report import write_report
 
     html = write_report(res, tmp_path / "run").read_text()
     assert "Demonstrations: none, real or synthetic" in html and "synthetic/" in html

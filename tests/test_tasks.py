@@ -3,8 +3,8 @@ import json
 import pytest
 
 import promptkit as pk
-from promptkit.sources import bigbench
-from promptkit.tasks import load_task, load_tasks
+from promptkit.tasks.sources import bigbench
+from promptkit.tasks.suites import load_task, load_tasks
 
 from conftest import write_bigbench_task
 

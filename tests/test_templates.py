@@ -1,12 +1,11 @@
-from pathlib import Path
 
 import pytest
 
 import promptkit as pk
-from promptkit.render import render
-from promptkit.tasks import Example, Task
-from promptkit.templates import family_from_dict, load_family
-from promptkit.variants import expand, expand_all, variant_id
+from promptkit.prompts.render import render
+from promptkit.tasks.core import Example, Task
+from promptkit.prompts.templates import family_from_dict, load_family
+from promptkit.prompts.variants import expand, expand_all, variant_id
 
 TASK = Task("demo", [Example("e0", "Is the sky blue?", ["yes", "no", "maybe"], 0)], instruction="Answer it.")
 

@@ -1,5 +1,1 @@
-"""Model backends: one interface, `loglikelihood(pairs)`, per backend module."""
-
-from .hf import ContinuationScore, HFBackend
-
-__all__ = ["ContinuationScore", "HFBackend"]
+"""Model backends: the contract every model sits behind (base.py), and one module per kind of model."""

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..distributed import launch_env
+from ..engine.distributed import launch_env
 from ..errors import ModelError
 from ..paths import cache_dir
 

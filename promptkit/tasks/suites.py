@@ -1,136 +1,20 @@
-"""Tasks and suites: the canonical Example, field mapping, suite YAML, and selection/held-out splits."""
+"""Suites and task loading: suite YAML, field mapping onto Example, selection/held-out splits, demonstration pools."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from .errors import PromptkitError, SuiteError, TemplateError
-from .paths import builtin_dir
-from .sandbox import render_bounded
-from .templates import make_environment, read_yaml
-
-SOURCES = ("bigbench", "files", "hf")
-TASK_KEYS = {
-    "name", "source", "task", "path", "format", "field", "dataset", "config", "split", "revision",
-    "input", "choices", "target", "id", "instruction", "cluster", "limit",
-    "metric", "stop", "max_new_tokens", "demo_split", "demo_pool", "kind",
-}
-KINDS = ("multiple_choice", "generation")
-DEMO_POOL = 64  # demonstrations held apart per task (examples never evaluated in the run)
-DEFAULT_MAX_NEW_TOKENS = 32
-SUITE_KEYS = {"name", "description", "limit", "selection", "held_out", "notes"}
-
-
-@dataclass(frozen=True)
-class Example:
-    """The record every task is normalized to. `target` indexes `choices` for multiple choice."""
-
-    id: str
-    input: str
-    choices: list[str] | None
-    target: int | str | list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def generative(self) -> bool:
-        """A free-form answer is generated and compared to reference strings (no choices)."""
-        return self.choices is None
-
-    def correct_indices(self) -> list[int]:
-        """Indices of all choices that count as correct (BIG-bench allows several); none for generation."""
-        if self.generative:
-            return []
-        return list(self.meta.get("correct", [self.target]))
-
-    def references(self) -> list[str]:
-        """The reference answers of a generation example."""
-        return [self.target] if isinstance(self.target, str) else list(self.target)  # type: ignore[arg-type]
-
-    def answer(self) -> str:
-        """The text of the right answer, as a demonstration shows it."""
-        if self.generative:
-            return self.references()[0]
-        return self.choices[self.correct_indices()[0]]  # type: ignore[index]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A task as a suite file declares it (nothing loaded yet)."""
-
-    name: str
-    source: str
-    options: dict[str, Any]
-    split: str  # "selection" or "held_out"
-    where: str  # "suite.yaml: selection[2]" for error messages
-
-
-@dataclass
-class Task:
-    name: str
-    examples: list[Example]
-    instruction: str = ""
-    split: str = "selection"
-    cluster: str | None = None
-    source: str = ""
-    demos: list[Example] = field(default_factory=list)  # demonstration pool, disjoint from `examples`
-    synthetic: list[Example] = field(default_factory=list)  # demonstrations a model wrote (promptkit.synthetic)
-    dropped_demos: int = 0  # pool rows left out because their answer is missing or invalid
-    metric: Any = None  # generation: a metric name, hub id or path, or {name: ..., options}
-    stop: list[str] = field(default_factory=list)  # generation: extra stop sequences
-    max_new_tokens: int | None = None  # generation: token limit (else the template's, else 32)
-
-    @property
-    def generative(self) -> bool:
-        return any(e.generative for e in self.examples)
-
-    @property
-    def chance(self) -> float:
-        """Expected accuracy of picking a choice uniformly at random (0 for generation)."""
-        values = [len(e.correct_indices()) / len(e.choices) for e in self.examples if e.choices]
-        return sum(values) / len(values) if values else 0.0
-
-    def example(self, key: str | int) -> Example:
-        """Find an example by id, or by position when given an int."""
-        for example in self.examples:
-            if example.id == str(key):
-                return example
-        if isinstance(key, int) or str(key).isdigit():
-            index = int(key)
-            if 0 <= index < len(self.examples):
-                return self.examples[index]
-        raise PromptkitError(
-            f"task '{self.name}' has no example {key!r}; it has {len(self.examples)} examples "
-            f"(ids {self.examples[0].id!r} … {self.examples[-1].id!r})" if self.examples else f"task '{self.name}' has no examples"
-        )
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    tasks: list[TaskSpec]
-    path: str = "<memory>"
-    description: str = ""
-    limit: int | None = None
-
-    @property
-    def selection(self) -> list[TaskSpec]:
-        return [t for t in self.tasks if t.split == "selection"]
-
-    @property
-    def held_out(self) -> list[TaskSpec]:
-        return [t for t in self.tasks if t.split == "held_out"]
-
-    def task(self, name: str) -> TaskSpec:
-        for spec in self.tasks:
-            if spec.name == name:
-                return spec
-        raise SuiteError(f"{self.path}: suite '{self.name}' has no task '{name}'; it has: {', '.join(t.name for t in self.tasks)}")
-
+from ..errors import SuiteError, TemplateError
+from ..paths import builtin_dir
+from ..prompts.sandbox import render_bounded
+from ..prompts.templates import make_environment, read_yaml
+from .core import (DEMO_POOL, KINDS, SOURCES, SUITE_KEYS, TASK_KEYS, Example, Suite, Task,
+                   TaskSpec)
 
 # ---------------------------------------------------------------------------- suites
 
@@ -268,7 +152,9 @@ def demo_indices(n: int, evaluated: list[int], seed: int, task: str, size: int =
 
 def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
     """Load one task's examples (and its demonstration pool) from its source and normalize them."""
-    from .sources import bigbench, files, hf
+    from .sources import bigbench
+    from .sources import files
+    from .sources import hf
 
     limit = spec.options.get("limit", limit)
     pool_size = spec.options.get("demo_pool", DEMO_POOL)

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
 from . import ranking as rk
-from .errors import PromptkitError
+from ..errors import PromptkitError
 from .metrics import available_modes, modes_as_variants, with_mode
 from .sensitivity import axis_effects, task_sensitivity
 from .stats import Friedman, Scores, bootstrap, friedman, percentile_ci
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How a run is analysed: the selection/held-out protocol, the aggregate across tasks, the scoring mode,
+    k for k-fold, bootstrap replicates and seed, the variant reported as the default prompt, and (for runs
+    with noise conditions) what the ranking ranks by: clean, noisy, combined or one noise spec."""
+
+    protocol: str = "split"
+    aggregate: str = rk.DEFAULT_AGGREGATE
+    mode: str = "raw"
+    folds: int = 5
+    bootstrap: int = 1000
+    seed: int = 0
+    default_variant: str | None = None
+    rank_by: str = "clean"
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "AnalysisOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            raise PromptkitError(f"unknown analysis option(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
+        return cls(**(values or {}))
+
+    def analyze_kwargs(self) -> dict:
+        """The keyword arguments of analyze() / Results.analyze()."""
+        return {"protocol": self.protocol, "aggregate": self.aggregate, "mode": self.mode, "n_boot": self.bootstrap,
+                "seed": self.seed, "k": self.folds, "default_variant": self.default_variant}
 
 
 @dataclass

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .errors import PromptkitError
-from .noise import CLEAN, parse
-from .variants import variant_id
+from ..errors import PromptkitError
+from ..prompts.noise import CLEAN, parse
+from ..prompts.variants import variant_id
 
 CRITERIA = ("clean", "noisy", "combined")
 
@@ -78,7 +78,7 @@ def collapse(results, how: str = "clean"):
     """Results with one row per base variant × task × example, scored by `how`: clean (the noise-free
     copy), noisy (the mean over the noise specs), combined (the mean over clean and noisy), or one noise
     spec. The ranking, statistics and report then rank prompts by that criterion."""
-    from .results import Results
+    from ..results.core import Results
 
     df = _label(results)
     specs = set(df["noise"]) - {CLEAN}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import PromptkitError
-from .tasks import suite_from_dict
+from ..errors import PromptkitError
+from ..tasks.suites import suite_from_dict
 from .templates import LintMessage, lint_family_file, read_yaml
 
 

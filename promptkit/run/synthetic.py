@@ -12,12 +12,12 @@ from pathlib import Path
 
 import jinja2
 
-from . import engine
-from .errors import PromptkitError
-from .render import Request
-from .sandbox import render_bounded
-from .tasks import Example, Task
-from .templates import make_environment
+from ..engine import plan as engine
+from ..errors import PromptkitError
+from ..prompts.render import Request
+from ..prompts.sandbox import render_bounded
+from ..tasks.core import Example, Task
+from ..prompts.templates import make_environment
 
 DEFAULT_TEMPLATE = (
     "{% if instruction %}Task: {{ instruction }}\n{% endif %}"
@@ -179,8 +179,8 @@ def consistency_judge(backend, cache=None, stats=None, progress: bool = False, r
     """The consistency filter's judge: a neutral prompt ("INPUT\\nAnswer:"); a multiple-choice candidate
     is kept when its intended choice has the highest log-likelihood, a generation candidate when the
     model's greedy answer matches the intended one (exact match, case and punctuation ignored)."""
-    from .metrics import choose
-    from .text_metrics import ExactMatch
+    from ..analysis.metrics import choose
+    from ..analysis.text_metrics import ExactMatch
 
     def judge(candidates: list[Candidate]) -> list[bool]:
         prompt = lambda c: f"{c.input.strip()}\nAnswer:"
@@ -264,8 +264,8 @@ def comparison(results, n_boot: int = 1000, seed: int = 0) -> "pd.DataFrame":
     synthetic − real with a 95% paired-bootstrap CI over the run's examples (selection and held-out tasks)."""
     import pandas as pd
 
-    from .stats import Scores, compare
-    from .variants import variant_id
+    from ..analysis.stats import Scores, compare
+    from ..prompts.variants import variant_id
 
     view = results.ranked()
     groups: dict[str, dict[str, str]] = {}

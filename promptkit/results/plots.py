@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import ranking as rk
+from ..analysis import ranking as rk
 
 
 def _short(task: str, width: int = 18) -> str:
@@ -84,7 +84,7 @@ def selection_vs_held_out(results, aggregate: str = rk.DEFAULT_AGGREGATE) -> Fig
     """Does the selection score predict the held-out score? One dot per variant, the chosen one marked."""
     from scipy.stats import spearmanr
 
-    from .stats import Scores
+    from ..analysis.stats import Scores
 
     tasks = results.tasks
     sel = [t for t in tasks if tasks[t]["split"] == "selection"]

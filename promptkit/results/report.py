@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import PromptkitError
+from ..errors import PromptkitError
 
 from . import plots
 
@@ -89,11 +89,11 @@ def frame_html(frame: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
 def render_sample(results, variant: str) -> dict | None:
     """Re-render a variant's first example from its template file and the run's suite (for runs
     saved without stored samples); None when either is no longer available."""
-    from .errors import PromptkitError
-    from .render import render
-    from .tasks import load_suite, load_tasks
-    from .templates import load_family
-    from .variants import Variant
+    from ..errors import PromptkitError
+    from ..prompts.render import render
+    from ..tasks.suites import load_suite, load_tasks
+    from ..prompts.templates import load_family
+    from ..prompts.variants import Variant
 
     info = results.variants.get(variant, {})
     try:
@@ -105,7 +105,7 @@ def render_sample(results, variant: str) -> dict | None:
         request = render(Variant(variant, family, info["values"]), task, example, results.config.get("seed", 0))
     except (PromptkitError, KeyError, OSError, StopIteration):
         return None
-    from .pipeline import sample_of
+    from ..run.evaluate import sample_of
 
     sample = sample_of(task, example, request)
     if request.messages is not None:  # the model's chat template is not at hand here: show the turns

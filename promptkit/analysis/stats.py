@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from .errors import PromptkitError
+from ..errors import PromptkitError
 
 
 @dataclass

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import PromptkitError
+from ..errors import PromptkitError
 
-from .backends.hf import ContinuationScore
-from .tasks import Example
+from ..backends.hf import ContinuationScore
+from ..tasks.core import Example
 
 
 def choose(scores: list[ContinuationScore], normalize: bool = False) -> int:

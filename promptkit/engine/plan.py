@@ -9,10 +9,10 @@ from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
 
-from .backends.hf import ContinuationScore, Generation
+from ..backends.hf import ContinuationScore, Generation
 from .cache import ResultCache, generation_key, request_key
 from .distributed import Ranks, shard_by_cost
-from .render import Request
+from ..prompts.render import Request
 
 
 class Backend(Protocol):

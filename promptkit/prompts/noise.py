@@ -8,7 +8,7 @@ import re
 import string
 from dataclasses import dataclass, replace
 
-from .tasks import Example
+from ..tasks.core import Example
 
 KINDS = ("typos", "word_drop", "word_swap", "casing", "whitespace", "choices")
 CLEAN = "none"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import SuiteError
+from ...errors import SuiteError
 
 
 def rows(spec, pick: Callable[[int], list[int]]):

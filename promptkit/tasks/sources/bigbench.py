@@ -10,9 +10,10 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from ..errors import SuiteError
-from ..paths import cache_dir
-from ..tasks import DEMO_POOL, Example, Task, demo_indices, pick_indices
+from ...errors import SuiteError
+from ...paths import cache_dir
+from ..core import DEMO_POOL, Example, Task
+from ..suites import demo_indices, pick_indices
 
 SDIST = "bigbench-1.0.0.tar.gz"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"

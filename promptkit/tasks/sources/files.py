@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from ..errors import SuiteError
+from ...errors import SuiteError
 
 FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
 

@@ -12,8 +12,8 @@ import unicodedata
 import evaluate
 import numpy as np
 
-from .errors import PromptkitError
-from .tasks import Example
+from ..errors import PromptkitError
+from ..tasks.core import Example
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")

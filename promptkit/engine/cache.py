@@ -9,7 +9,7 @@ import time
 import sqlite3
 from pathlib import Path
 
-from .errors import PromptkitError
+from ..errors import PromptkitError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS loglikelihood (

@@ -8,19 +8,21 @@ from typing import Callable
 
 import pandas as pd
 
-from . import distributed, engine
+from ..engine import distributed
+from ..engine import plan as engine
 from . import search as searching
-from .backends.hf import HFBackend
-from .cache import ResultCache
-from .errors import PromptkitError
-from .paths import cache_dir
-from .metrics import CONTENT_FREE_INPUT, choose, example_row
-from .render import apply_chat, noisy_example, render
-from .results import Results
-from .tasks import Example, Suite, Task, load_suite, load_tasks
-from .templates import TemplateFamily, load_templates
-from .noise import parse as parse_noise
-from .variants import Variant, expand_all, with_noise
+from ..backends.hf import HFBackend
+from ..engine.cache import ResultCache
+from ..errors import PromptkitError
+from ..paths import cache_dir
+from ..analysis.metrics import CONTENT_FREE_INPUT, choose, example_row
+from ..prompts.render import apply_chat, noisy_example, render
+from ..results.core import Results
+from ..tasks.core import Example, Suite, Task
+from ..tasks.suites import load_suite, load_tasks
+from ..prompts.templates import TemplateFamily, load_templates
+from ..prompts.noise import parse as parse_noise
+from ..prompts.variants import Variant, expand_all, with_noise
 
 
 def evaluate(
@@ -108,7 +110,7 @@ def evaluate(
         log(f"warning: {note}")
     metrics = {}
     if any(t.generative for t in tasks):
-        from .text_metrics import load_metric
+        from ..analysis.text_metrics import load_metric
 
         metrics = {t.name: load_metric(t.metric) for t in tasks if t.generative}  # a bad name fails before the model loads
     if search is not None and metrics:

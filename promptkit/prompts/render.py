@@ -7,10 +7,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from .errors import PromptkitError
+from ..errors import PromptkitError
 from .noise import CLEAN, perturb_example, perturb_wording
 from .noise import parse as parse_noise
-from .tasks import DEFAULT_MAX_NEW_TOKENS, Example, Task
+from ..tasks.core import DEFAULT_MAX_NEW_TOKENS, Example, Task
 from .variants import Variant
 
 DEFAULT_SEPARATOR = "\n\n"

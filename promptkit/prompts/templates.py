@@ -12,8 +12,8 @@ import jinja2
 import jinja2.meta
 import yaml
 
-from .errors import TemplateError, TemplateSecurityError
-from .paths import builtin_dir
+from ..errors import TemplateError, TemplateSecurityError
+from ..paths import builtin_dir
 from .sandbox import PromptSandbox, bounded_filter, render_bounded
 
 # What every template may use, whatever the task: the canonical Example fields plus the

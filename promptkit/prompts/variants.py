@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import TemplateError
+from ..errors import TemplateError
 from .templates import TemplateFamily
 
 

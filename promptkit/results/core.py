@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import ranking as _ranking
-from .errors import PromptkitError
+from ..analysis import ranking as _ranking
+from ..errors import PromptkitError
 
 ROWS_FILE = "results.jsonl"
 
@@ -42,7 +42,7 @@ class Results:
     def aggregates(self, mode: str = "raw", tasks: list[str] | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Every aggregate (mean_norm, mean, mean_rank, win_rate, worst) per variant with bootstrap CIs
         over examples and over tasks."""
-        from .analysis import aggregate_table
+        from ..analysis.analyze import aggregate_table
 
         return aggregate_table(self.ranked(), mode, tasks, n_boot, seed)
 
@@ -63,7 +63,7 @@ class Results:
                 n_boot: int = 1000, seed: int = 0, k: int = 5, default_variant: str | None = None):
         """The statistics layer on this run: ranking with bootstrap CIs and Friedman/Nemenyi ties,
         the held-out protocol report, sensitivity, axis effects, family CPS and scoring modes."""
-        from .analysis import analyze
+        from ..analysis.analyze import analyze
 
         return analyze(self.ranked(), protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
 
@@ -93,27 +93,27 @@ class Results:
 
     def compare(self, a: str, b: str, mode: str = "raw", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
         """Paired comparison of two variants on the same examples (paired bootstrap and McNemar per task)."""
-        from .metrics import with_mode
-        from .stats import Scores, compare
+        from ..analysis.metrics import with_mode
+        from ..analysis.stats import Scores, compare
 
         return compare(Scores.from_rows(with_mode(self.ranked().rows, mode), self.tasks), a, b, n_boot, seed)
 
     def robustness(self) -> pd.DataFrame:
         """Each variant's score clean and under every noise spec of the run, and the drop (runs with noise)."""
-        from .robustness import robustness
+        from ..analysis.robustness import robustness
 
         return robustness(self)
 
     def robustness_summary(self, split: str = "selection") -> pd.DataFrame:
         """Per variant: clean and mean noisy score, mean and worst drop (and which noise), rank clean vs noisy."""
-        from .robustness import summary
+        from ..analysis.robustness import summary
 
         return summary(self, split)
 
     def demo_sources(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Per prompt: score with no, real and synthetic demonstrations, and synthetic − none / − real with
         paired-bootstrap CIs (runs whose variants have a `demo_source` axis)."""
-        from .synthetic import comparison
+        from ..run.synthetic import comparison
 
         return comparison(self, n_boot, seed)
 
@@ -136,7 +136,7 @@ class Results:
     def rank_by(self, how: str = "clean") -> "Results":
         """These results with one row per variant × example, scored clean, noisy (mean over noise specs),
         combined, or under one noise spec; rank, analyze and report them like any run."""
-        from .robustness import collapse
+        from ..analysis.robustness import collapse
 
         return collapse(self, how)
 

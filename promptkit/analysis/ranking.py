@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from .errors import PromptkitError
+from ..errors import PromptkitError
 from .stats import Scores, percentile_ci
 
 

@@ -1,0 +1,1 @@
+"""Analysis: per-example metrics and scoring modes, rankings, statistics, sensitivity, robustness and the run's statistical report."""

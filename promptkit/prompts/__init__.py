@@ -1,0 +1,1 @@
+"""Prompts: the template sandbox, template families, variants (axis grids, stable ids), rendering, lint and noise."""

@@ -1,0 +1,1 @@
+"""The run: options → plan → render → execute → collect (evaluate), budgeted search, synthetic demonstrations."""
