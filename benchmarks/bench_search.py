@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats as sps
 
 import promptkit as pk
-from promptkit.run import evaluate as pipeline, search
+from promptkit.run import search
 from promptkit.backends.hf import HFBackend
 from promptkit.prompts.render import render
 from promptkit.tasks.suites import load_tasks
@@ -81,7 +81,7 @@ def main() -> None:
             for v in variants:
                 keys.append((v, t, e.id))
                 requests.append(render(vobjs[v], task_objs[t], e))
-    tokens = dict(zip(keys, pipeline._request_tokens(requests, backend)))
+    tokens = dict(zip(keys, search.request_tokens(requests, backend)))
     exhaustive_tokens = sum(tokens.values())
     reserve = max(sum(tokens[(v, t, e.id)] for t in held_out for e in task_objs[t].examples) for v in variants) if held_out else 0
     correct = {(r.variant, r.task, str(r.example)): r.accuracy for r in rows.itertuples()}

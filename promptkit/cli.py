@@ -140,6 +140,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
+    from .results.text import format_run
     from .run.evaluate import evaluate
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
@@ -149,6 +150,7 @@ def cmd_run(args) -> int:
         import signal
 
         signal.signal(signal.SIGTERM, _stopped_by_launcher)
+    analysis = _analysis_from(args)
     try:
         results = evaluate(
             args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
@@ -156,6 +158,7 @@ def cmd_run(args) -> int:
             cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
             trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
             noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
+            report=not args.no_report, analysis=analysis,
         )
     except _Stopped:
         print(f"\npromptkit: stopped{_rank_tag()}: another process of this job failed. {_resume_hint(cache)}", file=sys.stderr)
@@ -172,34 +175,17 @@ def cmd_run(args) -> int:
     if args.quiet:  # otherwise the log already showed them
         for note in results.config["engine"].get("notes", []):
             print(f"promptkit: warning: {note}", file=sys.stderr)
-    if "search" in results.config:
-        print(format_search(results))
-        _print_footer(results, out)
-        return 0
-    full, results = results, _ranked(results, args)
-    print(format_ranking(results))
-    print()
-    print(format_held_out(results.held_out_summary()))
-    analysis = _analyze(results, args)
-    save_analysis(analysis, out)
-    print()
-    print(format_analysis(analysis, brief=True))
-    if full.config.get("noise"):
-        print()
-        print(format_robustness(full))
-    if any("demo_source" in v["values"] for v in results.variants.values()):
-        try:
-            text = format_demo_sources(results)
-        except PromptkitError as exc:  # e.g. no two variants differ only in demo_source
-            text = f"demonstration sources: not compared ({exc})"
-        print()
-        print(text)
-    if not args.no_report:
-        from .results.report import write_report
-
-        print(f"\nreport: {write_report(results, out, analysis, full)}")
-    _print_footer(full, out)
+    print(format_run(results, analysis, out, report=not args.no_report))
     return 0
+
+
+def _analysis_from(args):
+    """The statistics options of run, rank and report."""
+    from .analysis.analyze import AnalysisOptions
+
+    return AnalysisOptions(protocol=args.protocol, aggregate=args.aggregate, mode=args.mode, folds=args.folds,
+                           bootstrap=args.bootstrap, seed=args.analysis_seed, default_variant=args.default_variant,
+                           rank_by=args.rank_by)
 
 
 def _synthetic_options(args) -> dict:
@@ -211,87 +197,6 @@ def _synthetic_options(args) -> dict:
         except (OSError, UnicodeDecodeError) as exc:
             raise PromptkitError(f"{path}: cannot read the synthetic-demonstration template ({exc})") from None
     return options
-
-
-def format_demo_sources(results) -> str:
-    """Per prompt: none / real / synthetic scores on the selection tasks and the paired differences."""
-    table = results.demo_sources(n_boot=500)
-    lines = ["demonstration sources (mean accuracy over tasks; differences paired, 95% bootstrap CI):"]
-    for split in ("selection", "held_out"):
-        if f"{split}_synthetic_vs_none" not in table and f"{split}_synthetic_vs_real" not in table:
-            continue
-        lines.append(f"  {split.replace('_', '-')} tasks:")
-        for r in table.to_dict("records"):
-            parts = [f"{s} {r[f'{split}_{s}']:.3f}" for s in ("none", "real", "synthetic") if f"{split}_{s}" in r]
-            for other in ("none", "real"):
-                key = f"{split}_synthetic_vs_{other}"
-                if key in r and r.get(key + "_ci") is not None:
-                    lo, hi = r[key + "_ci"]
-                    parts.append(f"synthetic−{other} {r[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-            lines.append(f"    {r['prompt']:<28} " + "  ".join(parts))
-    return "\n".join(lines)
-
-
-def _ranked(results, args):
-    """A run with noise conditions, collapsed by --rank-by; any other run as it is."""
-    if not results.config.get("noise"):
-        return results
-    return results.rank_by(args.rank_by)
-
-
-def format_robustness(full, max_rows: int = 20) -> str:
-    """Per variant: clean vs noisy score on the selection tasks, the mean and worst drop, rank clean vs noisy."""
-    summ = full.robustness_summary("selection")
-    best = summ.iloc[0]
-    lines = [f"robustness (selection tasks, mean accuracy; noise: {', '.join(full.config['noise'])}): the best clean "
-             f"prompt {best['variant']} drops {best['mean_drop']:.3f} on average (worst {best['worst_drop']:.3f} under "
-             f"{best['worst_noise']}) and ranks {int(best['rank_noisy'])} of {len(summ)} under noise",
-             summ.head(max_rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")]
-    return "\n".join(lines)
-
-
-def _print_footer(results, out: Path) -> None:
-    cfg = results.config
-    eng = cfg["engine"]
-    generated = f", {eng['generations_unique']} unique generations ({eng['generation_cache_hits']} from the cache)" \
-        if eng.get("generations") else ""
-    print(f"\n{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
-          f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache){generated}, {cfg['forward_tokens']} forward tokens, "
-          f"{cfg['model']['dtype']}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
-
-
-def format_search(results, max_rows: int = 25) -> str:
-    """What a budgeted search spent, what it chose, and every variant's estimate with its own sample size."""
-    import math
-
-    info = results.config["search"]
-    rows = results.rows
-    sel = rows[rows["split"] == "selection"].copy()
-    chance = sel["task"].map(lambda t: results.tasks[t]["chance"])
-    sel["value"] = (sel["accuracy"] - chance) / (1 - chance)
-    alive = set(info["alive"])
-    lines = [f"search {info['strategy']} (seed {info['seed']}): {info['used_tokens']:,} forward tokens of a "
-             f"{info['budget_tokens']:,} budget = {info['used_tokens'] / max(info['exhaustive_tokens'], 1):.1%} of exhaustive "
-             f"({info['exhaustive_tokens']:,}); {info['held_out_tokens']:,} of them scored the chosen variant on the held-out tasks",
-             f"chosen: {info['chosen']}" + (f"; worst found: {info['worst']}" if info.get("worst") else ""),
-             "", f"{'rank':>4}  {'variant':<44} {'status':<10} {'cells':>6} {'mean_norm':>9}  95% CI (its own cells)"]
-    for k, vid in enumerate(info["ranking"][:max_rows], 1):
-        values = sel.loc[sel["variant"] == vid, "value"]
-        n, mean = len(values), values.mean()
-        half = 1.96 * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-        status = "chosen" if vid == info["chosen"] else ("alive" if vid in alive else "dropped")
-        lines.append(f"{k:>4}  {vid:<44} {status:<10} {n:>6} {mean:>9.3f}  [{mean - half:.3f}, {mean + half:.3f}]")
-    if len(info["ranking"]) > max_rows:
-        lines.append(f"      … {len(info['ranking']) - max_rows} more in config.json (search.ranking)")
-    held = rows[(rows["split"] != "selection") & (rows["variant"] == info["chosen"])]
-    if len(held):
-        per_task = held.groupby("task")["accuracy"].mean()
-        lines.append("")
-        lines.append(f"chosen variant on the held-out tasks (never seen by the search): mean accuracy {per_task.mean():.3f} "
-                     f"({', '.join(f'{t} {a:.2f}' for t, a in per_task.items())})")
-    lines.append("Variants were scored on different numbers of examples (the cells column); paired statistics need "
-                 "the same examples, so rerun the finalists without --search for the full analysis and report.")
-    return "\n".join(lines)
 
 
 class _Stopped(KeyboardInterrupt):
@@ -311,27 +216,21 @@ def _is_rank_zero() -> bool:
 def _resume_hint(cache) -> str:
     if cache is False:
         return "Nothing was kept (--no-cache); a new run starts over."
-    from .engine.cache import count_rows
-    from .run.evaluate import default_cache_path
+    from .engine.cache import count_rows, default_cache_path
 
     path = default_cache_path() if cache is True else Path(cache)
     return (f"Every finished batch is in the result cache {path} ({count_rows(path):,} scores). Run the same "
             "command again to resume: only what is missing will be computed.")
 
 
-def _analyze(results, args):
-    return results.analyze(protocol=args.protocol, aggregate=args.aggregate, mode=args.mode,
-                           n_boot=args.bootstrap, seed=args.analysis_seed, k=args.folds,
-                           default_variant=args.default_variant)
-
-
 def cmd_rank(args) -> int:
     from .results.core import Results
+    from .results.text import format_analysis, format_robustness, ranked_view
 
+    options = _analysis_from(args)
     full = Results.load(args.run_dir)
-    results = _ranked(full, args)
-    analysis = _analyze(results, args)
-    print(format_analysis(analysis))
+    results = ranked_view(full, options)
+    print(format_analysis(results.analyze(**options.analyze_kwargs())))
     if full.config.get("noise"):
         print()
         print(format_robustness(full))
@@ -346,127 +245,20 @@ def cmd_rank(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .results.report import write_report
     from .results.core import Results
+    from .results.report import write_report
+    from .results.text import ranked_view
 
+    options = _analysis_from(args)
     full = Results.load(args.run_dir)
-    results = _ranked(full, args)
-    path = write_report(results, args.out or args.run_dir, _analyze(results, args), full)
+    results = ranked_view(full, options)
+    path = write_report(results, args.out or args.run_dir, results.analyze(**options.analyze_kwargs()), full)
     print(f"wrote {path}")
     return 0
 
 
-def save_analysis(analysis, out: Path) -> None:
-    import json
-
-    out.mkdir(parents=True, exist_ok=True)
-    analysis.ranking.to_csv(out / "ranking_stats.csv", index=False)
-    analysis.folds.to_csv(out / "protocol.csv", index=False)
-    analysis.sensitivity.to_csv(out / "sensitivity.csv", index=False)
-    data = {"summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
-            "friedman": None if analysis.friedman is None else {
-                "statistic": analysis.friedman.statistic, "p_value": analysis.friedman.p_value,
-                "critical_difference": analysis.friedman.critical_difference, "n_tasks": analysis.friedman.n_tasks}}
-    (out / "analysis.json").write_text(json.dumps(data, indent=2))
-
-
-def format_analysis(a, brief: bool = False) -> str:
-    """Text report of an Analysis: ranking with CIs and ties, protocol, and (unless brief) the rest."""
-    import pandas as pd
-
-    agg = a.aggregate
-    lines = []
-    s = a.summary
-    level = int(round(s["level"] * 100))
-    if a.protocol == "split":
-        lines.append(f"chosen prompt ({agg}, {a.mode} scores; {level}% CI from {s.get('ci_by')} bootstrap):")
-        row = a.folds.iloc[0]
-        lines.append(f"  {row['chosen']}: held-out {agg} {row['chosen_held_out']:.3f} "
-                     f"[{s['chosen_ci'][0]:.3f}, {s['chosen_ci'][1]:.3f}], regret vs hindsight-best {row['regret']:.3f} "
-                     f"[{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}]")
-        lines.append(f"  median variant {row['median_held_out']:.3f}; default variant {row.get('default_held_out', float('nan')):.3f} "
-                     f"({s['default_variant']}); best in hindsight {row['best_held_out']:.3f} ({row['best']})")
-    else:
-        lines.append(f"protocol {a.protocol} ({s['folds']} folds, {agg}, {a.mode} scores):")
-        with pd.option_context("display.width", 250, "display.max_colwidth", 40):
-            lines.append(a.folds.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-        lines.append(f"  mean regret {s['mean_regret']:.3f} [{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}] "
-                     f"({level}% CI over folds); mean held-out {agg} of the chosen {s['mean_chosen_held_out']:.3f}")
-    if a.friedman is not None:
-        f = a.friedman
-        tied = a.tied_with_best()
-        lines.append(f"Friedman test over {f.n_tasks} tasks: chi2={f.statistic:.2f}, p={f.p_value:.3g}; "
-                     f"Nemenyi critical difference {f.critical_difference:.2f} mean ranks (alpha {f.alpha}).")
-        lines.append(f"statistically tied with the top variant: {len(tied)} of {len(a.ranking)}: {', '.join(tied[:12])}"
-                     + (" …" if len(tied) > 12 else ""))
-    if brief:
-        return "\n".join(lines)
-    cols = ["rank", "variant", agg, "ci_examples_low", "ci_examples_high", "ci_tasks_low", "ci_tasks_high"]
-    cols += [c for c in ("mean_rank", f"held_out_{agg}") if c in a.ranking.columns] + ["tied_with_best"]
-    with pd.option_context("display.width", 250, "display.max_rows", 500):
-        lines.insert(0, f"ranking on {len(a.ranking_tasks)} tasks by {agg} ({a.mode} scores):\n"
-                     + a.ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}") + "\n")
-        lines.append("\nsensitivity per task (spread and std across variants; instance = mean pairwise disagreement):")
-        lines.append(a.sensitivity.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-        if not a.axes.empty:
-            lines.append("\naxis main effects (share of a family's variance explained by the axis):")
-            lines.append(a.axes.drop(columns=["value_means"]).head(12).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-        lines.append("\ntemplate families (MaxP, AvgP, CPS):")
-        lines.append(a.families.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-        lines.append("\nscoring modes ranked like variants:")
-        lines.append(a.modes.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    return "\n".join(lines)
-
-
-def format_ranking(results, max_rows: int = 40) -> str:
-    """Plain-text ranking table: variant, selection mean, held-out mean, per-task accuracy; chance last."""
-    import pandas as pd
-
-    table = results.ranking()
-    chance = results.chance()
-    tasks = [c for c in table.columns if c in results.tasks]
-    short = {t: _short(t) for t in tasks}
-    shown = table.head(max_rows)
-    view = pd.DataFrame({"rank": shown["rank"].astype(str), "variant": shown["variant"],
-                         "sel_mean": shown["selection_mean"], "held_mean": shown["held_out_mean"]})
-    for t in tasks:
-        view[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = shown[t]
-    chance_row = {"rank": "", "variant": "(chance)", "sel_mean": chance["selection_mean"], "held_mean": chance["held_out_mean"]}
-    for t in tasks:
-        chance_row[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = chance[t]
-    view = pd.concat([view, pd.DataFrame([chance_row])], ignore_index=True)
-    text = view.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-")
-    generative = {t: results.tasks[t].get("metric") for t in tasks if results.tasks[t].get("kind") == "generation"}
-    common = max(set(generative.values()), key=list(generative.values()).count) if generative else None
-    others = ", ".join(f"{short[t]}: {m}" for t, m in generative.items() if m != common)
-    what = "accuracy per task" if not generative else \
-        f"score per task: accuracy, or for generation tasks {common}" + (f" ({others})" if others else "")
-    notes = [f"{what} ({len(tasks)} tasks; * = held out, never used for ranking); ranked by sel_mean"]
-    if len(table) > max_rows:
-        notes.append(f"showing the top {max_rows} of {len(table)} variants; all are in ranking.csv")
-    legend = "tasks: " + ", ".join(f"{short[t]}={t}" for t in tasks if short[t] != t)
-    return "\n".join(notes) + "\n" + text + ("\n" + legend if legend != "tasks: " else "")
-
-
-def _short(task: str, width: int = 10) -> str:
-    name = task.rsplit("/", 1)[-1]
-    return name if len(name) <= width else name[: width - 1] + "…"
-
-
-def format_held_out(summary: dict) -> str:
-    if not summary:
-        return "held-out summary: the suite has no held-out tasks"
-    return "\n".join([
-        "held-out summary (mean accuracy over held-out tasks):",
-        f"  chosen on selection tasks  {summary['chosen_held_out']:.3f}  {summary['chosen_variant']}",
-        f"  median variant             {summary['median_variant_held_out']:.3f}",
-        f"  best in hindsight          {summary['best_held_out']:.3f}  {summary['best_variant_in_hindsight']}",
-        f"  regret (best - chosen)     {summary['regret']:.3f}",
-    ])
-
-
 def cmd_render(args) -> int:
-    from .prompts.render import render
+    from .prompts.render import apply_chat, render
     from .tasks.suites import load_suite, load_tasks
     from .prompts.templates import load_templates
     from .prompts.variants import expand
@@ -491,16 +283,7 @@ def cmd_render(args) -> int:
     example = task.example(args.example)
     requests = [render(variant, task, example, args.seed) for variant in chosen]
     if args.model and any(r.messages is not None for r in requests):
-        from transformers import AutoTokenizer
-
-        from .backends.hf import resolve_model
-        from .prompts.render import apply_chat
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model)[0])
-        except (OSError, ValueError) as exc:
-            raise PromptkitError(f"could not load the tokenizer of model '{args.model}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        requests = apply_chat(requests, tokenizer, args.model)
+        requests = apply_chat(requests, _chat_formatter(args.model), args.model)
     from .prompts.render import noisy_example
 
     for variant, request in zip(chosen, requests):
@@ -524,6 +307,20 @@ def cmd_render(args) -> int:
                 print(f"[{i}] {cont!r}{mark}")
         print()
     return 0
+
+
+def _chat_formatter(model: str):
+    """The chat template of a model's tokenizer (the tokenizer alone is loaded, not the weights)."""
+    from transformers import AutoTokenizer
+
+    from .backends.acquire import resolve_model
+    from .backends.hf import chat_formatter
+
+    try:
+        return chat_formatter(AutoTokenizer.from_pretrained(resolve_model(model)[0]))
+    except (OSError, ValueError) as exc:
+        raise PromptkitError(f"could not load the tokenizer of model '{model}': "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def cmd_lint(args) -> int:

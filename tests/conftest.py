@@ -51,9 +51,9 @@ def build_tiny_model(folder: Path) -> Path:
 @pytest.fixture(autouse=True)
 def private_result_cache(tmp_path, monkeypatch):
     """Each test gets its own result cache, so no test is served another test's scores."""
-    import promptkit.run.evaluate
+    import promptkit.engine.cache
 
-    monkeypatch.setattr(promptkit.run.evaluate, "default_cache_path", lambda: tmp_path / "results.sqlite")
+    monkeypatch.setattr(promptkit.engine.cache, "default_cache_path", lambda: tmp_path / "results.sqlite")
 
 
 @pytest.fixture(scope="session")

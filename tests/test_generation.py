@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 import promptkit as pk
-from promptkit.backends.hf import HFBackend, cut_at_stop
+from promptkit.backends.hf import HFBackend, chat_formatter, cut_at_stop
 from promptkit.engine.plan import EngineStats, generate
 from promptkit.errors import PromptkitError, SuiteError, TemplateError
 from promptkit.analysis.text_metrics import Contains, ExactMatch, NumericMatch, TokenF1, load_metric, parse_number
@@ -285,7 +285,7 @@ def test_a_template_for_multiple_choice_is_refused_on_a_generation_task(gen_suit
 
 
 def test_built_in_families_that_need_choices_are_left_out_of_generation_runs(gen_suite, tiny_model):
-    from promptkit.run.evaluate import fitting_families
+    from promptkit.run.plan import fitting_families
     from promptkit.prompts.templates import load_templates
 
     tasks = load_tasks(load_suite(gen_suite))
@@ -322,7 +322,7 @@ def test_chat_rendering_uses_turns_and_the_tokenizer_template(tiny_backend):
     assert chat.messages == (("user", "Do sums.\n\nQ: 1+1?"), ("assistant", "2"), ("user", "Q: 2+2?"))
     system = render(variants[("Be brief.", 0)], task, task.examples[0])
     assert system.messages == (("system", "Be brief."), ("user", "Do sums.\n\nQ: 2+2?"))
-    done = apply_chat([plain, chat, system], tok, "tiny")
+    done = apply_chat([plain, chat, system], chat_formatter(tok), "tiny")
     assert done[0] == plain
     assert done[1].prompt == "<|user|>Do sums.\n\nQ: 1+1?<|end|>\n<|assistant|>2<|end|>\n<|user|>Q: 2+2?<|end|>\n<|assistant|>"
     assert done[2].prompt.startswith("<|system|>Be brief.<|end|>") and done[2].messages is None
@@ -445,7 +445,7 @@ def test_demo_split_equal_to_the_evaluated_split_never_shows_evaluated_examples(
 
 
 def test_unlabelled_or_invalid_pool_rows_are_left_out_with_a_note(tmp_path, tiny_model, fewshot_templates):
-    from promptkit.tasks.suites import pick_indices
+    from promptkit.tasks.sampling import pick_indices
 
     evaluated = pick_indices(6, 2, 0, "c")  # the bad rows go where the run does not evaluate
     bad = iter([{"q": "Unlabelled?", "opts": ["Paris", "Rome", "Berlin"], "label": -1},

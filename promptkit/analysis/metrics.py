@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..errors import PromptkitError
 
-from ..backends.hf import ContinuationScore
+from ..backends.base import ContinuationScore
 from ..tasks.core import Example
 
 

@@ -78,8 +78,6 @@ def collapse(results, how: str = "clean"):
     """Results with one row per base variant × task × example, scored by `how`: clean (the noise-free
     copy), noisy (the mean over the noise specs), combined (the mean over clean and noisy), or one noise
     spec. The ranking, statistics and report then rank prompts by that criterion."""
-    from ..results.core import Results
-
     df = _label(results)
     specs = set(df["noise"]) - {CLEAN}
     if how not in CRITERIA and how not in specs:
@@ -107,4 +105,4 @@ def collapse(results, how: str = "clean"):
         if i["values"].get("noise", CLEAN) == CLEAN:
             variants[vid] = {**i, "values": {k: v for k, v in i["values"].items() if k != "noise"}}
     config = {**results.config, "ranked_by": how}
-    return Results(rows, results.tasks, variants, config)
+    return type(results)(rows, results.tasks, variants, config)

@@ -10,6 +10,12 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import PromptkitError
+from ..paths import cache_dir
+
+def default_cache_path() -> Path:
+    """The shared result cache: results.sqlite in the user cache directory (PROMPTKIT_CACHE moves the root)."""
+    return cache_dir("results") / "results.sqlite"
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS loglikelihood (

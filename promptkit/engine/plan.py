@@ -5,22 +5,14 @@ map back."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 from tqdm.auto import tqdm
 
-from ..backends.hf import ContinuationScore, Generation
+from ..backends.base import Backend, ContinuationScore, Generation
 from .cache import ResultCache, generation_key, request_key
 from .distributed import Ranks, shard_by_cost
 from ..prompts.render import Request
-
-
-class Backend(Protocol):
-    forward_tokens: int
-
-    def loglikelihood(self, pairs, progress=None, on_scores=None) -> list[ContinuationScore]: ...
-
-    def generate(self, specs, progress=None, on_results=None) -> list[Generation]: ...
 
 
 @dataclass

@@ -155,12 +155,13 @@ def render(variant: Variant, task: Task, example: Example, seed: int = 0) -> Req
     return Request(variant.id, task.name, example.id, text, continuations, tuple(stop), limit)
 
 
-def apply_chat(requests: list[Request], tokenizer, model: str) -> list[Request]:
-    """Write the prompt of every chat request with the model's chat template (the assistant's turn
-    opened, so continuations and generations are the assistant's answer)."""
+def apply_chat(requests: list[Request], format_chat, model: str) -> list[Request]:
+    """Write the prompt of every chat request with the model's chat template: `format_chat` is the backend's
+    capability (chat turns → text with the assistant's turn opened, so continuations and generations are the
+    assistant's answer), None for a model without a chat template."""
     if not any(r.messages is not None for r in requests):
         return requests
-    if not getattr(tokenizer, "chat_template", None):
+    if format_chat is None:
         raise PromptkitError(
             f"model '{model}' has no chat template in its tokenizer, but variants set the `chat` axis to true; use an "
             "instruction-tuned model that has one (e.g. SmolLM2-135M-Instruct), or keep the `chat` axis at false")
@@ -172,11 +173,19 @@ def apply_chat(requests: list[Request], tokenizer, model: str) -> list[Request]:
             continue
         if r.messages not in done:
             try:
-                done[r.messages] = tokenizer.apply_chat_template([{"role": role, "content": text} for role, text in r.messages],
-                                                                 tokenize=False, add_generation_prompt=True)
+                done[r.messages] = format_chat(r.messages)
             except Exception as exc:  # the template itself may refuse, e.g. a system role it does not support
                 raise PromptkitError(f"model '{model}': its chat template failed on variant {r.variant} "
                                      f"({type(exc).__name__}: {exc}); if it refuses the system role, set the `system` "
                                      "axis to an empty string") from None
         out.append(replace(r, prompt=done[r.messages], messages=None))
     return out
+
+
+def sample_of(task: Task, example: Example, request: Request) -> dict:
+    """One rendered request as reports show it."""
+    sample = {"task": task.name, "example": example.id, "prompt": request.prompt,
+              "continuations": list(request.continuations), "correct": example.correct_indices()}
+    if request.generative:
+        sample.update(references=example.references(), stop=list(request.stop), max_new_tokens=request.max_new_tokens)
+    return sample

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +9,7 @@ import pandas as pd
 
 from ..analysis import ranking as _ranking
 from ..errors import PromptkitError
-
-ROWS_FILE = "results.jsonl"
+from .rundir import read_tables, write_run
 
 
 @dataclass
@@ -26,6 +23,7 @@ class Results:
 
     _analysis: object = field(default=None, repr=False, compare=False)
     _clean: object = field(default=None, repr=False, compare=False)
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)  # analyses and rank_by views, computed once
 
     def to_pandas(self) -> pd.DataFrame:
         """One tidy row per variant × task × example."""
@@ -65,7 +63,10 @@ class Results:
         the held-out protocol report, sensitivity, axis effects, family CPS and scoring modes."""
         from ..analysis.analyze import analyze
 
-        return analyze(self.ranked(), protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
+        key = ("analyze", protocol, aggregate, mode, n_boot, seed, k, default_variant)
+        if key not in self._memo:
+            self._memo[key] = analyze(self.ranked(), protocol, aggregate, mode, n_boot, seed, k, default_variant=default_variant)
+        return self._memo[key]
 
     def summary_analysis(self):
         """The default analysis (suite split, mean_norm, raw scores), computed once and kept."""
@@ -113,7 +114,7 @@ class Results:
     def demo_sources(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Per prompt: score with no, real and synthetic demonstrations, and synthetic − none / − real with
         paired-bootstrap CIs (runs whose variants have a `demo_source` axis)."""
-        from ..run.synthetic import comparison
+        from ..analysis.demo_sources import comparison
 
         return comparison(self, n_boot, seed)
 
@@ -138,7 +139,9 @@ class Results:
         combined, or under one noise spec; rank, analyze and report them like any run."""
         from ..analysis.robustness import collapse
 
-        return collapse(self, how)
+        if ("rank_by", how) not in self._memo:
+            self._memo[("rank_by", how)] = collapse(self, how)
+        return self._memo[("rank_by", how)]
 
     def chance(self) -> dict:
         table = self.ranking()
@@ -150,56 +153,13 @@ class Results:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, out: str | Path) -> Path:
-        """Write the run directory: config, versions, per-example rows, ranking (CSV and JSON), held-out summary."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", self.config)
-        _write_json(out / "tasks.json", self.tasks)
-        _write_json(out / "variants.json", self.variants)
-        _write_json(out / "versions.json", package_versions())
-        tmp = out / (ROWS_FILE + ".tmp")
-        self.rows.to_json(tmp, orient="records", lines=True)
-        tmp.replace(out / ROWS_FILE)
-        table = self.ranking()
-        table.to_csv(out / "ranking.csv", index=False)
-        _write_json(out / "ranking.json", json.loads(table.to_json(orient="records")))
-        _write_json(out / "held_out.json", self.held_out_summary())
-        return out
+    def save(self, out: str | Path, analysis=None, report: bool = True) -> Path:
+        """Write the run directory, the same files `promptkit run` writes: config, versions, per-example rows,
+        rankings, held-out summary, the statistics (`analysis`: AnalysisOptions or a dict of its fields) and
+        report.html (unless `report` is False)."""
+        return write_run(self, out, analysis=analysis, report=report)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Results":
-        run_dir = Path(run_dir)
-        try:
-            rows = pd.read_json(run_dir / ROWS_FILE, orient="records", lines=True, dtype={"example": str})
-            tasks = json.loads((run_dir / "tasks.json").read_text())
-            variants = json.loads((run_dir / "variants.json").read_text())
-            config = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise PromptkitError(f"{run_dir}: not a readable promptkit run directory ({exc})") from None
-        return cls(rows, tasks, variants, config)
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=True))
-    tmp.replace(path)
-
-
-def _jsonable(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
-
-
-def package_versions() -> dict:
-    import platform
-    from importlib import metadata
-
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("promptkit", "torch", "transformers", "datasets", "jinja2", "pandas", "gguf", "accelerate", "evaluate"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+        """A run directory written by `save`, `evaluate(out=...)` or `promptkit run` (this version or an earlier one)."""
+        return cls(*read_tables(run_dir))

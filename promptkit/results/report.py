@@ -90,7 +90,7 @@ def render_sample(results, variant: str) -> dict | None:
     """Re-render a variant's first example from its template file and the run's suite (for runs
     saved without stored samples); None when either is no longer available."""
     from ..errors import PromptkitError
-    from ..prompts.render import render
+    from ..prompts.render import render, sample_of
     from ..tasks.suites import load_suite, load_tasks
     from ..prompts.templates import load_family
     from ..prompts.variants import Variant
@@ -105,8 +105,6 @@ def render_sample(results, variant: str) -> dict | None:
         request = render(Variant(variant, family, info["values"]), task, example, results.config.get("seed", 0))
     except (PromptkitError, KeyError, OSError, StopIteration):
         return None
-    from ..run.evaluate import sample_of
-
     sample = sample_of(task, example, request)
     if request.messages is not None:  # the model's chat template is not at hand here: show the turns
         sample["prompt"] = "\n".join(f"[{role}]\n{text}" for role, text in request.messages)

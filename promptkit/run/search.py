@@ -273,3 +273,83 @@ def _thompson(ledger: Ledger, seed: int, block: int, batch: int = 64, worst_shar
     worst = int(np.argmin(np.where(seen > 0, posterior, np.inf)))
     best = int(np.argmax(np.where(seen > 0, posterior, -np.inf)))
     return list(range(n)), history, worst, best
+
+
+# ---------------------------------------------------------------------------- a search inside a run
+
+
+def run_search(work: list, plan, backend, options, score_some: Callable[[list], list]) -> tuple[list, list, dict]:
+    """Run `options.search` over the selection tasks, then score the chosen variant on the held-out tasks.
+    Returns the work items that were scored, their scores, and what the search did (for config.json).
+
+    Every request is charged its uncached forward tokens (prompt once, plus each continuation), so a warm
+    result cache does not make a strategy look cheaper than it is."""
+    from tqdm.auto import tqdm
+
+    from ..analysis.metrics import choose
+    from ..errors import PromptkitError
+
+    variants, seed = plan.variants, options.seed
+    index = {(w.variant.id, w.task.name, w.example.id): i for i, w in enumerate(work)}
+    tokens = request_tokens([w.request for w in work], backend)
+    exhaustive = sum(tokens)
+    try:
+        total = parse_budget(1.0 if options.budget is None else options.budget, exhaustive)
+    except ValueError as exc:
+        raise PromptkitError(f"--budget: {exc}") from None
+    selection = [t for t in plan.tasks if t.split == "selection"]
+    held = [t for t in plan.tasks if t.split != "selection"]
+    # the chosen variant's held-out scores are paid for out of the budget, set aside first
+    reserve = max((sum(tokens[index[(v.id, t.name, e.id)]] for t in held for e in t.examples) for v in variants), default=0)
+    if total - reserve <= 0 or not selection:
+        raise PromptkitError(f"budget of {total:,} forward tokens leaves nothing for the search ({reserve:,} are set aside "
+                             f"to score the chosen variant on the held-out tasks; exhaustive is {exhaustive:,}); "
+                             "raise --budget" if selection else "the suite has no selection tasks to search on")
+    cells = cell_order([t.name for t in selection], [len(t.examples) for t in selection], seed)
+    item = lambda v, c: index[(variants[v].id, selection[cells[c][0]].name, selection[cells[c][0]].examples[cells[c][1]].id)]
+    cost = np.array([[tokens[item(v, c)] for c in range(len(cells))] for v in range(len(variants))], dtype=np.int64)
+    chance = np.array([selection[t].chance for t, _ in cells], dtype=float)
+    scored: dict[int, list] = {}
+
+    def score(idx: list[int]) -> list:
+        got = score_some([work[i].request for i in idx])
+        scored.update(zip(idx, got))
+        return got
+
+    with tqdm(total=total - reserve, unit="tok", desc=f"search ({options.search})", disable=not options.progress,
+              dynamic_ncols=True) as bar:
+        def oracle(pairs):
+            idx = [item(v, c) for v, c in pairs]
+            got = score(idx)
+            bar.update(sum(tokens[i] for i in idx))
+            return [float(choose(s) in work[i].example.correct_indices()) for i, s in zip(idx, got)]
+
+        result = run(options.search, cost, chance, oracle, total - reserve, seed=seed, blocks=len(selection))
+    chosen = variants[result.chosen]
+    held_idx = [index[(chosen.id, t.name, e.id)] for t in held for e in t.examples]
+    if held_idx:
+        score(held_idx)
+    kept = sorted(scored)
+    info = {
+        "strategy": options.search, "seed": seed, "budget_tokens": total, "exhaustive_tokens": exhaustive,
+        "used_tokens": result.used + sum(tokens[i] for i in held_idx), "search_tokens": result.used,
+        "held_out_tokens": sum(tokens[i] for i in held_idx),
+        "chosen": chosen.id, "worst": None if result.worst is None else variants[result.worst].id,
+        "alive": [variants[v].id for v in result.alive],
+        "cells": {variants[v].id: n for v, n in enumerate(result.n_cells)},
+        "estimates": {variants[v].id: m for v, m in enumerate(result.means) if result.n_cells[v]},
+        "ranking": [variants[v].id for v in result.ranking() if result.n_cells[v]],
+        "history": result.history,
+    }
+    return [work[i] for i in kept], [scored[i] for i in kept], info
+
+
+def request_tokens(requests: list, backend) -> list[int]:
+    """Forward tokens each request costs without a cache: its prompt once, plus every continuation."""
+    from ..engine.plan import token_counts
+
+    prompts = list(dict.fromkeys(r.prompt for r in requests))
+    per_prompt = dict(zip(prompts, token_counts(backend, prompts)))
+    conts = list(dict.fromkeys(c for r in requests for c in r.continuations))
+    per_cont = dict(zip(conts, token_counts(backend, conts)))
+    return [per_prompt[r.prompt] + 1 + sum(per_cont[c] for c in r.continuations) for r in requests]

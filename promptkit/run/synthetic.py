@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jinja2
 
@@ -236,67 +235,15 @@ def _split(items: list, sizes: list[int]) -> list[list]:
     return out
 
 
-def save(sets: dict[str, SyntheticSet], out: Path) -> Path:
-    """Every candidate (kept or not, and why) as a `datasets.Dataset` in `out/synthetic` (load it with
-    datasets.load_from_disk), plus the counts per filter in counts.json."""
-    import json
-
-    import datasets
-
-    rows = [{"task": c.task, "id": c.id, "answer": c.answer, "input": c.input, "choices": c.choices or [],
-             "target": json.dumps(c.target), "kept": not c.dropped_by, "dropped_by": c.dropped_by}
-            for s in sets.values() for c in s.candidates]
-    folder = Path(out) / "synthetic"
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        datasets.Dataset.from_list(rows).save_to_disk(str(folder))
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    (folder / "counts.json").write_text(json.dumps({name: s.counts for name, s in sets.items()}, indent=2))
-    return folder
-
-
-def comparison(results, n_boot: int = 1000, seed: int = 0) -> "pd.DataFrame":
-    """Per prompt (a variant's axis values apart from `demo_source`): its score with no, real and synthetic
-    demonstrations (mean accuracy over tasks, each split), and the paired differences synthetic − none and
-    synthetic − real with a 95% paired-bootstrap CI over the run's examples (selection and held-out tasks)."""
-    import pandas as pd
-
-    from ..analysis.stats import Scores, compare
-    from ..prompts.variants import variant_id
-
-    view = results.ranked()
-    groups: dict[str, dict[str, str]] = {}
-    described: dict[str, str] = {}
-    for vid, info in view.variants.items():
-        source = info["values"].get("demo_source")
-        if source is None:
-            continue
-        rest = {k: v for k, v in info["values"].items() if k != "demo_source"}
-        base = variant_id(info["family"], rest)
-        groups.setdefault(base, {})[source] = vid
-        described[base] = ", ".join(f"{k}={v!r}" for k, v in rest.items())
-    if not any(len(g) > 1 for g in groups.values()):
-        raise PromptkitError("this run has no variants that differ only in `demo_source`; add the axis "
-                             "demo_source: [none, real, synthetic] to a few-shot family")
-    rows = view.rows
-    per = rows.groupby(["variant", "split", "task"])["accuracy"].mean().groupby(["variant", "split"]).mean()
-    scores = {split: Scores.from_rows(rows[rows["split"] == split], view.tasks) for split in ("selection", "held_out")
-              if (rows["split"] == split).any()}
-    out = []
-    for base, by_source in groups.items():
-        entry = {"prompt": base, "axes": described[base]}
-        for split in scores:
-            for source in ("none", "real", "synthetic"):
-                if source in by_source:
-                    entry[f"{split}_{source}"] = per.get((by_source[source], split))
-            for other in ("none", "real"):
-                if "synthetic" in by_source and other in by_source:
-                    table = compare(scores[split], by_source["synthetic"], by_source[other], n_boot, seed)
-                    total = table.iloc[-1]
-                    entry[f"{split}_synthetic_vs_{other}"] = total["diff"]
-                    entry[f"{split}_synthetic_vs_{other}_ci"] = (round(total["ci_low"], 4), round(total["ci_high"], 4))
-        out.append(entry)
-    return pd.DataFrame(out)
+def config_from(options, seed: int) -> SyntheticConfig:
+    """SyntheticConfig from evaluate()'s `synthetic` argument (None, a dict of its fields, or one), checked."""
+    if isinstance(options, SyntheticConfig):
+        return options
+    names = set(SyntheticConfig.__dataclass_fields__)
+    unknown = set(options or {}) - names
+    if unknown:
+        raise PromptkitError(f"synthetic: unknown option(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(names))}")
+    cfg = SyntheticConfig(**{"seed": seed, **(options or {})})
+    cfg.filters = tuple(cfg.filters)
+    cfg.check()
+    return cfg

@@ -13,6 +13,7 @@ from ..errors import SuiteError, TemplateError
 from ..paths import builtin_dir
 from ..prompts.sandbox import render_bounded
 from ..prompts.templates import make_environment, read_yaml
+from .sampling import demo_indices, pick_indices
 from .core import (DEMO_POOL, KINDS, SOURCES, SUITE_KEYS, TASK_KEYS, Example, Suite, Task,
                    TaskSpec)
 
@@ -128,26 +129,6 @@ def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
 
 
 # ---------------------------------------------------------------------------- loading
-
-
-def pick_indices(n: int, limit: int | None, seed: int, task: str) -> list[int]:
-    """A seeded sample of `limit` row indices (sorted), the same on every machine."""
-    if limit is None or limit >= n:
-        return list(range(n))
-    return sorted(random.Random(f"{seed}:{task}").sample(range(n), limit))
-
-
-def demo_indices(n: int, evaluated: list[int], seed: int, task: str, size: int = DEMO_POOL) -> list[int]:
-    """The demonstration pool: a seeded sample of rows that are not evaluated, so an evaluated example
-    can never be shown as a demonstration."""
-    taken = set(evaluated)
-    rest = [i for i in range(n) if i not in taken]
-    rng = random.Random(f"{seed}:{task}:demos")
-    if len(rest) > size:
-        rest = rng.sample(rest, size)  # a sample over all of `rest` without building a shuffled copy
-    else:
-        rng.shuffle(rest)
-    return rest
 
 
 def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:

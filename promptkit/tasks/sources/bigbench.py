@@ -13,7 +13,7 @@ from pathlib import Path
 from ...errors import SuiteError
 from ...paths import cache_dir
 from ..core import DEMO_POOL, Example, Task
-from ..suites import demo_indices, pick_indices
+from ..sampling import demo_indices, pick_indices
 
 SDIST = "bigbench-1.0.0.tar.gz"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"

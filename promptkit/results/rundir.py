@@ -1,0 +1,139 @@
+"""The run directory, written by one writer for the library and the CLI alike: the config, versions, per-example
+rows, rankings, the statistics files, the synthetic demonstrations and report.html; and its reader."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..analysis.analyze import AnalysisOptions
+from ..errors import PromptkitError
+
+ROWS_FILE = "results.jsonl"
+TABLE_FILES = ("config.json", "tasks.json", "variants.json", "versions.json", ROWS_FILE, "ranking.csv", "ranking.json",
+               "held_out.json")
+ANALYSIS_FILES = ("ranking_stats.csv", "protocol.csv", "sensitivity.csv", "analysis.json")
+REPORT_FILE = "report.html"
+
+
+def check_writable(out: Path) -> None:
+    """Fail now, before any scoring, if the run directory cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".promptkit-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PromptkitError(f"{out}: cannot write the run directory here ({exc.strerror or exc}); "
+                             "pick another with --out DIR") from None
+
+
+def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = None, report: bool = True) -> Path:
+    """Write everything about a finished run to `out`: the tables, the synthetic demonstrations (if any), and,
+    except for a budgeted search (whose variants saw different examples), the statistics and report.html.
+    A run with noise conditions is ranked by `analysis.rank_by`."""
+    out = Path(out)
+    options = analysis if isinstance(analysis, AnalysisOptions) else AnalysisOptions.from_dict(analysis)
+    write_tables(full, out)
+    if full.config.get("synthetic"):
+        write_synthetic(full.config["synthetic"], out)
+    if "search" in full.config:
+        return out
+    ranked = full.rank_by(options.rank_by) if full.config.get("noise") else full
+    result = ranked.analyze(**options.analyze_kwargs())
+    write_analysis(result, out)
+    if report:
+        from .report import write_report
+
+        write_report(ranked, out, result, full)
+    return out
+
+
+def write_tables(results, out: Path) -> None:
+    """config, tasks, variants, versions, per-example rows, ranking (CSV and JSON) and the held-out summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "config.json", results.config)
+    _write_json(out / "tasks.json", results.tasks)
+    _write_json(out / "variants.json", results.variants)
+    _write_json(out / "versions.json", package_versions())
+    tmp = out / (ROWS_FILE + ".tmp")
+    results.rows.to_json(tmp, orient="records", lines=True)
+    tmp.replace(out / ROWS_FILE)
+    table = results.ranking()
+    table.to_csv(out / "ranking.csv", index=False)
+    _write_json(out / "ranking.json", json.loads(table.to_json(orient="records")))
+    _write_json(out / "held_out.json", results.held_out_summary())
+
+
+def read_tables(run_dir: str | Path) -> tuple[pd.DataFrame, dict, dict, dict]:
+    """(rows, tasks, variants, config) of a run directory, this version's or an earlier one's."""
+    run_dir = Path(run_dir)
+    try:
+        rows = pd.read_json(run_dir / ROWS_FILE, orient="records", lines=True, dtype={"example": str})
+        tasks = json.loads((run_dir / "tasks.json").read_text())
+        variants = json.loads((run_dir / "variants.json").read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PromptkitError(f"{run_dir}: not a readable promptkit run directory ({exc})") from None
+    return rows, tasks, variants, config
+
+
+def write_analysis(analysis, out: Path) -> None:
+    """The statistics layer's tables: ranking with CIs, the protocol's folds, sensitivity, and a JSON summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    analysis.ranking.to_csv(out / "ranking_stats.csv", index=False)
+    analysis.folds.to_csv(out / "protocol.csv", index=False)
+    analysis.sensitivity.to_csv(out / "sensitivity.csv", index=False)
+    f = analysis.friedman
+    data = {"summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
+            "friedman": None if f is None else {"statistic": f.statistic, "p_value": f.p_value,
+                                                 "critical_difference": f.critical_difference, "n_tasks": f.n_tasks}}
+    _write_json(out / "analysis.json", data)
+
+
+def write_synthetic(info: dict, out: Path) -> Path:
+    """Every synthetic demonstration the run wrote (kept or not, and why) as a `datasets.Dataset` in
+    `out/synthetic` (load it with datasets.load_from_disk), plus the counts per filter in counts.json."""
+    import datasets
+
+    rows = [{"task": c["task"], "id": c["id"], "answer": c["answer"], "input": c["input"], "choices": c["choices"] or [],
+             "target": json.dumps(c["target"]), "kept": not c["dropped_by"], "dropped_by": c["dropped_by"]}
+            for c in info["candidates"]]
+    folder = out / "synthetic"
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    (folder / "counts.json").write_text(json.dumps(info["counts"], indent=2))
+    return folder
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=True))
+    tmp.replace(path)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def package_versions() -> dict:
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("promptkit", "torch", "transformers", "datasets", "jinja2", "pandas", "gguf", "accelerate", "evaluate"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

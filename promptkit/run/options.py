@@ -1,0 +1,118 @@
+"""A run's options in one object, with every rule about how they combine and its error message; checked
+before anything loads (and, for the rules that need the plan, before the model loads)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..analysis.analyze import AnalysisOptions
+from ..errors import PromptkitError
+from ..prompts.noise import parse as parse_noise
+from .search import STRATEGIES
+
+
+@dataclass
+class RunOptions:
+    """How `evaluate` runs.
+
+    limit: examples per task (default: the suite's `limit`); max_variants: a seeded sample of at most N
+        variants, spread over families (None: all); seed: variant and example sampling.
+    dtype, device, batch_tokens, trust_remote_code, device_map: how the model loads (backends that do not
+        load a model locally ignore them). trust_remote_code lets a hub model run the Python code in its
+        repository; device_map spreads one model over this machine's GPUs (transformers' device_map).
+    cache: True (the shared result cache in the user cache directory), a SQLite path, or False/None for none.
+        Scores are keyed by the model's fingerprint, so a cache never serves one model's scores for another.
+    calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets, for
+        the `calibrated` scoring mode (Zhao et al. 2021).
+    search: "halving", "racing", "thompson" (or "exhaustive"): spend `budget` (a fraction of the exhaustive
+        forward tokens, 0.25 or "25%", or a token count "2e6") where the ranking is uncertain; only the
+        selection tasks steer it, and the chosen variant is then scored on the held-out tasks.
+    noise: noise specs ("typos:0.05", "word_drop:0.1", "casing:0.1", "whitespace:0.1", "choices",
+        "prompt.typos:0.05", ...): every sampled variant also runs under each, on the same examples.
+    synthetic: options of the synthetic demonstrations that variants with `demo_source: synthetic` show
+        (promptkit.run.synthetic.SyntheticConfig fields); synthetic_model: the model that writes them.
+    out: the run directory to write (None: none); report: also write report.html there;
+    analysis: how the run directory's statistics are computed (AnalysisOptions or a dict of its fields).
+    progress: progress bars; log: where notes and warnings go.
+    """
+
+    limit: int | None = None
+    max_variants: int | None = None
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_tokens: int | str = "auto"
+    cache: str | Path | bool | None = True
+    calibrate: bool = False
+    trust_remote_code: bool = False
+    device_map: str | dict | None = None
+    search: str | None = None
+    budget: str | float | None = None
+    noise: list[str] = field(default_factory=list)
+    synthetic: Any = None
+    synthetic_model: Any = None
+    out: str | Path | None = None
+    report: bool = True
+    analysis: AnalysisOptions | dict | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+    def validated(self) -> "RunOptions":
+        """A checked copy: unknown strategies, budgets without a search, combinations not supported yet and
+        malformed noise specs are refused here, with what to do instead."""
+        search = self.search
+        if search is not None and search not in STRATEGIES:
+            raise PromptkitError(f"unknown search strategy '{search}'; choose one of {', '.join(STRATEGIES)}")
+        if self.budget is not None and search is None:
+            raise PromptkitError("a budget needs a search strategy: pass --search halving|racing|thompson (search=...)")
+        if search == "exhaustive" and self.budget is None:
+            search = None  # every variant on every example: the plain run
+        if self.noise and (search is not None or self.calibrate):
+            raise PromptkitError("--noise cannot be combined with --search or --calibrate yet: run the noise conditions "
+                                 "on the variants you want to compare")
+        if search is not None and self.calibrate:
+            raise PromptkitError("--calibrate cannot be combined with --search yet: run the search, then a calibrated run "
+                                 "of the variants it kept")
+        try:
+            specs = list(dict.fromkeys(p.spec for p in map(parse_noise, self.noise or []) if p is not None))
+        except ValueError as exc:
+            raise PromptkitError(f"--noise: {exc}") from None
+        analysis = self.analysis if isinstance(self.analysis, AnalysisOptions) else AnalysisOptions.from_dict(self.analysis)
+        return replace(self, search=search, noise=specs, analysis=analysis)
+
+    def check_plan(self, generative_tasks: list[str], synthetic_variants: bool) -> None:
+        """The rules that need the loaded suite and the expanded variants (checked before the model loads)."""
+        if self.search is not None and generative_tasks:
+            raise PromptkitError(f"--search works on multiple-choice tasks only for now; tasks {', '.join(generative_tasks)} "
+                                 "are generative. Run without --search, or search a suite of multiple-choice tasks")
+        if self.calibrate and synthetic_variants:
+            raise PromptkitError("--calibrate cannot be combined with synthetic demonstrations yet (the content-free prompts "
+                                 "would not show them); calibrate a run of the other demonstration sources")
+
+    def for_rank(self, ranks) -> "RunOptions":
+        """Under `accelerate launch`: each process on its own device, rank 0 alone shows progress, logs and
+        writes the run directory."""
+        if not ranks.active:
+            return self
+        device = (ranks.device or self.device) if self.device in ("auto", "cuda") else self.device
+        if ranks.is_main:
+            return replace(self, device=device)
+        return replace(self, device=device, progress=False, log=lambda msg: None, out=None)
+
+    def load_options(self) -> dict:
+        """What a backend is loaded with."""
+        return {"dtype": self.dtype, "device": self.device, "batch_tokens": self.batch_tokens,
+                "trust_remote_code": self.trust_remote_code, "device_map": self.device_map,
+                "progress": self.progress, "log": self.log}
+
+
+def options_from(values: dict) -> RunOptions:
+    """RunOptions from keyword arguments, naming any that is not an option."""
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PromptkitError(f"unknown option(s) {', '.join(unknown)}; options are {', '.join(sorted(known))}")
+    return RunOptions(**values)

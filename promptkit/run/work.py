@@ -1,0 +1,70 @@
+"""The render phase: one work list for the whole run. Each item is a variant × task × example with its
+rendered request and its role: `evaluated` (scored and reported), `synthetic_demo` (evaluated, but its
+prompt shows demonstrations a model writes first, so it is rendered again once they exist) or
+`content_free` (the calibration prompt of a variant × task × choice set; scored, never reported)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..analysis.metrics import CONTENT_FREE_INPUT
+from ..prompts.render import Request, apply_chat, render
+from ..prompts.variants import Variant
+from ..tasks.core import Example, Task
+from .plan import Plan
+
+EVALUATED, SYNTHETIC_DEMO, CONTENT_FREE = "evaluated", "synthetic_demo", "content_free"
+ROLES = (EVALUATED, SYNTHETIC_DEMO, CONTENT_FREE)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    role: str
+    variant: Variant
+    task: Task
+    example: Example
+    request: Request
+
+    @property
+    def reported(self) -> bool:
+        """Gives a row of the results (content-free prompts only feed the calibrated mode)."""
+        return self.role != CONTENT_FREE
+
+    @property
+    def calibration_key(self) -> tuple:
+        """Which content-free prompt calibrates this item: variant × task × choice set."""
+        return (self.variant.id, self.task.name, tuple(self.example.choices or ()))
+
+
+def render_work(plan: Plan, seed: int, calibrate: bool = False) -> list[WorkItem]:
+    """Every request of the run, rendered before any model loads (so a template mistake costs seconds): the
+    evaluated items in task × variant × example order, then one content-free item per calibration key."""
+    synthetic = {v.id for v in plan.synthetic_variants}
+    work = [WorkItem(SYNTHETIC_DEMO if v.id in synthetic else EVALUATED, v, t, e, render(v, t, e, seed))
+            for t in plan.tasks for v in plan.variants for e in t.examples]
+    if calibrate:
+        keys: dict[tuple, WorkItem] = {}
+        for item in work:
+            if not item.example.generative and item.calibration_key not in keys:
+                blank = Example("content-free", CONTENT_FREE_INPUT, list(item.example.choices or []), 0)
+                keys[item.calibration_key] = WorkItem(CONTENT_FREE, item.variant, item.task, blank,
+                                                      render(item.variant, item.task, blank, seed))
+        work += keys.values()
+    return work
+
+
+def with_chat(work: list[WorkItem], format_chat, model: str) -> list[WorkItem]:
+    """The items with chat variants' prompts written in the model's chat template."""
+    requests = apply_chat([w.request for w in work], format_chat, model)
+    return [w if r is w.request else replace(w, request=r) for w, r in zip(work, requests)]
+
+
+def rerender(work: list[WorkItem], seed: int, format_chat, model: str) -> list[WorkItem]:
+    """The items whose prompts show synthetic demonstrations, rendered again now that the tasks hold them."""
+    again = [i for i, w in enumerate(work) if w.role == SYNTHETIC_DEMO]
+    fresh = with_chat([replace(work[i], request=render(work[i].variant, work[i].task, work[i].example, seed))
+                       for i in again], format_chat, model)
+    out = list(work)
+    for i, item in zip(again, fresh):
+        out[i] = item
+    return out

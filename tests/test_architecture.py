@@ -1,0 +1,134 @@
+"""The shape of the code: one-direction layers, no import cycles, short modules and run-path functions,
+a pipeline that names no concrete backend, and entry points that import no torch."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "promptkit"
+
+# lower layers never import higher ones; prompts and tasks share a layer (a template renders a task's example,
+# a suite's field expressions run in the template sandbox)
+LAYERS = {"errors": 0, "paths": 0, "launch": 0, "prompts": 1, "tasks": 1, "backends": 2, "engine": 3, "analysis": 4,
+          "results": 5, "run": 6, "cli": 7, "__main__": 8, "__init__": 8}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every promptkit module → the promptkit modules it imports, function-local imports included."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".") if is_pkg else name.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    origin = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    origin = node.module or ""
+                targets.append(origin)
+                targets += [f"{origin}.{a.name}" for a in node.names]  # `from . import module`
+            elif isinstance(node, ast.Import):
+                targets += [a.name for a in node.names]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "import_module" and node.args \
+                    and isinstance(node.args[0], ast.Constant):
+                targets.append(node.args[0].value)
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS["__init__"] if len(parts) == 1 else LAYERS[parts[1]]
+
+
+def test_every_module_sits_in_a_known_layer():
+    for name in _modules():
+        layer(name)  # KeyError: a new top-level module needs a place in LAYERS (and in ARCHITECTURE.md)
+
+
+def test_lower_layers_never_import_higher_ones():
+    wrong = [f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
+             for a, targets in import_graph().items() for b in targets if layer(b) > layer(a)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    seen: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        seen[node] = 1
+        for nxt in sorted(graph[node]):
+            if seen.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in seen:
+                visit(nxt, stack + [nxt])
+        seen[node] = 2
+
+    for node in sorted(graph):
+        if node not in seen:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_task_core_imports_only_the_error_types():
+    assert import_graph()["promptkit.tasks.core"] <= {"promptkit.errors"}
+
+
+def test_the_run_names_no_concrete_backend():
+    for path in (PACKAGE / "run").rglob("*.py"):
+        text = path.read_text()
+        assert "backends.hf" not in text and "HFBackend" not in text, path
+    assert not {m for m in import_graph()["promptkit.engine.plan"] if m.startswith("promptkit.backends.")} - {
+        "promptkit.backends.base"}
+
+
+def test_modules_and_run_path_functions_stay_short():
+    long_modules = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py")
+                    if (n := len(p.read_text().splitlines())) > 400]
+    assert not long_modules, long_modules
+    long_functions = []
+    for path in (PACKAGE / "run").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80 or (node.name == "evaluate" and path.name == "evaluate.py" and n > 60):
+                    long_functions.append(f"{path.name}:{node.name} {n} lines")
+    assert not long_functions, long_functions
+
+
+def _imported_by(code: str) -> dict:
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in ('torch', 'transformers', 'datasets', 'evaluate') " \
+                   "if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_help_lint_render_and_import_load_no_torch(toy_suite, tmp_path):
+    family = tmp_path / "fam.yaml"
+    family.write_text("name: fam\nprompt: 'Q: {{ input }}'\ncontinuation: ' {{ choice }}'\n")
+    assert _imported_by("import promptkit; promptkit.PromptkitError") == []
+    assert _imported_by("from promptkit.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass") == []
+    assert _imported_by(f"from promptkit.cli import main; main(['lint', {str(family)!r}])") == []
+    assert _imported_by(f"from promptkit.cli import main; main(['render', 'fam', '--templates', {str(family)!r}, "
+                        f"'--suite', {str(toy_suite)!r}, '--task', 'toy'])") == []
