@@ -1,5 +1,5 @@
 """Hugging Face transformers backend: load a causal or encoder-decoder LM (hub id, local dir, GGUF) and
-serve the backend contract with it: token counts, batched scoring and generation.
+serve the backend contract with it: token counts, the chat template, batched scoring and generation.
 The compute kernels live in hf_compute.py and hf_generate.py; model files in acquire.py."""
 
 from __future__ import annotations
@@ -22,9 +22,39 @@ from .hf_generate import cut_at_stop
 
 # the result types, resolve_model and cut_at_stop are re-exported: callers and tests import them from here
 __all__ = ["BACKEND_VERSION", "DEFAULT_MODEL", "ContinuationScore", "Generation", "HFBackend", "auto_batch_tokens",
-           "cut_at_stop", "pick_device", "pick_dtype", "resolve_model"]
+           "chat_formatter", "cut_at_stop", "load", "pick_device", "pick_dtype", "resolve_model"]
 
 BACKEND_VERSION = "hf-4"
+
+
+def load(target: str | None, *, dtype: str = "auto", device: str = "auto", batch_tokens: int | str = "auto",
+         trust_remote_code: bool = False, device_map: str | dict | None = None, progress: bool = True,
+         log: Callable[[str], None] = print, **ignored) -> HFBackend:
+    """The backend for `target` (None: the default model), as `backends.base.load_backend` asks for it;
+    transformers' own loading bars show only when `progress` is wanted. Options of other backends are ignored."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        return HFBackend(target, dtype=dtype, device=device, batch_tokens=batch_tokens,
+                         trust_remote_code=trust_remote_code, device_map=device_map, log=log)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def chat_formatter(tokenizer) -> Callable[[tuple[tuple[str, str], ...]], str] | None:
+    """The `format_chat` capability: (role, text) turns → the tokenizer's chat template with the assistant's turn
+    opened; None when the tokenizer has no chat template. An error the template raises is passed on."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def format_chat(messages: tuple[tuple[str, str], ...]) -> str:
+        return tokenizer.apply_chat_template([{"role": role, "content": text} for role, text in messages],
+                                             tokenize=False, add_generation_prompt=True)
+    return format_chat
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -128,6 +158,7 @@ class HFBackend:
             weights_fingerprint(self.model), str(self.dtype), tokenizer_fingerprint(self.tokenizer),
             type(self.model).__name__, BACKEND_VERSION]).encode()).hexdigest()[:24]
         self.identity = identity
+        self.format_chat = chat_formatter(self.tokenizer)  # None: the model has no chat template
         self.forward_tokens = 0
         # keys that the forwarded tokens attended to, summed (full layers / sliding-window layers):
         # with forward_tokens this gives the model FLOPs actually done, attention included
