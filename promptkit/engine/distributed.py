@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ..launch import launch_env  # re-exported: callers import it from here too
+
 # a rank that finishes its shard waits for the slowest one inside a collective; the launcher stops the
 # whole job when a process dies, so this only bounds a process that hangs without dying
 TIMEOUT_S = float(os.environ.get("PROMPTKIT_DIST_TIMEOUT_S", 6 * 3600))
@@ -52,12 +54,6 @@ class Ranks:
 
     def describe(self) -> str:
         return f"rank {self.rank} of {self.world}"
-
-
-def launch_env() -> tuple[int, int, int]:
-    """(rank, world size, processes on this machine) as the launcher set them; (0, 1, 1) when not launched."""
-    read = lambda name, default: int(os.environ.get(name, default) or default)
-    return read("RANK", 0), read("WORLD_SIZE", 1), read("LOCAL_WORLD_SIZE", 1)
 
 
 def current(device: str = "auto") -> Ranks:

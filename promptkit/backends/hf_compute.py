@@ -1,0 +1,239 @@
+"""The transformers compute behind HFBackend's scoring: the three-pass shared-prefix forward, the unshared
+padded forward, and the vocabulary projection sliced so that memory holds a slice of logits, not all of them.
+Each kernel takes the backend (model, device, token budget, counters) as its first argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import ModelError
+
+if TYPE_CHECKING:
+    from .hf import HFBackend
+
+
+@dataclass
+class _Scored:
+    """One batch's output before the vocabulary projection: the vectors (final hidden states, or
+    logits) that predict each scored token, the tokens, and which rows belong to which continuation."""
+
+    vectors: torch.Tensor
+    targets: torch.Tensor
+    layout: list[list[int]]
+    is_logits: bool = False
+
+
+def _right_pad(rows: list[list[int]], pad: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded id tensor and its attention mask."""
+    width = width if width is not None else max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        if row:
+            ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[r, : len(row)] = 1
+    return ids, mask
+
+
+def _keys_seen(past: int, n: int, window: int | None) -> int:
+    """Sum over k = past+1 .. past+n of min(k, window): keys seen by each of n consecutive tokens."""
+    if n <= 0:
+        return 0
+    last = past + n
+    if window is None or last <= window:
+        return (past + 1 + last) * n // 2
+    if past >= window:
+        return window * n
+    return (past + 1 + window) * (window - past) // 2 + window * (last - window)
+
+
+def _lcp(a, b) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _lcp_all(seqs: list) -> int:
+    """Length of the prefix that all the sequences share."""
+    first = seqs[0]
+    return min((_lcp(first, s) for s in seqs[1:]), default=len(first))
+
+
+def _cache_of(out):
+    """The key/value cache of a model output (transformers 5 calls it `cache`, 4.x `past_key_values`)."""
+    cache = out.get("cache")
+    return cache if cache is not None else out.get("past_key_values")
+
+
+@torch.inference_mode()
+def score_shared(backend: HFBackend, items: list[tuple[list[int], list[list[int]], int]]) -> _Scored:
+    """Three passes over one batch, each reading the previous one's key/value cache:
+    1. prefixes: one row per cluster's shared prefix (or, for a prompt that shares nothing,
+       all but its last token);
+    2. the rest of every prompt, its cache rows copied from its prefix row;
+    3. every continuation (all but its last token), packed one row per prompt behind its cache.
+    """
+    base, dev = backend.model.base_model, backend.device
+    # ---- pass 1: prefixes
+    members: dict[int, list[int]] = {}
+    for g, (_, _, cluster) in enumerate(items):
+        members.setdefault(cluster, []).append(g)
+    prefix_rows: list[list[int]] = []
+    row_of, cut = [0] * len(items), [0] * len(items)
+    for group in members.values():
+        ctxs = [items[g][0] for g in group]
+        shared = min(_lcp_all(ctxs), min(len(c) for c in ctxs) - 1)
+        if len(group) > 1 and shared >= backend.min_shared_prefix:
+            prefix_rows.append(ctxs[0][:shared])
+            for g in group:
+                row_of[g], cut[g] = len(prefix_rows) - 1, shared
+        else:
+            for g in group:
+                prefix_rows.append(items[g][0][:-1])
+                row_of[g], cut[g] = len(prefix_rows) - 1, len(items[g][0]) - 1
+    ids1, mask1 = _right_pad(prefix_rows, backend._pad_id())
+    width1 = ids1.shape[1]
+    out = base(input_ids=ids1.to(dev), attention_mask=mask1.to(dev),
+               position_ids=torch.arange(width1).expand(len(prefix_rows), width1).to(dev), use_cache=True)
+    cache = _cache_of(out)
+    backend.forward_tokens += int(mask1.sum())
+    backend._count_keys((0, len(r)) for r in prefix_rows)
+    # ---- pass 2: the rest of each prompt
+    rep1 = torch.tensor(row_of)
+    cache.reorder_cache(rep1.to(dev))
+    ids2, smask = _right_pad([ctx[cut[g]:] for g, (ctx, _, _) in enumerate(items)], backend._pad_id())
+    width2 = ids2.shape[1]
+    cuts = torch.tensor(cut)
+    mask2 = torch.cat([mask1[rep1], smask], dim=1)
+    out = base(input_ids=ids2.to(dev), attention_mask=mask2.to(dev),
+               position_ids=(cuts[:, None] + torch.arange(width2)).to(dev), use_cache=True, **{backend._cache_arg: cache})
+    prompt_hidden, cache = out[0], _cache_of(out)
+    backend.forward_tokens += int(smask.sum())
+    backend._count_keys((cut[g], len(ctx) - cut[g]) for g, (ctx, _, _) in enumerate(items))
+    # ---- pass 3: continuations; the first token of each is predicted from the prompt's last position.
+    # All continuations of a prompt share one row (no copy of the prompt's cache per continuation):
+    # a 4D mask lets each token see its prompt and the earlier tokens of its own continuation only.
+    conts = [(g, cont) for g, (_, group, _) in enumerate(items) for cont in group]
+    rep = torch.tensor([g for g, _ in conts])
+    lengths = torch.tensor([len(ctx) for ctx, _, _ in items])
+    vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - cuts[rep]).to(dev)]]
+    targets = [cont[0] for _, cont in conts]
+    packed: list[list[int]] = [[] for _ in items]
+    segments: list[list[tuple[int, int]]] = [[] for _ in items]  # (start, length) of each continuation in its row
+    for g, cont in conts:
+        segments[g].append((len(packed[g]), len(cont) - 1))
+        packed[g] += cont[:-1]
+    width3 = max(len(row) for row in packed)
+    if width3:
+        cin, cmask = _right_pad(packed, backend._pad_id(), width3)
+        past = mask2.shape[1]
+        allowed = torch.zeros((len(items), width3, past + width3), dtype=torch.bool)
+        allowed[:, :, :past] = mask2.bool()[:, None, :]
+        offsets = torch.zeros((len(items), width3), dtype=torch.long)
+        for g, segs in enumerate(segments):
+            for start, n in segs:
+                if n:
+                    block = torch.ones(n, n, dtype=torch.bool).tril()
+                    allowed[g, start:start + n, past + start:past + start + n] = block
+                    offsets[g, start:start + n] = torch.arange(n)
+        idx = torch.arange(width3)
+        allowed[:, idx, past + idx] |= ~cmask.bool()  # padding rows attend to themselves (never read)
+        bias = torch.zeros(allowed.shape, dtype=backend.dtype)
+        bias.masked_fill_(~allowed, torch.finfo(backend.dtype).min)
+        hidden = base(input_ids=cin.to(dev), attention_mask=bias[:, None].to(dev),
+                      position_ids=(lengths[:, None] + offsets).to(dev), use_cache=True, **{backend._cache_arg: cache})[0]
+        backend.forward_tokens += int(cmask.sum())
+        backend._count_keys((len(items[g][0]), len(cont) - 1) for g, cont in conts)
+        rows = [g for g, segs in enumerate(segments) for start, n in segs for _ in range(n)]
+        cols = [start + j for segs in segments for start, n in segs for j in range(n)]
+        vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(dev), torch.tensor(cols, dtype=torch.long).to(dev)])
+        targets += [t for _, cont in conts for t in cont[1:]]
+    # token order: all first tokens, then the rest continuation by continuation
+    layout, k = [], len(conts)
+    for c, (_, cont) in enumerate(conts):
+        layout.append([c, *range(k, k + len(cont) - 1)])
+        k += len(cont) - 1
+    return _Scored(torch.cat(vectors), torch.tensor(targets), layout)
+
+
+@torch.inference_mode()
+def score_batch(backend: HFBackend, items: list[tuple[list[int], list[int]]]) -> _Scored:
+    """Unshared path: each (prompt + continuation) is its own right-padded row."""
+    rows = []
+    for ctx, cont in items:
+        if len(cont) >= backend.max_length:
+            raise ModelError(f"a continuation of {len(cont)} tokens does not fit the model's context of {backend.max_length}")
+        rows.append((ctx + cont)[-backend.max_length:])  # keep the end: the continuation must stay whole
+    ids, mask = _right_pad(rows, backend._pad_id())
+    backend.forward_tokens += int(mask.sum())
+    backend._count_keys((0, len(row)) for row in rows)
+    # positions whose next-token distribution we need: the one before each continuation token
+    row_idx, pos_idx, targets = [], [], []
+    for r, ((_, cont), row) in enumerate(zip(items, rows)):
+        start = len(row) - len(cont)
+        row_idx += [r] * len(cont)
+        pos_idx += list(range(start - 1, len(row) - 1))
+        targets += cont
+    ids, mask = ids.to(backend.device), mask.to(backend.device)
+    rows_t, pos_t = torch.tensor(row_idx).to(backend.device), torch.tensor(pos_idx).to(backend.device)
+    layout, k = [], 0
+    for _, cont in items:
+        layout.append(list(range(k, k + len(cont))))
+        k += len(cont)
+    if backend.model.base_model is backend.model or backend.model.get_output_embeddings() is None:
+        logits = backend.model(input_ids=ids, attention_mask=mask).logits[rows_t, pos_t]
+        return _Scored(logits, torch.tensor(targets), layout, is_logits=True)
+    hidden = backend.model.base_model(input_ids=ids, attention_mask=mask)[0]
+    return _Scored(hidden[rows_t, pos_t], torch.tensor(targets), layout)
+
+
+@torch.inference_mode()
+def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768):
+    """Log-probability of each target token and whether it is the argmax, from final hidden
+    states (projected onto the vocabulary here) or from logits.
+
+    The vocabulary is walked in slices of `chunk` entries with a running log-sum-exp and
+    argmax, inside one reused buffer: all rows share one read of the output matrix, memory
+    holds (rows × chunk) logits instead of (rows × vocabulary) — 1 MiB per row for a 262k
+    vocabulary — and no large block is freed and reallocated per slice (on glibc such
+    churn fragments the heap and the process keeps growing)."""
+    head = None if is_logits else backend.model.get_output_embeddings()
+    cap = None if is_logits else getattr(backend.model.config, "final_logit_softcapping", None)
+    vocab = vectors.shape[1] if is_logits else head.weight.shape[0]
+    n, device = len(targets), vectors.device
+    rows, targets = torch.arange(n, device=device), targets.to(device)
+    width = min(chunk, vocab)
+    space = torch.empty(n * width, dtype=vectors.dtype, device=device)
+    lse = torch.full((n,), -float("inf"), device=device)
+    target_logit = torch.zeros(n, device=device)
+    best = torch.full((n,), -float("inf"), device=device)
+    best_at = torch.zeros(n, dtype=torch.long, device=device)
+    for start in range(0, vocab, width):
+        stop = min(vocab, start + width)
+        buf = space[: n * (stop - start)].view(n, stop - start)
+        if is_logits:
+            buf.copy_(vectors[:, start:stop])
+        else:
+            torch.mm(vectors, head.weight[start:stop].t(), out=buf)
+            if head.bias is not None:
+                buf.add_(head.bias[start:stop])
+        logits = buf if buf.dtype == torch.float32 else buf.float()
+        if cap:
+            logits.div_(cap).tanh_().mul_(cap)
+        inside = (targets >= start) & (targets < stop)
+        if inside.any():
+            target_logit[inside] = logits[rows[inside], targets[inside] - start]
+        top, at = logits.max(dim=-1)
+        better = top > best  # strictly: the first maximum wins, as argmax does
+        best = torch.where(better, top, best)
+        best_at = torch.where(better, at + start, best_at)
+        # log-sum-exp of this slice, in place, merged into the running one
+        part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
+        lse = torch.logaddexp(lse, part)
+    return (target_logit - lse).cpu(), (best_at == targets).cpu()
