@@ -1,4 +1,5 @@
-"""Where promptkit keeps converted models and extracted tasks (the user cache directory)."""
+"""Where promptkit keeps converted models and extracted tasks (the user cache directory), and where
+its built-in template and suite files are."""
 
 import os
 from pathlib import Path
@@ -14,6 +15,17 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+_PACKAGE = Path(__file__).parent
+# The template library lives in `templates/` at the repository root, where users read and edit it.
+# pyproject.toml ships that folder inside the wheel as the package `promptkit._templates`, so an
+# installed promptkit finds it next to this file; a checkout (PYTHONPATH or `pip install -e`) has
+# no promptkit/_templates and reads the repository's folder.
+_INSTALLED_TEMPLATES = _PACKAGE / "_templates"
+_CHECKOUT_TEMPLATES = _PACKAGE.parent / "templates"
+
+
 def builtin_dir(kind: str) -> Path:
     """The folder of built-in files of one kind: 'templates' or 'suites'."""
-    return Path(__file__).parent / "data" / kind
+    if kind == "templates":
+        return _INSTALLED_TEMPLATES if _INSTALLED_TEMPLATES.is_dir() else _CHECKOUT_TEMPLATES
+    return _PACKAGE / "data" / kind
