@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rank_tag() -> str:
     """' (rank 1 of 4)' inside an `accelerate launch` job, so a failing process says which it is."""
-    from .engine.distributed import launch_env
+    from .launch import launch_env
 
     rank, world, _ = launch_env()
     return f" (rank {rank} of {world})" if world > 1 else ""
@@ -208,7 +208,7 @@ def _stopped_by_launcher(signum, frame):
 
 
 def _is_rank_zero() -> bool:
-    from .engine.distributed import launch_env
+    from .launch import launch_env
 
     return launch_env()[0] == 0
 

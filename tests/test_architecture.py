@@ -27,13 +27,19 @@ def _modules() -> dict[str, Path]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Every promptkit module → the promptkit modules it imports, function-local imports included."""
+    """Every promptkit module → the promptkit modules it imports, function-local imports included
+    (imports under `if TYPE_CHECKING:` are for annotations and never run)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_pkg = path.name == "__init__.py"
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:  # annotations only: never imported at run time
+                continue
             targets = []
             if isinstance(node, ast.ImportFrom):
                 if node.level:

@@ -72,7 +72,7 @@ class Task:
     cluster: str | None = None
     source: str = ""
     demos: list[Example] = field(default_factory=list)  # demonstration pool, disjoint from `examples`
-    synthetic: list[Example] = field(default_factory=list)  # demonstrations a model wrote (promptkit.synthetic)
+    synthetic: list[Example] = field(default_factory=list)  # demonstrations a model wrote (promptkit.run.synthetic)
     dropped_demos: int = 0  # pool rows left out because their answer is missing or invalid
     metric: Any = None  # generation: a metric name, hub id or path, or {name: ..., options}
     stop: list[str] = field(default_factory=list)  # generation: extra stop sequences
