@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="score template variants on a suite and print the ranking")
     _common(run)
-    run.add_argument("--model", default=None, help="hub id, local model dir, or .gguf file (default: Gemma 3 270M from PyPI)")
+    run.add_argument("--model", action="append", default=None,
+                     help="built-in name, hub id, local model dir or .gguf file (default: Gemma 3 270M from PyPI); "
+                          "repeat it to run several models and see whether prompts transfer between them")
     run.add_argument("--limit", type=int, default=None, help="examples per task (default: the suite's `limit`)")
     run.add_argument("--max-variants", type=int, default=DEFAULT_MAX_VARIANTS,
                      help=f"seeded sample of at most N variants, spread over families (default {DEFAULT_MAX_VARIANTS}; 0 = all)")
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("target", metavar="FAMILY_OR_VARIANT", help="a family name (its first variant) or a variant id")
     _common(render)
     render.add_argument("--task", required=True, help="task name in the suite")
-    render.add_argument("--example", default="0", help="example id or position (default 0)")
+    render.add_argument("--example", default="#0",
+                        help="#N for the N-th example the run evaluates (from #0), or an example id (default #0)")
     render.add_argument("--all", action="store_true", help="with a family name: render every variant")
     render.add_argument("--limit", type=int, default=None,
                         help="examples per task, as in the run (default: the suite's `limit`); the rest are the demonstrations")
@@ -121,7 +124,9 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     from .analysis.metrics import MODES
     from .analysis.ranking import AGGREGATES, PROTOCOLS
 
-    p.add_argument("--protocol", default="split", choices=PROTOCOLS, help="selection/held-out protocol (default split: the suite's own)")
+    p.add_argument("--protocol", default="split", choices=[*PROTOCOLS, "models"],
+                   help="selection/held-out protocol (default split: the suite's own; models: the suite's split and, for "
+                        "a run with several models, a prompt chosen on one model scored on another)")
     p.add_argument("--aggregate", default="mean_norm", choices=list(AGGREGATES), help="aggregate across tasks (default mean_norm)")
     p.add_argument("--mode", default="raw", choices=MODES, help="scoring mode (default raw log-likelihood)")
     p.add_argument("--folds", type=int, default=5, help="k for --protocol kfold (default 5)")
@@ -130,6 +135,11 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-by", default="clean", metavar="HOW",
                    help="for runs with --noise: rank by the clean, noisy (mean over noise specs) or combined score, "
                         "or by one noise spec (default clean)")
+    p.add_argument("--across", default="models,tasks", choices=["models,tasks", "tasks"],
+                   help="runs with several models: rank over (model, task) cells (default) or over tasks, models pooled")
+    p.add_argument("--on-model", default=None, metavar="NAME", help="runs with several models: rank on this model alone")
+    p.add_argument("--cross-model", default="mean", choices=["mean", "mean_rank", "worst"],
+                   help="runs with several models: the prompt that holds across models maximizes this over models (default mean)")
     p.add_argument("--default-variant", default=None,
                    help="variant id reported as 'the default prompt' next to the chosen one (default: the first variant)")
 
@@ -153,7 +163,7 @@ def cmd_run(args) -> int:
     analysis = _analysis_from(args)
     try:
         results = evaluate(
-            args.templates, args.suite, args.model, limit=args.limit, max_variants=args.max_variants or None,
+            args.templates, args.suite, _models(args.model), limit=args.limit, max_variants=args.max_variants or None,
             seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
             cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
             trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
@@ -179,13 +189,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _models(given: list[str] | None):
+    """--model once: that model; several times: the list; never: the default model."""
+    if not given:
+        return None
+    return given[0] if len(given) == 1 else given
+
+
 def _analysis_from(args):
     """The statistics options of run, rank and report."""
     from .analysis.analyze import AnalysisOptions
 
     return AnalysisOptions(protocol=args.protocol, aggregate=args.aggregate, mode=args.mode, folds=args.folds,
                            bootstrap=args.bootstrap, seed=args.analysis_seed, default_variant=args.default_variant,
-                           rank_by=args.rank_by)
+                           rank_by=args.rank_by, across=args.across, model=args.on_model, cross_model=args.cross_model)
 
 
 def _synthetic_options(args) -> dict:
@@ -225,10 +242,14 @@ def _resume_hint(cache) -> str:
 
 def cmd_rank(args) -> int:
     from .results.core import Results
-    from .results.text import format_analysis, format_robustness, ranked_view
+    from .results.text import format_analysis, format_robustness, format_transfer, ranked_view
 
     options = _analysis_from(args)
     full = Results.load(args.run_dir)
+    if args.protocol == "models":
+        print(format_transfer(full.transfer_analysis(options.aggregate, options.mode, options.cross_model,
+                                                     options.bootstrap, options.seed)))
+        return 0
     results = ranked_view(full, options)
     print(format_analysis(results.analyze(**options.analyze_kwargs())))
     if full.config.get("noise"):
@@ -280,7 +301,7 @@ def cmd_render(args) -> int:
         raise PromptkitError(f"no template family or variant '{args.target}'; families: {names}")
     suite = load_suite(args.suite)
     task = load_tasks(suite, limit=args.limit, seed=args.seed, names=[args.task])[0]
-    example = task.example(args.example)
+    position, example = _pick_example(task, args.example)
     requests = [render(variant, task, example, args.seed) for variant in chosen]
     if args.model and any(r.messages is not None for r in requests):
         requests = apply_chat(requests, _chat_formatter(args.model), args.model)
@@ -289,7 +310,7 @@ def cmd_render(args) -> int:
     for variant, request in zip(chosen, requests):
         shown = noisy_example(variant, task, example, args.seed)
         print(f"=== {variant.id}  [{variant.describe()}]")
-        print(f"=== task {task.name}, example {example.id}")
+        print(f"=== task {task.name}, example #{position} (id {example.id})")
         if request.messages is not None:
             print("--- chat turns (pass --model to see them in that model's chat template) " + "-" * 5)
             for role, text in request.messages:
@@ -307,6 +328,19 @@ def cmd_render(args) -> int:
                 print(f"[{i}] {cont!r}{mark}")
         print()
     return 0
+
+
+def _pick_example(task, key: str):
+    """(position, example) for `--example`: '#N' is the N-th evaluated example; anything else is an id, or, when
+    no example has that id, a bare position (the form earlier versions took)."""
+    if key.startswith("#"):
+        n = key[1:]
+        if not n.isdigit() or int(n) >= len(task.examples):
+            raise PromptkitError(f"--example {key}: task '{task.name}' evaluates {len(task.examples)} examples, "
+                                 f"#0 to #{len(task.examples) - 1}; or pass an example id")
+        return int(n), task.examples[int(n)]
+    example = task.example(key)
+    return next(i for i, e in enumerate(task.examples) if e is example), example
 
 
 def _chat_formatter(model: str):

@@ -110,3 +110,44 @@ def test_bad_batch_tokens_is_a_usage_error(capsys):
         main(["run", "--batch-tokens", "lots"])
     assert exit_.value.code == 2
     assert "expected 'auto' or a number of tokens" in capsys.readouterr().err
+
+
+def test_render_names_the_position_and_the_id_and_takes_both(toy_suite, two_templates, capsys):
+    base = ["render", "plain", "--templates", str(two_templates), "--suite", str(toy_suite), "--task", "capitals"]
+    assert main(base) == 0  # the default is the first evaluated example, whatever its id
+    first = capsys.readouterr().out
+    assert "example #0 (id c" in first
+    assert main(base + ["--example", "#1"]) == 0
+    second = capsys.readouterr().out
+    assert "example #1 (id c" in second and second != first
+    assert main(base + ["--example", "c3"]) == 0
+    assert "(id c3)" in capsys.readouterr().out
+    assert main(base + ["--example", "#99"]) == 2
+    assert "evaluates 5 examples, #0 to #4" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_scoring_removes_the_run_directory_it_created(toy_suite, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nprompt: '{{ nope }}'\n")
+    out = tmp_path / "runs" / "new"
+    assert main(["run", "--templates", str(bad), "--suite", str(toy_suite), "--out", str(out), "--quiet"]) == 2
+    assert "undefined" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # both folders it made are gone
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    assert main(["run", "--templates", str(bad), "--suite", str(toy_suite), "--out", str(kept), "--quiet"]) == 2
+    assert kept.is_dir()  # a folder the user made stays
+
+
+def test_an_undefined_name_points_at_its_own_line_in_a_block(toy_suite, tmp_path, capsys):
+    family = tmp_path / "lines.yaml"
+    family.write_text("name: lines\n"                 # 1
+                      "prompt: |-\n"                  # 2
+                      "  {{ instruction }}\n"         # 3
+                      "  Q: {{ input }}\n"            # 4
+                      "  Hint: {{ hint }}\n"          # 5
+                      "  A:\n"                        # 6
+                      "continuation: ' {{ choice }}'\n")
+    assert main(["render", "lines", "--templates", str(family), "--suite", str(toy_suite), "--task", "even"]) == 2
+    err = capsys.readouterr().err
+    assert f"{family}:5:" in err and "'hint' is undefined" in err

@@ -18,7 +18,9 @@ from .stats import Friedman, Scores, bootstrap, friedman, percentile_ci
 class AnalysisOptions:
     """How a run is analysed: the selection/held-out protocol, the aggregate across tasks, the scoring mode,
     k for k-fold, bootstrap replicates and seed, the variant reported as the default prompt, and (for runs
-    with noise conditions) what the ranking ranks by: clean, noisy, combined or one noise spec."""
+    with noise conditions) what the ranking ranks by: clean, noisy, combined or one noise spec; for runs with
+    several models, how they are seen together (`across`), or one of them alone (`model`), and the cross-model
+    aggregate of the transfer protocol (`cross_model`)."""
 
     protocol: str = "split"
     aggregate: str = rk.DEFAULT_AGGREGATE
@@ -28,6 +30,9 @@ class AnalysisOptions:
     seed: int = 0
     default_variant: str | None = None
     rank_by: str = "clean"
+    across: str = "models,tasks"  # runs with several models: every (model, task) a cell, or "tasks" (models pooled)
+    model: str | None = None  # runs with several models: rank on this one alone
+    cross_model: str = "mean"  # the prompt that holds across models maximizes the mean, mean_rank or worst model
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "AnalysisOptions":
@@ -39,7 +44,8 @@ class AnalysisOptions:
 
     def analyze_kwargs(self) -> dict:
         """The keyword arguments of analyze() / Results.analyze()."""
-        return {"protocol": self.protocol, "aggregate": self.aggregate, "mode": self.mode, "n_boot": self.bootstrap,
+        protocol = "split" if self.protocol == "models" else self.protocol  # models: the split, plus transfer
+        return {"protocol": protocol, "aggregate": self.aggregate, "mode": self.mode, "n_boot": self.bootstrap,
                 "seed": self.seed, "k": self.folds, "default_variant": self.default_variant}
 
 

@@ -114,3 +114,12 @@ def load_backend(spec: str | Backend | None, **options) -> Backend:
         raise ModelError(f"model must be a spec string or a loaded backend, not {type(spec).__name__}")
     parsed = parse_model_spec(spec)
     return import_module(BACKENDS[parsed.scheme]).load(parsed.target, **options)
+
+
+def check_backend(spec: str | None, **options) -> None:
+    """Check a model spec without loading the model (files exist, the backend knows the name), where its backend
+    module offers `check(target, **options)`; a problem raises ModelError before any scoring."""
+    parsed = parse_model_spec(spec)
+    check = getattr(import_module(BACKENDS[parsed.scheme]), "check", None)
+    if check is not None:
+        check(parsed.target, **options)

@@ -22,7 +22,7 @@ from .hf_generate import cut_at_stop
 
 # the result types, resolve_model and cut_at_stop are re-exported: callers and tests import them from here
 __all__ = ["BACKEND_VERSION", "DEFAULT_MODEL", "ContinuationScore", "Generation", "HFBackend", "auto_batch_tokens",
-           "chat_formatter", "cut_at_stop", "load", "pick_device", "pick_dtype", "resolve_model"]
+           "chat_formatter", "check", "cut_at_stop", "load", "pick_device", "pick_dtype", "resolve_model"]
 
 BACKEND_VERSION = "hf-4"
 
@@ -43,6 +43,12 @@ def load(target: str | None, *, dtype: str = "auto", device: str = "auto", batch
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def check(target: str | None, *, log: Callable[[str], None] = print, **ignored) -> None:
+    """What can be known without loading the weights: the spec resolves to a model folder, .gguf file, built-in
+    name or hub id (a missing path, an absent package or a bad .gguf raises ModelError)."""
+    resolve_model(target, log)
 
 
 def chat_formatter(tokenizer) -> Callable[[tuple[tuple[str, str], ...]], str] | None:
@@ -170,6 +176,15 @@ class HFBackend:
     @property
     def name(self) -> str:
         return self.spec
+
+    def close(self) -> None:
+        """Release the weights (a run with several models holds one at a time); the backend is unusable afterwards."""
+        import gc
+
+        self.model = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def describe(self) -> dict:
         return {"model": self.spec, "class": type(self.model).__name__, "dtype": str(self.dtype).removeprefix("torch."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import string
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,13 @@ class TemplateFamily:
         line = self.lines.get(key)
         return f"{self.path}:{line}" if line else self.path
 
+    def where_in(self, key: str, exc: BaseException) -> str:
+        """'file:line' of the template line a render error happened on (Jinja maps its frames onto template
+        lines), else of the key."""
+        frames = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
+        base = self.lines.get(key + "@jinja")
+        return f"{self.path}:{base + frames[-1]}" if frames and base is not None else self.where(key)
+
     def template(self, key: str) -> jinja2.Template:
         if key not in self._compiled:
             source = getattr(self, key)
@@ -108,12 +116,12 @@ class TemplateFamily:
             return render_bounded(template, context)
         except jinja2.exceptions.SecurityError as exc:
             raise TemplateSecurityError(
-                f"{self.where(key)}: template family '{self.name}' ({key}) was stopped by the sandbox: {exc}. {_ALLOWED}"
+                f"{self.where_in(key, exc)}: template family '{self.name}' ({key}) was stopped by the sandbox: {exc}. {_ALLOWED}"
             ) from None
         except jinja2.UndefinedError as exc:
             allowed = sorted(context)
             raise TemplateError(
-                f"{self.where(key)}: template family '{self.name}' ({key}) uses an undefined "
+                f"{self.where_in(key, exc)}: template family '{self.name}' ({key}) uses an undefined "
                 f"variable: {exc.message}. Available names: {', '.join(allowed)}. "
                 "Declare it under `axes:` or use one of the canonical fields."
             ) from None
@@ -126,7 +134,7 @@ class TemplateFamily:
             ) from None
         except Exception as exc:  # a Jinja expression failed on the data (bad index, bad filter arg)
             raise TemplateError(
-                f"{self.where(key)}: template family '{self.name}' ({key}) failed to render: "
+                f"{self.where_in(key, exc)}: template family '{self.name}' ({key}) failed to render: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
 

@@ -126,13 +126,82 @@ class Results:
         return pd.DataFrame(info["candidates"])
 
     def ranked(self) -> "Results":
-        """What the ranking and statistics see: the run itself, or for a run with noise conditions its
-        clean copies (use rank_by() for another criterion)."""
+        """What the ranking and statistics see: the run itself; for a run with noise conditions its clean
+        copies (use rank_by() for another criterion); for a run with several models, every (model, task)
+        pair as one task (use across() or for_model() for another view)."""
+        if self.models and "across" not in self.config:
+            return self.across("models,tasks")
         if not self.config.get("noise") or "ranked_by" in self.config:
             return self
         if self._clean is None:
             self._clean = self.rank_by("clean")
         return self._clean
+
+    @property
+    def models(self) -> list[str]:
+        """The models of a run with several (in run order); empty for a run with one."""
+        return [m["label"] for m in self.config.get("models", [])] if "model" in self.rows.columns else []
+
+    def for_model(self, name: str) -> "Results":
+        """This run as if only model `name` had been run: its rows, its config."""
+        if name not in self.models:
+            raise PromptkitError(f"no model '{name}' in this run; its models are {', '.join(self.models) or 'one, unnamed'}")
+        if ("model", name) not in self._memo:
+            info = next(m for m in self.config["models"] if m["label"] == name)
+            rows = self.rows[self.rows["model"] == name].drop(columns=["model"]).reset_index(drop=True)
+            config = {k: v for k, v in self.config.items() if k != "models"}
+            config.update(model={k: v for k, v in info.items() if k not in ("label", "engine", "forward_tokens")},
+                          engine=info["engine"], forward_tokens=info["forward_tokens"])
+            self._memo[("model", name)] = Results(rows, self.tasks, self.variants, config)
+        return self._memo[("model", name)]
+
+    def across(self, how: str = "models,tasks") -> "Results":
+        """A run with several models seen as one: "models,tasks" makes every (model, task) pair a task of its own
+        (named MODEL::TASK, split as the task's), "tasks" pools each task's examples over the models."""
+        from ..analysis.transfer import SEP
+
+        if how not in ("models,tasks", "tasks"):
+            raise PromptkitError(f"--across {how}: use models,tasks (every model × task a cell) or tasks (models pooled)")
+        if not self.models:
+            return self
+        if ("across", how) not in self._memo:
+            rows = self.rows
+            if how == "models,tasks":
+                cells = rows["model"].astype(str) + SEP + rows["task"].astype(str)
+                tasks = {f"{m}{SEP}{t}": info for m in self.models for t, info in self.tasks.items()}
+                rows = rows.assign(task=cells)
+            else:
+                rows = rows.assign(example=rows["model"].astype(str) + ":" + rows["example"].astype(str))
+                tasks = {t: {**info, "n_examples": info["n_examples"] * len(self.models)} for t, info in self.tasks.items()}
+            self._memo[("across", how)] = Results(rows.drop(columns=["model"]), tasks, self.variants,
+                                                  {**self.config, "across": how})
+        return self._memo[("across", how)]
+
+    def view(self, rank_by: str = "clean", across: str = "models,tasks", model: str | None = None) -> "Results":
+        """What a ranking or report should show: one model of a run with several (`model`), or all of them
+        `across` models and tasks; a run with noise conditions ranked by `rank_by`."""
+        if model is not None:
+            return self.for_model(model).view(rank_by)
+        if self.models:
+            return self.across(across)
+        return self.rank_by(rank_by) if self.config.get("noise") else self
+
+    def transfer_analysis(self, aggregate: str = "mean_norm", mode: str = "raw", how: str = "mean", n_boot: int = 1000,
+                          seed: int = 0):
+        """The transfer protocol (a run with several models): promptkit.analysis.transfer.Transfer."""
+        from ..analysis.metrics import with_mode
+        from ..analysis.transfer import transfer
+
+        key = ("transfer", aggregate, mode, how, n_boot, seed)
+        if key not in self._memo:
+            self._memo[key] = transfer(with_mode(self.rows, mode), self.tasks, self.variants, self.models, aggregate, how,
+                                       n_boot, seed)
+        return self._memo[key]
+
+    def transfer(self, aggregate: str = "mean_norm", mode: str = "raw", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Choose a prompt on one model's selection tasks, score it on another's held-out tasks: one row per
+        (chosen_on, scored_on) pair, "all but B" rows for leave-one-model-out, regret vs B's own best with CIs."""
+        return self.transfer_analysis(aggregate, mode, n_boot=n_boot, seed=seed).matrix
 
     def rank_by(self, how: str = "clean") -> "Results":
         """These results with one row per variant × example, scored clean, noisy (mean over noise specs),

@@ -129,3 +129,26 @@ def axis_effects(analysis, top: int = 15) -> Figure:
     ax.set_xlabel("variance explained within the family (eta squared)")
     ax.set_title("Which prompt axis matters most", fontsize=10)
     return fig
+
+
+def transfer_heatmap(transfer) -> Figure:
+    """Chosen-on × scored-on regret (held out): how much a prompt chosen on one model gives up on another."""
+    m = transfer.matrix
+    models = transfer.models
+    rows = models + [f"all but {b}" for b in models]
+    grid = np.full((len(rows), len(models)), np.nan)
+    for r in m.to_dict("records"):
+        grid[rows.index(r["chosen_on"]), models.index(r["scored_on"])] = r["regret"]
+    fig = Figure(figsize=(2.5 + 1.2 * len(models), 1.0 + 0.45 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(grid, aspect="auto", cmap="magma_r", vmin=0)
+    ax.set_xticks(range(len(models)), [_short(x) for x in models], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [_short(x, 26) for x in rows], fontsize=8)
+    for (i, j), v in np.ndenumerate(grid):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > np.nanmax(grid) / 2 else "black")
+    ax.set_xlabel("scored on (held-out tasks)")
+    ax.set_ylabel("chosen on (selection tasks)")
+    fig.colorbar(im, ax=ax, label=f"regret ({transfer.aggregate})")
+    ax.set_title("Does the prompt transfer? Regret vs each model's own best", fontsize=10)
+    return fig

@@ -200,6 +200,29 @@ def synthetic_html(results) -> str:
     return "\n".join(parts)
 
 
+def transfer_html(full, aggregate: str, mode: str) -> str:
+    """A run with several models: the transfer heatmap, per-model rankings side by side, τ between models,
+    axis agreement, and what the cross-model prompt costs on each model."""
+    t = full.transfer_analysis(aggregate, mode, n_boot=500)
+    side = pd.DataFrame({m: full.for_model(m).ranking()["variant"].tolist() for m in t.models})
+    side.insert(0, "rank", range(1, len(side) + 1))
+    parts = ["<h2>Across models</h2>",
+             f"<p>{len(t.models)} models: {esc(', '.join(t.models))}. A prompt chosen on one model's selection tasks, "
+             f"scored on another's held-out tasks; regret is what it gives up against that model's own best "
+             f"({esc(aggregate)}). 'all but B' chooses on every other model.</p>",
+             f"<figure><img alt='transfer' src='{figure_png(plots.transfer_heatmap(t))}'><figcaption class='note'>"
+             "Regret of transferred prompts (0 = as good as the target model's own best)</figcaption></figure>",
+             frame_html(t.matrix, left=("chosen_on", "scored_on", "chosen", "best")),
+             "<h3>Rankings side by side (selection tasks)</h3>", frame_html(side, left=tuple(t.models)),
+             "<h3>Rank agreement between models (Kendall τ, 95% CI)</h3>", frame_html(t.tau, left=("model_a", "model_b")),
+             f"<h3>The prompt that holds across models: {esc(t.chosen)}</h3>"
+             f"<p class='note'>It maximizes the {esc(t.how)} over models of the selection {esc(aggregate)}; the cost columns "
+             "are each model's own best minus this prompt.</p>", frame_html(t.cross, left=("model", "cross_model_prompt", "own_best"))]
+    if not t.axes.empty:
+        parts += ["<h3>Does each axis's best value agree across models?</h3>", frame_html(t.axes, left=("family", "axis"))]
+    return "\n".join(parts)
+
+
 def report_html(results, analysis=None, title: str = "promptkit report", full=None) -> str:
     """The report of `results`; `full`, when given, is the run before rank_by() collapsed its noise
     conditions, for the robustness section."""
@@ -239,6 +262,8 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
         parts.append(robustness_html(full))
     if any("demo_source" in v.get("values", {}) for v in results.variants.values()):
         parts.append(synthetic_html(results))
+    if full is not None and full.models:
+        parts.append(transfer_html(full, a.aggregate, a.mode))
     # --- plots
     figures = [("Accuracy by variant and task", plots.heatmap(results)),
                ("Critical-difference diagram", plots.cd_diagram(a)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -16,19 +17,45 @@ ROWS_FILE = "results.jsonl"
 TABLE_FILES = ("config.json", "tasks.json", "variants.json", "versions.json", ROWS_FILE, "ranking.csv", "ranking.json",
                "held_out.json")
 ANALYSIS_FILES = ("ranking_stats.csv", "protocol.csv", "sensitivity.csv", "analysis.json")
+TRANSFER_FILES = ("transfer.csv", "transfer.json")  # runs with several models
 REPORT_FILE = "report.html"
 
 
-def check_writable(out: Path) -> None:
-    """Fail now, before any scoring, if the run directory cannot be written."""
+def check_writable(out: Path) -> list[Path]:
+    """Fail now, before any scoring, if the run directory cannot be written. Returns the folders this created
+    (outermost first), so a run that fails before writing anything can remove them again."""
+    created = [p for p in [out, *out.parents] if not p.exists()][::-1]
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".promptkit-write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
+        remove_empty(created)
         raise PromptkitError(f"{out}: cannot write the run directory here ({exc.strerror or exc}); "
                              "pick another with --out DIR") from None
+    return created
+
+
+@contextmanager
+def claimed(out: str | Path | None):
+    """The run directory for the duration of a run: checked writable on entry; if the run fails or is
+    interrupted before anything was written there, the folders it created are removed again."""
+    created = check_writable(Path(out)) if out is not None else []
+    try:
+        yield
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders that are still empty, innermost first (never one that holds anything)."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = None, report: bool = True) -> Path:
@@ -42,9 +69,12 @@ def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = N
         write_synthetic(full.config["synthetic"], out)
     if "search" in full.config:
         return out
-    ranked = full.rank_by(options.rank_by) if full.config.get("noise") else full
+    ranked = full.view(options.rank_by, options.across, options.model)
     result = ranked.analyze(**options.analyze_kwargs())
     write_analysis(result, out)
+    if full.models:
+        write_transfer(full.transfer_analysis(options.aggregate, options.mode, options.cross_model, options.bootstrap,
+                                              options.seed), out)
     if report:
         from .report import write_report
 
@@ -92,6 +122,16 @@ def write_analysis(analysis, out: Path) -> None:
             "friedman": None if f is None else {"statistic": f.statistic, "p_value": f.p_value,
                                                  "critical_difference": f.critical_difference, "n_tasks": f.n_tasks}}
     _write_json(out / "analysis.json", data)
+
+
+def write_transfer(transfer, out: Path) -> None:
+    """A run with several models: the A→B matrix (transfer.csv) and τ, axis agreement and the cross-model
+    prompt (transfer.json)."""
+    transfer.matrix.to_csv(out / "transfer.csv", index=False)
+    _write_json(out / "transfer.json", {
+        "models": transfer.models, "aggregate": transfer.aggregate, "cross_model": transfer.how,
+        "cross_model_prompt": transfer.chosen, "kendall_tau": transfer.tau.to_dict("records"),
+        "axes": transfer.axes.to_dict("records"), "cross_model_cost": transfer.cross.to_dict("records")})
 
 
 def write_synthetic(info: dict, out: Path) -> Path:

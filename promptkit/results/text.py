@@ -180,8 +180,9 @@ def format_held_out(summary: dict) -> str:
 
 
 def ranked_view(full, options):
-    """What a run is ranked as: a run with noise conditions collapsed by `options.rank_by`, any other as it is."""
-    return full.rank_by(options.rank_by) if full.config.get("noise") else full
+    """What a run is ranked as: one model of several, or all across models and tasks; a run with noise
+    conditions collapsed by `options.rank_by`; any other as it is."""
+    return full.view(options.rank_by, options.across, options.model)
 
 
 def format_run(full, options, out: Path, report: bool = True) -> str:
@@ -194,6 +195,9 @@ def format_run(full, options, out: Path, report: bool = True) -> str:
              format_analysis(results.analyze(**options.analyze_kwargs()), brief=True)]
     if full.config.get("noise"):
         parts += ["", format_robustness(full)]
+    if full.models:
+        parts += ["", format_transfer(full.transfer_analysis(options.aggregate, options.mode, options.cross_model,
+                                                             min(options.bootstrap, 500), options.seed))]
     if any("demo_source" in v["values"] for v in results.variants.values()):
         try:
             text = format_demo_sources(results)
@@ -204,3 +208,30 @@ def format_run(full, options, out: Path, report: bool = True) -> str:
         parts.append(f"\nreport: {Path(out) / 'report.html'}")
     parts.append("\n" + footer(full, out))
     return "\n".join(parts)
+
+
+def format_transfer(t) -> str:
+    """The transfer protocol as text: the chosen-on × scored-on regret matrix, leave-one-model-out, Kendall τ
+    between models, axis agreement, and what the cross-model prompt costs on each model."""
+    import pandas as pd
+
+    m = t.matrix
+    pairs = m[m["chosen_on"].isin(t.models)]
+    grid = pairs.pivot(index="chosen_on", columns="scored_on", values="regret").reindex(index=t.models, columns=t.models)
+    lines = [f"transfer across models ({t.aggregate} on held-out tasks; regret = scored-on model's own best − the prompt "
+             "chosen on the row's model; 95% CI over examples):",
+             grid.to_string(float_format=lambda x: f"{x:.3f}"), ""]
+    for r in m.to_dict("records"):
+        lines.append(f"  chosen on {r['chosen_on']:<22} scored on {r['scored_on']:<22} {r['chosen']:<28} "
+                     f"held-out {r['held_out']:.3f}  regret {r['regret']:.3f} [{r['regret_ci_low']:.3f}, {r['regret_ci_high']:.3f}]")
+    lines.append("")
+    for r in t.tau.to_dict("records"):
+        lines.append(f"  Kendall tau {r['model_a']} vs {r['model_b']}: {r['kendall_tau']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+    if not t.axes.empty:
+        agree = t.axes["agrees"].sum()
+        lines.append(f"  axes whose best value agrees across models: {agree} of {len(t.axes)}")
+    lines.append(f"\nprompt that holds across models ({t.how} over models of the selection {t.aggregate}): {t.chosen}")
+    with pd.option_context("display.width", 250):
+        lines.append(t.cross[["model", "selection", "held_out", "own_best", "own_best_held_out", "cost_selection",
+                              "cost_held_out"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return "\n".join(lines)

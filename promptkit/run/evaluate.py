@@ -6,19 +6,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..backends.base import Backend, load_backend
+from ..backends.base import Backend
 from ..engine import distributed
 from ..errors import PromptkitError
 from ..results.core import Results
-from ..results.rundir import check_writable, write_run
-from .collect import collect
-from .execute import Executed, execute
+from ..results.rundir import claimed, write_run
+from .models import check_models, combine, label, model_list, score_model
 from .options import RunOptions, options_from
 from .plan import make_plan
-from .work import render_work, with_chat
+from .work import render_work
 
 
-def evaluate(templates=None, suite=None, model: str | Backend | None = None, *, limit: int | None = None,
+def evaluate(templates=None, suite=None, model: str | Backend | list | None = None, *, limit: int | None = None,
              max_variants: int | None = None, seed: int = 0, dtype: str = "auto", device: str = "auto",
              batch_tokens: int | str = "auto", cache: str | Path | bool | None = True, calibrate: bool = False,
              trust_remote_code: bool = False, device_map: str | dict | None = None, search: str | None = None,
@@ -31,7 +30,8 @@ def evaluate(templates=None, suite=None, model: str | Backend | None = None, *, 
     templates: None (the built-in library), a directory, a YAML file, a list of them, or TemplateFamily objects.
     suite: None (the built-in 'bigbench_mc'), a built-in suite name, a YAML path, or a Suite.
     model: None (Gemma 3 270M from PyPI), a model spec (built-in name, hub id, local directory, .gguf file,
-        'hf:ID'), or a loaded Backend to reuse.
+        'hf:ID'), a loaded Backend to reuse, or a list of them: each model is loaded, scored and released in turn,
+        and the rows get a `model` column (see Results.transfer for how prompts carry over between models).
     Every other argument is a field of RunOptions (promptkit.RunOptions documents each).
     Under `accelerate launch` every process scores its share of the requests on its own device; rank 0
     plans, gathers and writes the run directory (see README, "Several GPUs or machines").
@@ -40,26 +40,25 @@ def evaluate(templates=None, suite=None, model: str | Backend | None = None, *, 
     values = {k: v for k, v in locals().items() if k not in ("templates", "suite", "model", "started")}
     ranks = distributed.current(device)  # several only under `accelerate launch` / torchrun
     options = options_from({**values, "noise": noise or []}).validated().for_rank(ranks)
-    if options.out is not None:
-        check_writable(Path(options.out))  # before any scoring, so a bad --out cannot cost a run
-    plan = make_plan(templates, suite, options)
-    for note in plan.notes:
-        options.log(f"warning: {note}")
-    work = render_work(plan, options.seed, options.calibrate)  # every prompt, before the model loads
-    backend = load_backend(model, **options.load_options())
-    work = with_chat(work, getattr(backend, "format_chat", None), backend.name)
-    done = execute(work, plan, backend, options, ranks)
-    results = collect(plan, done, backend, options, ranks, started)
-    if options.out is not None:
-        save(results, options, done)
+    with claimed(options.out):  # checked before any scoring; removed again if the run fails before writing it
+        plan = make_plan(templates, suite, options)
+        models, notes = model_list(model)
+        for note in plan.notes + notes:
+            options.log(f"warning: {note}")
+        check_models(models, options)  # every model, before the first is scored
+        work = render_work(plan, options.seed, options.calibrate)  # every prompt, once, before any model loads
+        runs = [score_model(m, work, plan, options, ranks, started) for m in models]  # one model in memory at a time
+        results = combine(runs, [label(m) for m in models], notes)
+        if options.out is not None:
+            save(results, options)
     return results
 
 
-def save(results: Results, options: RunOptions, done: Executed) -> None:
+def save(results: Results, options: RunOptions) -> None:
     """Write the run directory; if that fails, say where the scores still are."""
     try:
         write_run(results, options.out, analysis=options.analysis, report=options.report)
     except OSError as exc:
-        kept = "the scores are in the result cache, so rerunning with another --out costs seconds" if done.cache_path else \
+        kept = "the scores are in the result cache, so rerunning with another --out costs seconds" if options.cache else \
             "the Results object returned here still holds everything"
         raise PromptkitError(f"{options.out}: could not write the run directory ({exc.strerror or exc}); {kept}") from None

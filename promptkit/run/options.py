@@ -92,6 +92,15 @@ class RunOptions:
             raise PromptkitError("--calibrate cannot be combined with synthetic demonstrations yet (the content-free prompts "
                                  "would not show them); calibrate a run of the other demonstration sources")
 
+    def check_models(self, count: int) -> None:
+        """The rules for runs with several models."""
+        if count > 1 and self.search is not None:
+            raise PromptkitError("--search runs on one model: each model's search would score different examples, and "
+                                 "the models could not be compared pairwise; search on one model, then run the finalists "
+                                 "on all of them")
+        if count > 1 and self.noise:
+            raise PromptkitError("--noise cannot be combined with several models yet: run the noise conditions per model")
+
     def for_rank(self, ranks) -> "RunOptions":
         """Under `accelerate launch`: each process on its own device, rank 0 alone shows progress, logs and
         writes the run directory."""
