@@ -1,7 +1,8 @@
 """The backend contract: what the run needs from any model (log-likelihoods, generation, a fingerprint,
 a description, optional capabilities), the result types, and model specs → backends.
 
-Adding a backend is one module with a `load(target, **options)` function plus one line in BACKENDS;
+Adding a backend is one module with a `load(target, **options)` function (and, optionally, `check(target,
+**options)`, which finds a bad spec without loading the model) plus one line in BACKENDS;
 the run, the engine, search and synthesis only ever see this contract.
 """
 
@@ -49,7 +50,8 @@ class Backend(Protocol):
     Optional capabilities, looked up with `getattr`: `count_tokens(texts) -> list[int]` (exact
     token counts for batching, sharding and search costs; about 4 characters a token without it),
     `format_chat(messages) -> str` (the model's chat template over (role, text) turns, with the
-    assistant's turn opened), `batch_tokens` (int), `backoffs` (out-of-memory halvings so far).
+    assistant's turn opened), `batch_tokens` (int), `backoffs` (out-of-memory halvings so far), `close()`
+    (release the model; a run with several models calls it before loading the next).
     """
 
     name: str
