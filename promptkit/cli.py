@@ -121,13 +121,12 @@ def _batch_tokens(value: str):
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
-    from .analysis.metrics import MODES
-    from .analysis.ranking import AGGREGATES, PROTOCOLS
+    from .analysis.names import AGGREGATES, MODES, PROTOCOLS
 
     p.add_argument("--protocol", default="split", choices=[*PROTOCOLS, "models"],
                    help="selection/held-out protocol (default split: the suite's own; models: the suite's split and, for "
                         "a run with several models, a prompt chosen on one model scored on another)")
-    p.add_argument("--aggregate", default="mean_norm", choices=list(AGGREGATES), help="aggregate across tasks (default mean_norm)")
+    p.add_argument("--aggregate", default="mean_norm", choices=AGGREGATES, help="aggregate across tasks (default mean_norm)")
     p.add_argument("--mode", default="raw", choices=MODES, help="scoring mode (default raw log-likelihood)")
     p.add_argument("--folds", type=int, default=5, help="k for --protocol kfold (default 5)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000)")

@@ -123,14 +123,22 @@ def test_modules_and_run_path_functions_stay_short():
 
 
 def _imported_by(code: str) -> dict:
-    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in ('torch', 'transformers', 'datasets', 'evaluate') " \
-                   "if m in sys.modules)))"
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in ('torch', 'transformers', 'datasets', 'evaluate', " \
+                   "'pandas', 'scipy', 'numpy') if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def test_the_option_names_match_what_they_name():
+    from promptkit.analysis import metrics, names, ranking
+
+    assert names.AGGREGATES == tuple(ranking.AGGREGATES) and names.MODES == metrics.MODES
+    assert names.DEFAULT_AGGREGATE in names.AGGREGATES
+
+
 def test_help_lint_render_and_import_load_no_torch(toy_suite, tmp_path):
+    """Nor pandas, scipy or numpy: the entry points start in about a second."""
     family = tmp_path / "fam.yaml"
     family.write_text("name: fam\nprompt: 'Q: {{ input }}'\ncontinuation: ' {{ choice }}'\n")
     assert _imported_by("import promptkit; promptkit.PromptkitError") == []

@@ -10,6 +10,7 @@ import pandas as pd
 from ..errors import PromptkitError
 
 from ..backends.base import ContinuationScore
+from .names import MODES
 from ..tasks.core import Example
 
 
@@ -38,7 +39,6 @@ def example_row(example: Example, scores: list[ContinuationScore]) -> dict:
     }
 
 
-MODES = ("raw", "per_token", "per_char", "calibrated")
 CONTENT_FREE_INPUT = "N/A"  # Zhao et al. 2021's content-free input
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ..errors import PromptkitError
+from .names import DEFAULT_AGGREGATE, PROTOCOLS
 from .stats import Scores, percentile_ci
 
 
@@ -107,7 +108,6 @@ def agg_worst(table, chance):
 AGGREGATES = {"mean_norm": agg_mean_norm, "mean": agg_mean, "mean_rank": agg_mean_rank,
               "win_rate": agg_win_rate, "worst": agg_worst}
 HIGHER_IS_BETTER = {"mean_norm": True, "mean": True, "mean_rank": False, "win_rate": True, "worst": True}
-DEFAULT_AGGREGATE = "mean_norm"
 
 
 def aggregate_fn(name: str):
@@ -146,7 +146,6 @@ class Fold:
     held_out: list[str]
 
 
-PROTOCOLS = ("split", "kfold", "loto", "cluster")
 
 
 def make_folds(protocol: str, tasks: dict[str, dict], k: int = 5, seed: int = 0) -> list[Fold]:
