@@ -64,6 +64,8 @@ def test_two_models_one_run_equal_two_single_runs(tiny_model, tiny_gpt2, toy_sui
     # ranked over (model, task) cells by default; pooled over models with across("tasks")
     assert set(both.ranked().tasks) == {f"{m}::{t}" for m in both.models for t in both.tasks}
     assert set(both.across("tasks").tasks) == set(both.tasks)
+    assert both.plot("transfer").axes[0].get_xlabel() == "scored on (held-out tasks)"
+    assert list(both.transfer(n_boot=50)["chosen_on"])[:4] == [tiny_model, tiny_model, tiny_gpt2, tiny_gpt2]
     assert len(both.across("tasks").rows) == len(both.rows)
 
 

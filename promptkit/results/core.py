@@ -75,14 +75,16 @@ class Results:
         return self._analysis
 
     def plot(self, kind: str = "heatmap"):
-        """A matplotlib Figure: heatmap, cd (critical difference), sensitivity, selection_vs_held_out, axes."""
+        """A matplotlib Figure: heatmap, cd (critical difference), sensitivity, selection_vs_held_out, axes, and for
+        a run with several models transfer (chosen-on × scored-on regret)."""
         from . import plots
 
         view = self.ranked()
         makers = {"heatmap": lambda: plots.heatmap(view), "cd": lambda: plots.cd_diagram(self.summary_analysis()),
                   "sensitivity": lambda: plots.sensitivity(view),
                   "selection_vs_held_out": lambda: plots.selection_vs_held_out(view),
-                  "axes": lambda: plots.axis_effects(self.summary_analysis())}
+                  "axes": lambda: plots.axis_effects(self.summary_analysis()),
+                  "transfer": lambda: plots.transfer_heatmap(self.transfer_analysis(n_boot=200))}
         if kind not in makers:
             raise PromptkitError(f"unknown plot '{kind}'; use one of {', '.join(makers)}")
         return makers[kind]()
