@@ -1,5 +1,6 @@
 """A new user's first hour: nothing slow is silent (the BIG-bench download and extraction, GGUF assembly and
-conversion say what they do). Every server here is local (127.0.0.1) and stopped by its fixture."""
+conversion say what they do), and a hub id on a machine without the Hub fails in seconds. Every server here
+is local (127.0.0.1) and stopped by its fixture."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import hashlib
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,8 +21,10 @@ import pytest
 
 from conftest import write_bigbench_task
 from promptkit.backends import acquire
-from promptkit.errors import SuiteError
+from promptkit.errors import ModelError, SuiteError
 from promptkit.tasks.sources import bigbench
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fake_sdist(tmp_path: Path) -> bytes:
@@ -184,5 +191,65 @@ def test_gguf_conversion_announces_each_step_before_it_starts(tiny_model, tmp_pa
     assert (out / acquire.CONVERTED_MARKER).is_file() and (out / "model.safetensors").is_file()
     events.clear()
     assert acquire.convert_gguf(gguf, log=events.append) == out and events == []  # converted once, silent after
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clean_env(tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
+    env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"), PROMPTKIT_CACHE=str(tmp_path / "cache"), **extra)
+    return env
+
+
+@pytest.mark.parametrize("case", ["unreachable", "offline"])
+def test_unknown_hub_id_without_the_hub_fails_in_seconds(case, toy_suite, two_templates, tmp_path):
+    extra = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"} if case == "unreachable" else {"HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "promptkit", "run", "--model", "org/unknown-model", "--suite", str(toy_suite),
+               "--templates", str(two_templates), "--limit", "2", "--max-variants", "1", "--no-cache",
+               "--out", str(tmp_path / "run"), "--quiet"]
+    started = time.monotonic()
+    done = subprocess.run(command, env=_clean_env(tmp_path, **extra), capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    why = "the Hugging Face Hub (http://127.0.0.1:" if case == "unreachable" else "HF_HUB_OFFLINE is set"
+    assert "promptkit: error: could not load model 'org/unknown-model': " + why in done.stderr
+    assert "not in the local Hugging Face cache. Pass a hub id (needs the Hub), a local model directory" in done.stderr
+    assert "Retry" not in done.stderr
+    assert elapsed < 20, f"{elapsed:.1f} s"  # includes starting Python and importing torch; the check itself is < 4 s
+
+
+def test_cached_hub_model_loads_without_the_hub(tiny_model, tmp_path):
+    """A hub id already in the local Hugging Face cache loads from there when the Hub does not answer."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--org--cached"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = "from promptkit.backends.hf import load; b = load('org/cached', device='cpu', log=print); print('identity', b.identity)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=_clean_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}"))
+    assert done.returncode == 0, done.stderr
+    assert "is unreachable from here; loading 'org/cached' from the local Hugging Face cache" in done.stdout
+    assert "identity hub:org/cached" in done.stdout
+
+
+def test_reachable_hub_keeps_the_hub_path_and_is_asked_once(local_server, monkeypatch):
+    local_server.routes["/"] = (200, {}, b"")
+    monkeypatch.setenv("HF_ENDPOINT", local_server.url)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(acquire, "_hub_answers", {})
+    assert acquire.resolve_model("org/name") == ("org/name", "hub:org/name")
+    assert acquire.resolve_model("org/other") == ("org/other", "hub:org/other")
+    assert local_server.seen == [("HEAD", "/")]  # one probe per process
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="could not load model 'org/name': HF_HUB_OFFLINE is set"):
+        acquire.resolve_model("org/name")
 
 

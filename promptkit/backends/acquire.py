@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -127,7 +128,73 @@ def resolve_model(spec: str | None, log: Callable[[str], None] = print) -> tuple
         return str(path), f"dir:{path.resolve()}"
     if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
         raise ModelError(f"model path {spec} does not exist; pass an existing directory, a .gguf file or a hub id like 'org/name'")
-    return spec, f"hub:{spec}"
+    return hub_location(spec, log), f"hub:{spec}"
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+_hub_answers: dict[str, bool] = {}  # endpoint -> whether it answered; asked once per process
+
+
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _offline_variable() -> str | None:
+    """The environment variable that turns the Hub off (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE), if one is set."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return name
+    return None
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub's endpoint answers at all (any HTTP status counts), through huggingface_hub's own HTTP
+    client (the user's proxies and certificates). Asked once per process; the request runs in a thread so
+    that a slow name lookup cannot hold it past HUB_PROBE_TIMEOUT_S."""
+    endpoint = hub_endpoint()
+    if endpoint not in _hub_answers:
+        answers: list[bool] = []
+
+        def probe() -> None:
+            try:
+                from huggingface_hub.utils import get_session
+
+                get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+                answers.append(True)
+            except Exception:
+                answers.append(False)
+
+        thread = threading.Thread(target=probe, name="promptkit-hub-probe", daemon=True)
+        thread.start()
+        thread.join(HUB_PROBE_TIMEOUT_S + 1)
+        _hub_answers[endpoint] = bool(answers and answers[0])
+    return _hub_answers[endpoint]
+
+
+def _cached_snapshot(repo_id: str) -> str | None:
+    """The folder of a hub model already in the local Hugging Face cache, or None (no network is used)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:
+        return None
+
+
+def hub_location(repo_id: str, log: Callable[[str], None] = print) -> str:
+    """What transformers should load for a hub id: the id itself when the Hub answers; the cached copy when the
+    Hub is switched off or unreachable; otherwise a ModelError at once, instead of a minute of retries."""
+    offline = _offline_variable()
+    if not offline and hub_reachable():
+        return repo_id
+    cached = _cached_snapshot(repo_id)
+    why = f"{offline} is set" if offline else f"the Hugging Face Hub ({hub_endpoint()}) is unreachable from here"
+    if cached:
+        log(f"promptkit: {why}; loading '{repo_id}' from the local Hugging Face cache ({cached})")
+        return cached
+    raise ModelError(f"could not load model '{repo_id}': {why}, and the model is not in the local Hugging Face cache. "
+                     "Pass a hub id (needs the Hub), a local model directory, a .gguf file or a built-in model "
+                     "(promptkit models lists them).")
 
 
 def weights_fingerprint(model, sample_bytes: int = 1 << 16) -> str:
