@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="check template and suite YAML files")
     lint.add_argument("paths", nargs="+", help="YAML files or directories")
     lint.set_defaults(func=cmd_lint)
+
+    models = sub.add_parser("models", help="list the built-in model names, their packages and what is cached")
+    models.set_defaults(func=cmd_models)
     return parser
 
 
@@ -366,6 +369,23 @@ def cmd_lint(args) -> int:
     warnings = len(messages) - errors
     print(f"{errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
+
+
+def cmd_models(args) -> int:
+    from .backends.acquire import builtin_models
+
+    for m in builtin_models():
+        source = f"{m['file']} from the PyPI package {m['package']}"
+        state = (f"{m['version']} (installed)" if m["installed"] else f"(not installed: {m['install']})")
+        gguf = f", GGUF {_size(m['gguf_bytes'])}" if m["gguf_bytes"] else ""
+        converted = (f"converted: {_size(m['converted_bytes'])} in {m['converted']}" if m["converted"] else
+                     "not converted yet (the first run converts it once, about a minute)")
+        print(f"{m['name']}{' (default)' if m['default'] else ''}: {source} {state}{gguf}; {converted}")
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 if __name__ == "__main__":

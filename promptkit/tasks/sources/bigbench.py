@@ -6,7 +6,9 @@ import difflib
 import hashlib
 import json
 import os
+import sys
 import tarfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -42,33 +44,53 @@ def sdist_path() -> Path:
 
 
 def download_sdist(path: Path) -> None:
-    """Fetch the sdist from the package index (PEP 691 JSON API), checking its sha256.
+    """Fetch the sdist from the package index (PEP 691 JSON API), checking its sha256; a progress bar on
+    stderr counts the bytes (against Content-Length when the server sends it).
 
     `pip download` cannot be used: it builds the package's metadata, and bigbench 1.0.0
     declares a direct-URL dependency that modern pip refuses.
     """
+    from tqdm.auto import tqdm
+
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
     headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
-    print(f"promptkit: downloading {SDIST} (~360 MB, once) from {index} into {path.parent}", flush=True)
+    _say(f"promptkit: downloading {SDIST} (~360 MB, once) from {index} into {path.parent}")
+    tmp = path.with_suffix(".part")
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(urllib.request.Request(f"{index}/bigbench/", headers=headers), timeout=TIMEOUT_S) as r:
             files = json.load(r)["files"]
-        url = next(f["url"] for f in files if f["filename"] == SDIST)
-        tmp = path.with_suffix(".part")
-        digest = hashlib.sha256()
+        url = next((f["url"] for f in files if f["filename"] == SDIST), None)
+        if url is None:
+            raise SuiteError(f"the index lists no file {SDIST} for the project bigbench")
+        url = urllib.parse.urljoin(f"{index}/bigbench/", url)  # PEP 691 allows relative links
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, tmp.open("wb") as out:
-            while block := r.read(1 << 20):
-                digest.update(block)
-                out.write(block)
+            size = r.headers.get("Content-Length")
+            # a bar on a terminal; elsewhere (logs, CI) a line every 10 s and at the end
+            interactive = sys.stderr.isatty()
+            with tqdm(total=int(size) if size and size.isdigit() else None, unit="B", unit_scale=True,
+                      unit_divisor=1024, desc=SDIST, file=sys.stderr, disable=False, dynamic_ncols=interactive,
+                      mininterval=0.5 if interactive else 10) as bar:
+                while block := r.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
     except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        reason = str(exc) or type(exc).__name__
         raise SuiteError(
-            f"could not download {SDIST} from {index}: {exc}. Download it by hand and set "
+            f"could not download {SDIST} from {index}: {reason}. Download it by hand and set "
             f"PROMPTKIT_BIGBENCH_SDIST=/path/to/{SDIST}, or put it in {path.parent}"
         ) from None
     if digest.hexdigest() != SDIST_SHA256:
         tmp.unlink(missing_ok=True)
         raise SuiteError(f"downloaded {SDIST} has sha256 {digest.hexdigest()}, expected {SDIST_SHA256}; try again")
     tmp.replace(path)
+
+
+def _say(message: str) -> None:
+    """A progress line on stderr (stdout is for results)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def ensure_cached(names: list[str]) -> None:
@@ -81,7 +103,10 @@ def ensure_cached(names: list[str]) -> None:
     if unknown:
         _raise_unknown(unknown[0], index)
     found: list[str] = []
-    with tarfile.open(sdist_path(), "r:gz") as tar:
+    sdist = sdist_path()
+    _say(f"promptkit: extracting {len(missing)} BIG-bench task file(s) from {sdist.name} into {cache_dir('bigbench', 'tasks')} "
+         "(one pass over the whole archive, about 15 s)")
+    with tarfile.open(sdist, "r:gz") as tar:
         for member in tar:
             if not member.name.endswith("/task.json") or "/benchmark_tasks/" not in member.name:
                 continue
