@@ -46,6 +46,8 @@ def check_models(models: list, options: RunOptions) -> None:
         try:
             check_backend(m, **options.load_options())
         except PromptkitError as exc:
+            if label(m) in str(exc):  # the message names the model already
+                raise
             raise ModelError(f"model '{label(m)}' cannot be used: {exc}") from None
 
 
