@@ -1,0 +1,107 @@
+"""Resource attacks: files and templates that would hang promptkit or exhaust memory.
+
+Each attack runs the real command line in a child process under a 1 GiB address-space cap and a wall-clock
+timeout, and must end well within both with a clear error: exit 2 (lint: exit 1 and an error line), a message
+that names the file and says what to do, and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MEMORY = 1 << 30  # bytes of address space for the child (a plain `render` peaks near 200 MB)
+TIMEOUT = 90  # seconds before the child is killed: a hang
+QUICK = 30  # seconds an attack may take on a loaded machine (the real cost is a few seconds at most)
+
+CHILD = f"""
+import atexit, resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, ({MEMORY}, {MEMORY}))
+atexit.register(lambda: print('PEAK_KB=%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))
+sys.argv = ['promptkit'] + sys.argv[1:]
+runpy.run_module('promptkit', run_name='__main__')
+"""
+
+
+def promptkit(cwd: Path, *args: str) -> tuple[int, str, float]:
+    """Run `promptkit ARGS` in a capped child; return (exit code, stdout + stderr, seconds)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY)))
+    return done.returncode, done.stdout + done.stderr, time.perf_counter() - start
+
+
+def assert_refused(result, *needles: str, code: int = 2) -> None:
+    rc, out, seconds = result
+    assert "Traceback" not in out and "MemoryError" not in out, out[-3000:]
+    assert rc == code, out[-3000:]
+    assert seconds < QUICK, f"took {seconds:.1f} s"
+    for needle in needles:
+        assert needle in out, (needle, out[-3000:])
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A suite with one small `files` task, and an ordinary template family next to it."""
+    rows = [{"q": f"question {i}", "a": "yes", "b": "no", "t": i % 2} for i in range(4)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"selection": [
+        {"source": "files", "path": "data.jsonl", "input": "q", "choices": ["a", "b"], "target": "t"}]}))
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "fine.yaml").write_text('name: fine\nprompt: "Q: {{ input }}"\ncontinuation: " {{ choice }}"\n')
+    return tmp_path
+
+
+def render(workdir: Path, family: str = "fine", templates: str = "templates", suite: str = "suite.yaml"):
+    return promptkit(workdir, "render", family, "--templates", templates, "--suite", suite, "--task", "data")
+
+
+def test_the_harness_renders_an_ordinary_family(workdir):
+    rc, out, _ = render(workdir)
+    assert rc == 0 and "Q: question" in out, out[-3000:]
+
+
+# ---------------------------------------------------------------------------- 3. YAML aliases
+
+
+def laughs(levels: int = 9) -> list[str]:
+    """YAML lines defining &l0 .. &l{levels-1}: each level repeats the one before nine times (9**9 'lol's)."""
+    lines = ["  - &l0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"  - &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return lines
+
+
+def test_billion_laughs_in_a_template_is_refused_by_lint_and_render(workdir):
+    path = workdir / "templates" / "laughs.yaml"
+    path.write_text("\n".join(["name: laughs", 'prompt: "{{ input }}"', "metadata:", "  all:", *laughs(),
+                               "description: *l8", ""]))
+    for result, code in ((promptkit(workdir, "lint", str(path)), 1), (render(workdir, "laughs"), 2)):
+        assert_refused(result, "laughs.yaml:8: ", "YAML refused: the alias *l2", "write the values out", code=code)
+
+
+def test_billion_laughs_in_a_suite_is_refused(workdir):
+    (workdir / "suite.yaml").write_text((workdir / "suite.yaml").read_text() + "description:\n" + "\n".join(laughs()) + "\n")
+    assert_refused(render(workdir), "suite.yaml:13: YAML refused: the alias *l2")
+    assert_refused(promptkit(workdir, "lint", "suite.yaml"), "suite.yaml:13: error: YAML refused", code=1)
+
+
+def test_small_aliases_still_load_and_recursive_ones_are_refused(tmp_path):
+    from promptkit.errors import TemplateError
+    from promptkit.prompts.templates import read_yaml
+
+    path = tmp_path / "alias.yaml"
+    path.write_text("axes:\n  a: &v [x, y]\n  b: *v\nname: ok\n")
+    assert read_yaml(path)[0] == {"axes": {"a": ["x", "y"], "b": ["x", "y"]}, "name": "ok"}
+    path.write_text("name: loop\nmetadata: &m\n  self: *m\n")
+    with pytest.raises(TemplateError, match=r"alias.yaml:3: .*refers to a value it is inside of"):
+        read_yaml(path)
