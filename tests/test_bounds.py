@@ -105,3 +105,42 @@ def test_small_aliases_still_load_and_recursive_ones_are_refused(tmp_path):
     path.write_text("name: loop\nmetadata: &m\n  self: *m\n")
     with pytest.raises(TemplateError, match=r"alias.yaml:3: .*refers to a value it is inside of"):
         read_yaml(path)
+
+
+# ---------------------------------------------------------------------------- 4. special files
+
+
+def special(path: Path, kind: str) -> Path:
+    """Make `path` a link to /dev/zero ("zero") or a FIFO that nobody writes to ("fifo")."""
+    if kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    return path
+
+
+KINDS = {"zero": "a character device", "fifo": "a FIFO"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_special_template_files_are_refused(workdir, kind):
+    path = special(workdir / "templates" / "bad.yaml", kind)
+    assert_refused(render(workdir), "bad.yaml", KINDS[kind], "not a regular file")
+    assert_refused(promptkit(workdir, "lint", "templates"), "bad.yaml", KINDS[kind], code=1)
+    assert_refused(promptkit(workdir, "lint", str(path)), "bad.yaml", KINDS[kind], code=1)
+    assert_refused(render(workdir, templates=str(path)), "bad.yaml", KINDS[kind])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_special_suite_and_data_files_are_refused(workdir, kind):
+    (workdir / "data.jsonl").unlink()
+    special(workdir / "data.jsonl", kind)
+    assert_refused(render(workdir), "data.jsonl", KINDS[kind], "not a regular file")
+    special(workdir / "other.yaml", kind)
+    assert_refused(render(workdir, suite="other.yaml"), "other.yaml", KINDS[kind], "not a regular file")
+
+
+def test_oversized_yaml_is_refused_before_it_is_read(workdir):
+    path = workdir / "templates" / "huge.yaml"
+    path.write_text("name: huge\nprompt: '{{ input }}'\ndescription: '" + "x" * 1_200_000 + "'\n")
+    assert_refused(render(workdir), "huge.yaml", "over the 1,000,000-byte limit")

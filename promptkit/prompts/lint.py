@@ -16,8 +16,8 @@ def lint_paths(paths: list[str | Path]) -> list[LintMessage]:
         path = Path(item)
         if path.is_dir():
             files += sorted(list(path.rglob("*.yaml")) + list(path.rglob("*.yml")))
-        elif path.is_file():
-            files.append(path)
+        elif path.exists() or path.is_symlink():
+            files.append(path)  # read_yaml refuses anything but a regular file, saying what it is
         else:
             out.append(LintMessage(str(path), None, "error", "no such file or directory"))
     for path in files:

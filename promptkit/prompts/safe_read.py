@@ -54,22 +54,29 @@ def check_regular(path: Path, limit: int, what: str, error: type[Exception]) -> 
     return st
 
 
-def read_regular(path: Path, limit: int, what: str, error: type[Exception]) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes. The file is opened without blocking and checked
-    on its descriptor, so a FIFO or device never gets read (nor a file swapped in after a check)."""
+def open_regular(path: Path, limit: int, what: str, error: type[Exception]):
+    """Open a regular file of at most `limit` bytes for binary reading. It is opened without blocking and
+    checked on its descriptor, so a FIFO or a device is never read (nor a file swapped in after a check)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _refuse(path, st.st_mode, what, error)
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        f.close()
+        raise _refuse(path, st.st_mode, what, error) if not stat.S_ISREG(st.st_mode) else _too_big(path, st.st_size, limit, what, error)
+    return f
+
+
+def read_regular(path: Path, limit: int, what: str, error: type[Exception]) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (see open_regular)."""
+    with open_regular(path, limit, what, error) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise _too_big(path, max(len(data), st.st_size), limit, what, error)
+        raise _too_big(path, len(data), limit, what, error)
     return data
 
 

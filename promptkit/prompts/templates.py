@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import TemplateError, TemplateSecurityError
 from ..paths import builtin_dir
-from .safe_read import MAX_YAML_BYTES, AliasError, BoundedLoader, read_regular
+from .safe_read import MAX_YAML_BYTES, AliasError, BoundedLoader, check_regular, read_regular
 from .sandbox import PromptSandbox, bounded_filter, render_bounded
 
 # What every template may use, whatever the task: the canonical Example fields plus the
@@ -316,7 +316,8 @@ def template_files(spec: str | Path | list | None) -> list[Path]:
             if not found:
                 raise TemplateError(f"{path}: directory has no .yaml template files")
             files.extend(found)
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():  # a regular file, else refused with what it is (a FIFO, a device...)
+            check_regular(path, MAX_YAML_BYTES, "template file", TemplateError)
             files.append(path)
         else:
             raise TemplateError(f"{path}: no such template file or directory (built-in sets: {', '.join(builtin_sets())})")
