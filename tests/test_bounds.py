@@ -144,3 +144,68 @@ def test_oversized_yaml_is_refused_before_it_is_read(workdir):
     path = workdir / "templates" / "huge.yaml"
     path.write_text("name: huge\nprompt: '{{ input }}'\ndescription: '" + "x" * 1_200_000 + "'\n")
     assert_refused(render(workdir), "huge.yaml", "over the 1,000,000-byte limit")
+
+
+# ---------------------------------------------------------------------------- 1. work, 2. size before allocation
+
+S = "{% set s = 'a' * 99999 %}"
+# templates that ran for minutes or reached gigabytes before the budgets bounded work and checked sizes first
+WORK = [
+    "{% set ns = namespace(x=3) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x > 0 }}",
+    "{% set ns = namespace(x=1) %}{% for i in range(99999) %}{% set ns.x = ns.x - (-ns.x) %}{% endfor %}{{ ns.x }}",
+    "{{ ([['a'] * 20000] * 20000)|sum(start=[])|length }}",
+    "{{ (['a'] * 30000)|map('list')|sum(start=[])|length }}",
+    "{% set l = [1] * 30000 %}{% for i in range(99999) %}{% set x = l %}{% endfor %}",  # only the deadline stops it
+]
+SIZE = [
+    S + "{{ [s] * 99999 }}",
+    S + "{{ (['a'] * 99999)|join(s) }}",
+    "{% set s = '\\n' * 99999 %}{{ s|indent(99999) }}",
+    "{% set s = '\\n' * 99999 %}{{ s|indent('x' * 99999) }}",
+    "{{ dict.fromkeys(range(99999), 'a' * 99999)|tojson }}",
+    "{{ ([1] * 1000)|tojson(indent=99999) }}",
+    "{{ ('\\t' * 99999).expandtabs(99999) }}",
+    "{{ ('a' * 99999).translate({97: 'b' * 50000}) }}",
+    "{{ ('{:99999}' * 1000).format(*range(1000)) }}",
+    S + "{{ ('%s' * 100) % ((s,) * 100) }}",
+    S + "{{ s ~ s }}",
+    "{{ range(99999)|map('center', 99999)|list|length }}",
+    "{% macro m() %}{% for i in range(99999) %}{{ 'a' * 99999 }}{% endfor %}{% endmacro %}{{ m()|length }}",
+    "{% set x %}{% for i in range(99999) %}{{ 'a' * 99999 }}{% endfor %}{% endset %}{{ x|length }}",
+    "{% set x %}{% for i in range(99999) %}" + "z" * 5000 + "{% endfor %}{% endset %}{{ x|length }}",
+]
+
+
+def family_file(directory: Path, name: str, prompt: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "prompt": prompt, "continuation": " {{ choice }}"}))
+    return path
+
+
+@pytest.mark.parametrize("prompt", WORK + SIZE, ids=[f"work{i}" for i in range(len(WORK))] + [f"size{i}" for i in range(len(SIZE))])
+def test_lint_stops_runaway_templates(workdir, prompt):
+    path = family_file(workdir / "templates", "runaway", prompt)
+    assert_refused(promptkit(workdir, "lint", str(path)), "runaway.yaml", "stopped by the sandbox", code=1)
+
+
+@pytest.mark.parametrize("i", [0, 2, 4])
+def test_render_stops_templates_that_would_run_for_minutes(workdir, i):
+    family_file(workdir / "templates", "runaway", WORK[i])
+    assert_refused(render(workdir, "runaway"), "runaway.yaml", "stopped by the sandbox", "runaway")
+
+
+@pytest.mark.parametrize("i", [0, 4, 12])
+def test_render_stops_templates_before_they_allocate(workdir, i):
+    family_file(workdir / "templates", "runaway", SIZE[i])
+    assert_refused(render(workdir, "runaway"), "runaway.yaml", "stopped by the sandbox", "runaway")
+
+
+def test_budgets_leave_ordinary_templates_alone():
+    from promptkit.prompts.templates import family_from_dict
+
+    prompt = ("{% set ns = namespace(n=0) %}{% for c in choices %}{% set ns.n = ns.n + 1 %}{% endfor %}"
+              "{{ '%s/%d' % (input, ns.n) }} {{ '{}:{}'.format(id, 2 ** 10) }} {{ choices|join(', ') }} "
+              "{{ [[1], [2]]|sum(start=[]) }} {{ 'a\\nb'|indent(2) }} {{ ('x' * 3) ~ input }} {{ meta|tojson }}")
+    text = family_from_dict({"name": "fine", "prompt": prompt}).render(
+        "prompt", {"input": "hi", "choices": ["a", "b"], "id": "7", "instruction": "", "meta": {"k": 1}})
+    assert text == 'hi/2 7:1024 a, b [1, 2] a\n  b xxxhi {"k": 1}'
