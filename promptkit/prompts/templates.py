@@ -15,6 +15,7 @@ import yaml
 
 from ..errors import TemplateError, TemplateSecurityError
 from ..paths import builtin_dir
+from .safe_read import MAX_YAML_BYTES, AliasError, BoundedLoader, check_regular, read_regular
 from .sandbox import PromptSandbox, bounded_filter, render_bounded
 
 # What every template may use, whatever the task: the canonical Example fields plus the
@@ -148,7 +149,7 @@ def _jinja_message(family: TemplateFamily, key: str, exc: jinja2.TemplateSyntaxE
 def _node_lines(text: str) -> dict[str, int]:
     """1-based line of each top-level key; '<key>@jinja' holds the line before a template's first line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=BoundedLoader)
     except yaml.YAMLError:
         return {}
     lines: dict[str, int] = {}
@@ -163,20 +164,21 @@ def _node_lines(text: str) -> dict[str, int]:
 
 
 def read_yaml(path: Path) -> tuple[Any, str]:
-    """Safe-load a YAML file; syntax errors name the file and line."""
+    """Safe-load a YAML file (a regular file of at most MAX_YAML_BYTES, aliases bounded); errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_YAML_BYTES, "YAML file", TemplateError).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TemplateError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise TemplateError(f"{path}: cannot read file: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text), text
+        return yaml.load(text, Loader=BoundedLoader), text
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise TemplateError(f"{where}: YAML syntax error: {problem}") from None
+        kind = "YAML refused" if isinstance(exc, AliasError) else "YAML syntax error"
+        raise TemplateError(f"{where}: {kind}: {problem}") from None
+    except RecursionError:
+        raise TemplateError(f"{path}: YAML nested too deeply to read; flatten the file") from None
 
 
 def family_from_dict(data: Any, path: str = "<memory>", lines: dict[str, int] | None = None) -> TemplateFamily:
@@ -314,7 +316,8 @@ def template_files(spec: str | Path | list | None) -> list[Path]:
             if not found:
                 raise TemplateError(f"{path}: directory has no .yaml template files")
             files.extend(found)
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():  # a regular file, else refused with what it is (a FIFO, a device...)
+            check_regular(path, MAX_YAML_BYTES, "template file", TemplateError)
             files.append(path)
         else:
             raise TemplateError(f"{path}: no such template file or directory (built-in sets: {', '.join(builtin_sets())})")

@@ -11,6 +11,7 @@ import jinja2
 
 from ..errors import SuiteError, TemplateError
 from ..paths import builtin_dir
+from ..prompts.safe_read import MAX_YAML_BYTES, check_regular
 from ..prompts.sandbox import render_bounded
 from ..prompts.templates import make_environment, read_yaml
 from .sampling import demo_indices, pick_indices
@@ -25,8 +26,7 @@ def resolve_suite_path(spec: str | Path | None) -> Path:
         spec = "bigbench_mc"
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SuiteError(f"{path}: no such suite file")
+        check_regular(path, MAX_YAML_BYTES, "suite file", SuiteError)  # not a FIFO, a device or a huge file
         return path
     builtin = builtin_dir("suites") / f"{spec}.yaml"
     if builtin.is_file():

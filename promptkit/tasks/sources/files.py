@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 from pathlib import Path
 from typing import Callable
 
 from ...errors import SuiteError
+from ...prompts.safe_read import MAX_DATA_BYTES, check_regular, open_regular
 
 FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def _check_text(path: Path, where: str) -> None:
+    """The file is UTF-8 and not blank, read a megabyte at a time (a data file may be large)."""
+    decoder, blank, offset = codecs.getincrementaldecoder("utf-8")(), True, 0
+    with open_regular(path, MAX_DATA_BYTES, "data file", SuiteError) as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise SuiteError(f"{path}: not valid UTF-8 (byte {offset + exc.start}); re-save the file as UTF-8") from None
+            blank = blank and not chunk.strip()
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not valid UTF-8 (it ends inside a character); re-save the file as UTF-8") from None
+    if blank:
+        raise SuiteError(f"{where}: data file {path} is empty; it needs at least one example row")
 
 
 def rows(spec, pick: Callable[[int], list[int]]):
@@ -16,17 +37,13 @@ def rows(spec, pick: Callable[[int], list[int]]):
     import datasets
 
     path = Path(spec.options["path"])
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise SuiteError(f"{spec.where}: data file {path} does not exist; fix `path:` (relative paths start at the suite file's folder)")
+    check_regular(path, MAX_DATA_BYTES, "data file", SuiteError)  # not a FIFO, a device, or past MAX_DATA_BYTES
     fmt = spec.options.get("format") or FORMATS.get(path.suffix.lower())
     if fmt not in ("json", "csv"):
         raise SuiteError(f"{spec.where}: cannot tell the format of {path}; name it .json, .jsonl or .csv, or set `format: json|csv`")
-    try:
-        path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
-    if not path.read_bytes().strip():
-        raise SuiteError(f"{spec.where}: data file {path} is empty; it needs at least one example row")
+    _check_text(path, spec.where)
     kwargs = {"field": spec.options["field"]} if spec.options.get("field") else {}
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a local file loads in moments; its progress bar is noise
