@@ -45,8 +45,8 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
         models, notes = model_list(model)
         for note in plan.notes + notes:
             options.log(f"warning: {note}")
-        check_models(models, options)  # every model, before the first is scored
         work = render_work(plan, options.seed, options.calibrate)  # every prompt, once, before any model loads
+        check_models(models, options)  # every model, before the first is scored
         runs = [score_model(m, work, plan, options, ranks, started) for m in models]  # one model in memory at a time
         results = combine(runs, [label(m) for m in models], notes)
         if options.out is not None:
