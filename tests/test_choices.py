@@ -75,3 +75,47 @@ def test_five_thousand_choices_fit_a_memory_cap(tiny_model):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "peak-rss-mb" in done.stdout
     assert time.monotonic() - start < 300
+
+
+def test_letter_labels_stay_unique_past_z():
+    from promptkit.prompts.templates import _letter
+
+    assert [_letter(i) for i in (0, 25, 26, 27, 51, 52, 701, 702)] == ["A", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]
+    assert len({_letter(i) for i in range(20_000)}) == 20_000
+
+
+def test_thirty_choices_render_thirty_distinct_letter_continuations():
+    import promptkit as pk
+    from promptkit.prompts.render import render
+    from promptkit.prompts.variants import expand
+    from promptkit.tasks.core import Example, Task
+
+    family = next(f for f in pk.load_templates() if f.name == "letter_answer")
+    variant = next(v for v in expand(family) if v.values["label"] == "letters")
+    example = Example("e0", "Which one?", [f"option {i}" for i in range(30)], 29)
+    request = render(variant, Task("many", [example]), example)
+    assert len(set(request.continuations)) == 30 and not request.duplicated
+    assert request.continuations[26] == " AA" and "AD. option 29" in request.prompt
+
+
+def test_duplicate_continuations_are_a_warning(tiny_model, tmp_path):
+    import json
+
+    import promptkit as pk
+
+    rows = [{"q": f"Capital number {i}?", "opts": ["Paris", "Rome", "Paris"] if i < 2 else ["Paris", "Rome", "Berlin"],
+             "label": 1, "uid": f"c{i}"} for i in range(4)]
+    (tmp_path / "capitals.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: dup\nselection:\n"
+                     "  - {name: capitals, source: files, path: capitals.jsonl, input: q, choices: opts, target: label, id: uid}\n")
+    family = tmp_path / "plain.yaml"
+    family.write_text("name: plain\naxes:\n  cue: ['Answer:', 'A:']\nprompt: 'Q: {{ input }} {{ cue }}'\n"
+                      "continuation: ' {{ choice }}'\n")
+    logged = []
+    res = pk.evaluate(str(family), str(suite), tiny_model, cache=False, progress=False, log=logged.append)
+    notes = [n for n in res.config["engine"]["notes"] if "same continuation" in n]
+    assert len(notes) == 2  # one per variant × task
+    assert all("task 'capitals': 2 of 4 example(s)" in n and "' Paris'" in n for n in notes)
+    assert {n.split()[1] for n in notes} == set(res.to_pandas()["variant"])
+    assert sum("same continuation" in line and line.startswith("warning: ") for line in logged) == 2
