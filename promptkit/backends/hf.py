@@ -239,15 +239,21 @@ class HFBackend:
         results: list[ContinuationScore | None] = [None] * len(pairs)
         finish = collector(results, on_scores, progress, _scores_of(pairs))
 
+        def group_cost(g):  # the prompt, plus per continuation the keys it attends to (its prompt) and its tokens;
+            # this keeps a batch to about one cluster of similar prompts, which keeps padding small
+            return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
+
         shared, single = [], []
         for ctx, members in groups.items():
             longest = max(len(encoded[j][1]) for j in members)
             fits = self.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= self.share_limit
-            (shared if fits else single).append((ctx, members))
-
-        def group_cost(g):  # the prompt, plus per continuation the keys it attends to (its prompt) and its tokens;
-            # this keeps a batch to about one cluster of similar prompts, which keeps padding small
-            return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
+            if fits and group_cost((ctx, members)) > self.batch_tokens:
+                # too many continuations for one batch: chunks whose memory (the prompt's cache per packed row,
+                # the continuation tokens) fits the budget, so that memory does not grow with their number
+                chunks = hf_compute.split_group(self, len(ctx), [len(encoded[j][1]) for j in members])
+                shared += [(ctx, [members[i] for i in chunk]) for chunk in chunks]
+            else:
+                (shared if fits else single).append((ctx, members))
 
         # the vocabulary projection reads the whole output matrix, so rows wait here and are
         # projected a few hundred at a time rather than a few dozen per batch

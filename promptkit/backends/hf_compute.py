@@ -71,13 +71,52 @@ def _cache_of(out):
     return cache if cache is not None else out.get("past_key_values")
 
 
+def pack_width(backend: HFBackend) -> int:
+    """Most continuation tokens packed into one row of pass 3 (a single longer continuation gets a row of its own)."""
+    return max(1, min(1024, backend.batch_tokens // 4))
+
+
+def pack_rows(sizes: list[int], width: int) -> list[list[int]]:
+    """Continuations (by packed size: their tokens but the last) in order into rows of at most `width`
+    tokens; the indices in each row, at least one row."""
+    rows: list[list[int]] = [[]]
+    fill = 0
+    for i, n in enumerate(sizes):
+        if rows[-1] and fill + n > width:
+            rows.append([])
+            fill = 0
+        rows[-1].append(i)
+        fill += n
+    return rows
+
+
+def split_group(backend: HFBackend, prompt: int, sizes: list[int]) -> list[list[int]]:
+    """A prompt's continuations (by token count) in chunks scored as separate items, each within the token
+    budget: the prompt, its cache once per packed row (pack_rows), and the continuation tokens. A chunk
+    holds at least one continuation; all of them in one chunk when they fit."""
+    width, chunks = pack_width(backend), []
+    rows = fill = total = 0  # of the open chunk: rows as pack_rows makes them, tokens in its last row, all tokens
+    for i, n in enumerate(sizes):
+        if chunks:
+            opens = fill + n - 1 > width  # a new row, as in pack_rows (the open row is never empty here)
+            r, f = (rows + 1, n - 1) if opens else (rows, fill + n - 1)
+            if prompt * (1 + r) + total + n <= backend.batch_tokens:
+                chunks[-1].append(i)
+                rows, fill, total = r, f, total + n
+                continue
+        chunks.append([i])
+        rows, fill, total = 1, n - 1, n
+    return chunks
+
+
 @torch.inference_mode()
 def score_shared(backend: HFBackend, items: list[tuple[list[int], list[list[int]], int]]) -> _Scored:
     """Three passes over one batch, each reading the previous one's key/value cache:
     1. prefixes: one row per cluster's shared prefix (or, for a prompt that shares nothing,
        all but its last token);
     2. the rest of every prompt, its cache rows copied from its prefix row;
-    3. every continuation (all but its last token), packed one row per prompt behind its cache.
+    3. every continuation (all but its last token), packed behind its prompt's cache, in rows of at most
+       pack_width tokens (a prompt with many continuations gets several rows).
     """
     base, dev = backend.model.base_model, backend.device
     # ---- pass 1: prefixes
@@ -117,40 +156,50 @@ def score_shared(backend: HFBackend, items: list[tuple[list[int], list[list[int]
     backend.forward_tokens += int(smask.sum())
     backend._count_keys((cut[g], len(ctx) - cut[g]) for g, (ctx, _, _) in enumerate(items))
     # ---- pass 3: continuations; the first token of each is predicted from the prompt's last position.
-    # All continuations of a prompt share one row (no copy of the prompt's cache per continuation):
-    # a 4D mask lets each token see its prompt and the earlier tokens of its own continuation only.
+    # The continuations of a prompt are packed into rows of at most pack_width tokens (no copy of the
+    # prompt's cache per continuation, one per row): a 4D mask lets each token see its prompt and the
+    # earlier tokens of its own continuation only. The mask and the attention of a row grow with
+    # width × (prompt + width), so a bounded width keeps them linear in the number of continuations.
     conts = [(g, cont) for g, (_, group, _) in enumerate(items) for cont in group]
     rep = torch.tensor([g for g, _ in conts])
     lengths = torch.tensor([len(ctx) for ctx, _, _ in items])
     vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - cuts[rep]).to(dev)]]
     targets = [cont[0] for _, cont in conts]
-    packed: list[list[int]] = [[] for _ in items]
-    segments: list[list[tuple[int, int]]] = [[] for _ in items]  # (start, length) of each continuation in its row
-    for g, cont in conts:
-        segments[g].append((len(packed[g]), len(cont) - 1))
-        packed[g] += cont[:-1]
+    packed: list[list[int]] = []
+    segments: list[list[tuple[int, int]]] = []  # (start, length) of each continuation in its row
+    row_item: list[int] = []  # the prompt (cache row of pass 2) that each packed row reads
+    for g, (_, group, _) in enumerate(items):
+        for row in pack_rows([len(c) - 1 for c in group], pack_width(backend)):
+            packed.append([]), segments.append([]), row_item.append(g)
+            for i in row:
+                segments[-1].append((len(packed[-1]), len(group[i]) - 1))
+                packed[-1] += group[i][:-1]
     width3 = max(len(row) for row in packed)
     if width3:
+        rep3 = torch.tensor(row_item)
+        if len(packed) != len(items):  # a prompt spread over several rows: its cache row is repeated
+            cache.reorder_cache(rep3.to(dev))
         cin, cmask = _right_pad(packed, backend._pad_id(), width3)
         past = mask2.shape[1]
-        allowed = torch.zeros((len(items), width3, past + width3), dtype=torch.bool)
-        allowed[:, :, :past] = mask2.bool()[:, None, :]
-        offsets = torch.zeros((len(items), width3), dtype=torch.long)
-        for g, segs in enumerate(segments):
+        allowed = torch.zeros((len(packed), width3, past + width3), dtype=torch.bool)
+        allowed[:, :, :past] = mask2.bool()[rep3][:, None, :]
+        offsets = torch.zeros((len(packed), width3), dtype=torch.long)
+        for r, segs in enumerate(segments):
             for start, n in segs:
                 if n:
                     block = torch.ones(n, n, dtype=torch.bool).tril()
-                    allowed[g, start:start + n, past + start:past + start + n] = block
-                    offsets[g, start:start + n] = torch.arange(n)
+                    allowed[r, start:start + n, past + start:past + start + n] = block
+                    offsets[r, start:start + n] = torch.arange(n)
         idx = torch.arange(width3)
         allowed[:, idx, past + idx] |= ~cmask.bool()  # padding rows attend to themselves (never read)
         bias = torch.zeros(allowed.shape, dtype=backend.dtype)
         bias.masked_fill_(~allowed, torch.finfo(backend.dtype).min)
+        del allowed
         hidden = base(input_ids=cin.to(dev), attention_mask=bias[:, None].to(dev),
-                      position_ids=(lengths[:, None] + offsets).to(dev), use_cache=True, **{backend._cache_arg: cache})[0]
+                      position_ids=(lengths[rep3][:, None] + offsets).to(dev), use_cache=True, **{backend._cache_arg: cache})[0]
         backend.forward_tokens += int(cmask.sum())
         backend._count_keys((len(items[g][0]), len(cont) - 1) for g, cont in conts)
-        rows = [g for g, segs in enumerate(segments) for start, n in segs for _ in range(n)]
+        rows = [r for r, segs in enumerate(segments) for start, n in segs for _ in range(n)]
         cols = [start + j for segs in segments for start, n in segs for j in range(n)]
         vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(dev), torch.tensor(cols, dtype=torch.long).to(dev)])
         targets += [t for _, cont in conts for t in cont[1:]]

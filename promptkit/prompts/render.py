@@ -36,6 +36,12 @@ class Request:
     def generative(self) -> bool:
         return self.max_new_tokens > 0
 
+    @property
+    def duplicated(self) -> bool:
+        """Two or more choices render to the same continuation: they get identical scores, and a model can
+        never pick the later ones (the run records a warning, see run.work.duplicate_notes)."""
+        return len(set(self.continuations)) < len(self.continuations)
+
 
 def context(variant: Variant, task: Task, example: Example) -> dict:
     """Names a template may use: the canonical fields, the task's instruction, and the axes."""

@@ -46,8 +46,18 @@ _ALLOWED = "Templates may use the example's fields, their axes and Jinja's filte
 
 
 def _letter(index: int) -> str:
-    """0 -> 'A', 1 -> 'B', ... (the usual multiple-choice labels)."""
-    return string.ascii_uppercase[int(index) % 26]
+    """0 -> 'A', 1 -> 'B', ... 25 -> 'Z', then spreadsheet-style 26 -> 'AA', 27 -> 'AB', ... 52 -> 'BA', 702 -> 'AAA'
+    (the usual multiple-choice labels, unique for any number of choices)."""
+    n = int(index)
+    if n < 0:
+        raise TemplateError(f"letter filter: index {n} is negative; it labels choices 0, 1, 2, ... as A, B, C, ...")
+    label = ""
+    while True:
+        n, r = divmod(n, 26)
+        label = string.ascii_uppercase[r] + label
+        if not n:
+            return label
+        n -= 1
 
 
 def _casing(text: str, style: str) -> str:

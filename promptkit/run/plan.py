@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import PromptkitError
 from ..prompts.templates import TemplateFamily, load_templates
@@ -23,6 +24,13 @@ class Plan:
     variants: list[Variant]
     metrics: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    log: Callable[[str], None] | None = None  # where notes found after planning go (the render phase's)
+
+    def note(self, text: str) -> None:
+        """Record a note found after planning (rendering) with the run, and log it as a warning."""
+        self.notes.append(text)
+        if self.log:
+            self.log(f"warning: {text}")
 
     @property
     def synthetic_variants(self) -> list[Variant]:
@@ -43,7 +51,7 @@ def make_plan(templates, suite, options: RunOptions) -> Plan:
         from ..analysis.text_metrics import load_metric
 
         metrics = {t.name: load_metric(t.metric) for t in tasks if t.generative}  # a bad name fails before the model loads
-    plan = Plan(families, suite, tasks, variants, metrics, left_out + check_demonstrations(variants, tasks))
+    plan = Plan(families, suite, tasks, variants, metrics, left_out + check_demonstrations(variants, tasks), options.log)
     options.check_plan(list(metrics), bool(plan.synthetic_variants))
     return plan
 

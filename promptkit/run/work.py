@@ -50,7 +50,27 @@ def render_work(plan: Plan, seed: int, calibrate: bool = False) -> list[WorkItem
                 keys[item.calibration_key] = WorkItem(CONTENT_FREE, item.variant, item.task, blank,
                                                       render(item.variant, item.task, blank, seed))
         work += keys.values()
+    for note in duplicate_notes(work):
+        plan.note(note)
     return work
+
+
+def duplicate_notes(work: list[WorkItem]) -> list[str]:
+    """One warning per variant × task whose examples render two choices to the same continuation (duplicate
+    choice texts in the data, or a template that collapses them): those choices would be scored alike."""
+    found: dict[tuple[str, str], list[WorkItem]] = {}
+    for item in work:
+        if item.reported and item.request.duplicated:
+            found.setdefault((item.variant.id, item.task.name), []).append(item)
+    notes = []
+    for (variant, task), items in found.items():
+        first = items[0].request.continuations
+        twice = next(c for i, c in enumerate(first) if c in first[:i])
+        notes.append(f"variant {variant} on task '{task}': {len(items)} of {len(items[0].task.examples)} example(s) "
+                     f"render two or more choices to the same continuation (example '{items[0].example.id}': {twice!r}); "
+                     "such choices get identical scores and the later ones can never be predicted. Make the "
+                     "continuation unique per choice, or remove duplicate choices from the data")
+    return notes
 
 
 def with_chat(work: list[WorkItem], format_chat, model: str) -> list[WorkItem]:
