@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 
 import promptkit as pk
+from promptkit.errors import SuiteError
 from promptkit.tasks.suites import load_task
 
 
@@ -23,3 +26,30 @@ def test_rewritten_data_file_with_the_same_mtime_is_read_again(toy_suite):
     assert os.stat(data).st_mtime_ns == stat.st_mtime_ns and os.stat(data).st_size == stat.st_size
     again = load_task(pk.load_suite(toy_suite).task("capitals"))
     assert [e.input for e in again.examples] == [f"Capital letter {i}?" for i in range(5)]
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "true", "0", "2.5"])
+def test_suite_limit_must_be_a_positive_integer(toy_suite, value):
+    text = toy_suite.read_text().replace("limit: 10", f"limit: {value}")
+    toy_suite.write_text(text)
+    with pytest.raises(SuiteError, match=r"suite\.yaml.*`limit`.*positive integer"):
+        pk.load_suite(toy_suite)
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "true", "0"])
+def test_task_limit_must_be_a_positive_integer(toy_suite, value):
+    text = toy_suite.read_text().replace("path: even/task.json}", f"path: even/task.json, limit: {value}}}")
+    toy_suite.write_text(text)
+    with pytest.raises(SuiteError, match=r"suite\.yaml: selection\[0\].*`limit`.*positive integer"):
+        pk.load_suite(toy_suite)
+
+
+def test_mapping_expression_with_a_type_error_names_task_field_and_row(toy_suite):
+    text = toy_suite.read_text().replace("input: q,", "input: '{{ q + 1 }}',")
+    toy_suite.write_text(text)
+    with pytest.raises(SuiteError) as info:
+        load_task(pk.load_suite(toy_suite).task("capitals"))
+    message = str(info.value)
+    assert "capitals.jsonl, row 0" in message and "'capitals'" in message and "`input:`" in message
+    assert "TypeError" not in message or "fix" in message.lower()
+
