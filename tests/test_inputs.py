@@ -53,3 +53,13 @@ def test_mapping_expression_with_a_type_error_names_task_field_and_row(toy_suite
     assert "capitals.jsonl, row 0" in message and "'capitals'" in message and "`input:`" in message
     assert "TypeError" not in message or "fix" in message.lower()
 
+
+@pytest.mark.parametrize("score", ['"1"', '"yes"', "null", "NaN", "Infinity", "true"])
+def test_bigbench_target_scores_must_be_numbers(tmp_path, score):
+    path = tmp_path / "task.json"
+    path.write_text('{"examples": [{"input": "a", "target_scores": {"x": 1, "y": 0}},'
+                    f' {{"input": "b", "target_scores": {{"x": 0, "y": {score}}}}}]}}')
+    suite = tmp_path / "s.yaml"
+    suite.write_text("selection:\n  - {name: t, source: bigbench, path: task.json}\n")
+    with pytest.raises(SuiteError, match=r"task\.json: task 't', example 1: `target_scores` gives choice 'y'"):
+        load_task(pk.load_suite(suite).task("t"))
