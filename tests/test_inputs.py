@@ -63,3 +63,42 @@ def test_bigbench_target_scores_must_be_numbers(tmp_path, score):
     suite.write_text("selection:\n  - {name: t, source: bigbench, path: task.json}\n")
     with pytest.raises(SuiteError, match=r"task\.json: task 't', example 1: `target_scores` gives choice 'y'"):
         load_task(pk.load_suite(suite).task("t"))
+
+
+def test_a_suite_without_held_out_tasks_runs_and_writes_with_leave_one_task_out(tiny_model, toy_suite, two_templates,
+                                                                                tmp_path, capsys):
+    from promptkit.cli import main
+    from promptkit.results.rundir import ANALYSIS_FILES, REPORT_FILE, TABLE_FILES
+
+    text = toy_suite.read_text()
+    toy_suite.write_text(text[:text.index("held_out:")])
+    out = tmp_path / "run"
+    code = main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                 "--limit", "3", "--max-variants", "3", "--out", str(out), "--quiet", "--bootstrap", "50"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in (*TABLE_FILES, *ANALYSIS_FILES, REPORT_FILE):
+        assert (out / name).is_file(), name
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["protocol"] == "loto" and "no held_out tasks" in analysis["summary"]["note"]
+    assert analysis["summary"]["folds"] == 2
+    assert "leave-one-task-out" in captured.out and "protocol loto (2 folds" in captured.out
+    assert main(["rank", str(out), "--bootstrap", "50"]) == 0
+    assert "protocol loto (2 folds" in capsys.readouterr().out
+
+
+def test_a_one_task_suite_without_held_out_tasks_still_writes_its_run(tiny_model, toy_suite, two_templates, tmp_path,
+                                                                      capsys):
+    from promptkit.cli import main
+
+    toy_suite.write_text("selection:\n  - {name: even, source: bigbench, path: even/task.json}\n")
+    out = tmp_path / "run"
+    code = main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                 "--limit", "3", "--max-variants", "2", "--out", str(out), "--quiet", "--bootstrap", "50"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (out / "results.jsonl").is_file() and (out / "analysis.json").is_file()
+    assert json.loads((out / "analysis.json").read_text())["protocol"] == "none"
+    assert "one task" in captured.out
+    assert main(["rank", str(out), "--bootstrap", "50"]) == 0
+
