@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
 
 
 import promptkit as pk
-from promptkit.errors import SuiteError
+from promptkit.errors import PromptkitError, SuiteError
 from promptkit.tasks.suites import load_task
 
 
@@ -102,3 +103,89 @@ def test_a_one_task_suite_without_held_out_tasks_still_writes_its_run(tiny_model
     assert "one task" in captured.out
     assert main(["rank", str(out), "--bootstrap", "50"]) == 0
 
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _journal_mode(path) -> str:
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_an_unrelated_sqlite_database_is_refused_and_left_untouched(tmp_path):
+    from promptkit.engine.cache import ResultCache
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO users VALUES (1, 'ada')")
+    before = path.read_bytes()
+    with pytest.raises(PromptkitError) as info:
+        ResultCache(path, "fp")
+    message = str(info.value)
+    assert str(path) in message and "not a promptkit result cache" in message and "users" in message
+    assert "--cache" in message and "--no-cache" in message
+    assert path.read_bytes() == before and _tables(path) == {"users"} and _journal_mode(path) == "delete"
+    # a table that shares a name with promptkit's but not its columns is foreign too
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE loglikelihood (x TEXT)")
+    with pytest.raises(PromptkitError, match="not a promptkit result cache"):
+        ResultCache(path, "fp")
+    assert _journal_mode(path) == "delete"
+
+
+def test_a_new_cache_is_marked_and_an_unmarked_older_cache_is_still_accepted(tmp_path):
+    from promptkit.engine import cache as rc
+
+    new = tmp_path / "new.sqlite"
+    store = rc.ResultCache(new, "fp")
+    store.put_many([("k", -1.0, 2, 3, True)])
+    store.close()
+    with sqlite3.connect(new) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == rc.APPLICATION_ID
+    assert rc.ResultCache(new, "fp").get_many(["k"]) == {"k": (-1.0, 2, 3, True)}
+    old = tmp_path / "old.sqlite"  # made by an earlier version: promptkit's exact tables, no marker
+    with sqlite3.connect(old) as db:
+        db.executescript(rc.SCHEMA)
+        db.execute("INSERT INTO loglikelihood VALUES ('fp', 'k', -2.0, 1, 1, 0)")
+    assert rc.ResultCache(old, "fp").get_many(["k"]) == {"k": (-2.0, 1, 1, False)}
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()  # an empty file is a new cache
+    rc.ResultCache(empty, "fp").close()
+    assert _tables(empty) == {"loglikelihood", "generation"}
+
+
+def test_a_cache_with_corrupted_pages_is_a_clear_error(tmp_path):
+    from promptkit.engine.cache import ResultCache
+
+    path = tmp_path / "results.sqlite"
+    store = ResultCache(path, "fp")
+    store.put_many([(f"key{i:06d}", -1.0, 2, 3, False) for i in range(5000)])
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = DELETE")  # fold the WAL into the file
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[3 * page:6 * page] = b"\xa5" * (3 * page)
+    path.write_bytes(bytes(data))
+    with pytest.raises(PromptkitError) as info:
+        ResultCache(path, "fp")
+    message = str(info.value)
+    assert str(path) in message and "malformed" in message
+    assert "delete" in message and "--cache" in message and "--no-cache" in message
+
+
+def test_run_with_a_foreign_cache_exits_2_with_one_message(tiny_model, toy_suite, two_templates, tmp_path, capsys):
+    from promptkit.cli import main
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    code = main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                 "--limit", "2", "--max-variants", "1", "--out", str(tmp_path / "run"), "--quiet", "--cache", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a promptkit result cache" in err and "Traceback" not in err
+    assert _tables(path) == {"users"}
