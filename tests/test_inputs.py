@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
-
 
 import promptkit as pk
 from promptkit.errors import PromptkitError, SuiteError
@@ -189,3 +193,69 @@ def test_run_with_a_foreign_cache_exits_2_with_one_message(tiny_model, toy_suite
     err = capsys.readouterr().err
     assert code == 2 and "not a promptkit result cache" in err and "Traceback" not in err
     assert _tables(path) == {"users"}
+
+
+def _start(tiny_model, toy_suite, templates, tmp_path, batch_tokens="auto"):
+    argv = [sys.executable, "-m", "promptkit", "run", "--templates", str(templates), "--suite", str(toy_suite),
+            "--model", tiny_model, "--cache", str(tmp_path / "cache.sqlite"), "--out", str(tmp_path / "run"),
+            "--max-variants", "0", "--batch-tokens", str(batch_tokens), "--quiet", "--no-report"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_until(proc, ready, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the signal could be sent"
+
+
+def _importing(proc) -> bool:
+    """The process is importing its libraries (numpy is mapped), long before any scoring."""
+    try:
+        return "numpy" in Path(f"/proc/{proc.pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/PID/maps")
+@pytest.mark.parametrize("signals, code, words", [
+    ([signal.SIGINT], 130, "interrupted"),
+    ([signal.SIGINT, signal.SIGINT], 130, "interrupted"),
+    ([signal.SIGTERM], 143, "SIGTERM"),
+])
+def test_a_signal_while_the_run_is_starting_is_one_line_and_130_or_143(tiny_model, toy_suite, two_templates, tmp_path,
+                                                                       signals, code, words):
+    proc = _start(tiny_model, toy_suite, two_templates, tmp_path)
+    _wait_until(proc, lambda: _importing(proc))
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert words in _one_line(err)
+
+
+def test_sigterm_during_scoring_keeps_the_cache_and_exits_143(tiny_model, toy_suite, two_templates, tmp_path):
+    from promptkit.engine.cache import count_rows
+
+    (two_templates / "many.yaml").write_text(
+        "name: many\naxes:\n  label: ['Q:', 'Question:', 'Input:', 'Text:']\n  sep: [' ', '\\n', ' | ']\n"
+        "  end: ['Answer:', 'A:']\nprompt: '{{ label }} {{ input }}{{ sep }}{{ end }}'\ncontinuation: ' {{ choice }}'\n")
+    db = tmp_path / "cache.sqlite"
+    proc = _start(tiny_model, toy_suite, two_templates, tmp_path, batch_tokens=48)
+    _wait_until(proc, lambda: db.exists() and count_rows(db) > 0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    line = _one_line(err)
+    assert "stopped (SIGTERM)" in line and str(db) in line and "Run the same command again to resume" in line
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert count_rows(db) > 0
