@@ -48,6 +48,10 @@ def _what_to_do(path: Path) -> str:
     return f"delete {path} (it is only a cache), pick another file with --cache PATH, or run with --no-cache"
 
 
+def _busy(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 def check_cache_file(db: sqlite3.Connection, path: Path) -> bool:
     """Before anything is written: the file is empty (a new cache; returns True), or promptkit's (marked, or an
     older cache with exactly promptkit's tables), and its pages are sound. Anything else is refused untouched."""
@@ -56,6 +60,8 @@ def check_cache_file(db: sqlite3.Connection, path: Path) -> bool:
         tables = {name: [c[1] for c in db.execute(f"PRAGMA table_info('{name}')")]
                   for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
     except sqlite3.DatabaseError as exc:
+        if _busy(exc):  # another process is creating or writing it: the caller waits and looks again
+            raise
         raise PromptkitError(f"result cache {path} cannot be read ({exc}); {_what_to_do(path)}") from None
     if app_id not in (0, APPLICATION_ID) or app_id == 0 and tables and not (
             set(tables) <= set(COLUMNS) and all(tables[t] == COLUMNS[t] for t in tables)):
@@ -68,6 +74,8 @@ def check_cache_file(db: sqlite3.Connection, path: Path) -> bool:
     try:
         problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
     except sqlite3.DatabaseError as exc:
+        if _busy(exc):
+            raise
         problems = [str(exc)]
     if problems != ["ok"]:
         raise PromptkitError(f"result cache {path} is damaged (database disk image is malformed: "
@@ -107,11 +115,12 @@ class ResultCache:
             raise PromptkitError(f"result cache {self.path} cannot be used ({exc}); {_what_to_do(self.path)}") from None
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            check_cache_file(self.db, self.path)
             self._set_up(timeout_s)
         except (sqlite3.DatabaseError, OSError) as exc:
             self.db.close()
-            raise PromptkitError(f"result cache {self.path} cannot be used ({exc}); {_what_to_do(self.path)}") from None
+            todo = ("another process held it past the wait; let it finish, pick another file with --cache PATH, or run "
+                    "with --no-cache") if _busy(exc) else _what_to_do(self.path)
+            raise PromptkitError(f"result cache {self.path} cannot be used ({exc}); {todo}") from None
         except PromptkitError:
             self.db.close()
             raise
@@ -123,6 +132,7 @@ class ResultCache:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
+                check_cache_file(self.db, self.path)  # refused before WAL or any table touches the file
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 with self.db:
@@ -133,7 +143,7 @@ class ResultCache:
                     self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                if not _busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02 + random.random() * 0.05)
 
