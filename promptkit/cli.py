@@ -1,13 +1,15 @@
 """The `promptkit` command: run, render, lint.
 
 Exit codes: 0 success; 1 lint found errors; 2 bad input (template, suite, model, run directory,
-arguments; argparse's own usage errors also exit 2); 130 interrupted (Ctrl-C).
+arguments; argparse's own usage errors also exit 2); 130 interrupted (Ctrl-C), 143 stopped (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,16 +19,31 @@ DEFAULT_MAX_VARIANTS = 16
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _received.clear()
+    handlers = ({sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+                if threading.current_thread() is threading.main_thread() else {})
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except PromptkitError as exc:
         print(f"promptkit: error{_rank_tag()}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("promptkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("promptkit: " + ("stopped (SIGTERM)" if isinstance(exc, _Stopped) else "interrupted"), file=sys.stderr)
+        return 143 if isinstance(exc, _Stopped) else 130
+    finally:  # once signalled, later signals are ignored to the end (finalization would restore SIG_DFL: -2, -15)
+        for sig, handler in handlers.items():
+            signal.signal(sig, signal.SIG_IGN if _received else handler)
+
+
+_received: list[int] = []
+
+
+def _on_signal(signum, frame):
+    """Ctrl-C/SIGTERM unwind as KeyboardInterrupt/_Stopped (cache closed, one line, 130/143); a second is ignored."""
+    if not _received:
+        _received.append(signum)
+        raise _Stopped() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _rank_tag() -> str:
@@ -158,10 +175,6 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cache = False if args.no_cache else (args.cache or True)
-    if _rank_tag():  # the launcher ends the job with SIGTERM when another process fails
-        import signal
-
-        signal.signal(signal.SIGTERM, _stopped_by_launcher)
     analysis = _analysis_from(args)
     try:
         results = evaluate(
@@ -172,12 +185,11 @@ def cmd_run(args) -> int:
             noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
             report=not args.no_report, analysis=analysis,
         )
-    except _Stopped:
-        print(f"\npromptkit: stopped{_rank_tag()}: another process of this job failed. {_resume_hint(cache)}", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print(f"\npromptkit: interrupted{_rank_tag()}. {_resume_hint(cache)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the launcher's, when another process of the job fails)
+        stop = isinstance(exc, _Stopped)
+        why = ("stopped" + (": another process of this job failed" if _rank_tag() else " (SIGTERM)")) if stop else "interrupted"
+        print(f"\npromptkit: {why}{_rank_tag()}. {_resume_hint(cache)}", file=sys.stderr)
+        return 143 if stop else 130
     except PromptkitError:
         if _rank_tag():  # the launcher stops the other processes; say how to pick up again
             print(f"promptkit: this process failed, so the whole job stops. {_resume_hint(cache)}", file=sys.stderr)
@@ -193,9 +205,7 @@ def cmd_run(args) -> int:
 
 def _models(given: list[str] | None):
     """--model once: that model; several times: the list; never: the default model."""
-    if not given:
-        return None
-    return given[0] if len(given) == 1 else given
+    return None if not given else given[0] if len(given) == 1 else given
 
 
 def _analysis_from(args):
@@ -219,11 +229,7 @@ def _synthetic_options(args) -> dict:
 
 
 class _Stopped(KeyboardInterrupt):
-    """SIGTERM from the launcher: unwinds like Ctrl-C, so the cache connection closes cleanly."""
-
-
-def _stopped_by_launcher(signum, frame):
-    raise _Stopped()
+    """SIGTERM (from the launcher, or anyone): unwinds like Ctrl-C, so the cache connection closes cleanly."""
 
 
 def _is_rank_zero() -> bool:

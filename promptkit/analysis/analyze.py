@@ -14,6 +14,12 @@ from .sensitivity import axis_effects, task_sensitivity
 from .stats import Friedman, Scores, bootstrap, friedman, percentile_ci
 
 
+NO_HELD_OUT = ("the suite has no held_out tasks, so the statistics use leave-one-task-out (protocol loto): each "
+               "task is held out in turn while the prompt is chosen on the others")
+ONE_TASK = ("the suite has one task and no held_out tasks, so no prompt can be checked on a task it was not chosen "
+            "on (protocol none); add tasks, or a `held_out:` list, to measure how prompts generalize")
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """How a run is analysed: the selection/held-out protocol, the aggregate across tasks, the scoring mode,
@@ -76,6 +82,9 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
     rows = with_mode(results.rows, mode)
     tasks = results.tasks
     scores = Scores.from_rows(rows, tasks)
+    note = None
+    if protocol == "split" and not any(tasks[t]["split"] == "held_out" for t in tasks):
+        protocol, note = ("loto", NO_HELD_OUT) if len(tasks) >= 2 else ("none", ONE_TASK)
     ranking_tasks = [t for t in tasks if tasks[t]["split"] == "selection"]
     if protocol != "split" or not any(tasks[t]["split"] == "held_out" for t in tasks):
         ranking_tasks = list(tasks)  # other protocols rotate every task through both sides
@@ -93,8 +102,14 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
         table["tied_with_best"] = table["variant"].isin(tied)
     else:
         table["tied_with_best"] = table["rank"] == 1
-    folds = rk.make_folds(protocol, tasks, k=k, seed=seed)
-    per_fold, summary = rk.evaluate_protocol(scores, folds, aggregate, default_variant, n_boot, seed, level)
+    if protocol == "none":  # one task and nothing held out: no prompt can be chosen on other tasks
+        per_fold = pd.DataFrame(columns=["fold", "held_out_tasks", "chosen", "chosen_held_out", "regret"])
+        summary = {"aggregate": aggregate, "folds": 0, "level": level, "default_variant": default_variant}
+    else:
+        folds = rk.make_folds(protocol, tasks, k=k, seed=seed)
+        per_fold, summary = rk.evaluate_protocol(scores, folds, aggregate, default_variant, n_boot, seed, level)
+    if note:
+        summary["note"] = note
     overall = pd.Series(rk.agg_mean_norm(scores.table(), scores.chance), index=scores.variants)
     return Analysis(
         aggregate=aggregate, mode=mode, protocol=protocol, ranking=table, friedman=fr, folds=per_fold,

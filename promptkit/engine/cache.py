@@ -37,6 +37,52 @@ CREATE TABLE IF NOT EXISTS generation (
 """
 
 
+APPLICATION_ID = 0x706B7263  # "pkrc": PRAGMA application_id of a promptkit result cache
+COLUMNS = {  # the exact tables of a promptkit cache (caches made before the marker are recognised by these)
+    "loglikelihood": ["fingerprint", "request", "logprob", "n_tokens", "n_chars", "greedy"],
+    "generation": ["fingerprint", "request", "text", "n_tokens"],
+}
+
+
+def _what_to_do(path: Path) -> str:
+    return f"delete {path} (it is only a cache), pick another file with --cache PATH, or run with --no-cache"
+
+
+def _busy(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def check_cache_file(db: sqlite3.Connection, path: Path) -> bool:
+    """Before anything is written: the file is empty (a new cache; returns True), or promptkit's (marked, or an
+    older cache with exactly promptkit's tables), and its pages are sound. Anything else is refused untouched."""
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {name: [c[1] for c in db.execute(f"PRAGMA table_info('{name}')")]
+                  for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+    except sqlite3.DatabaseError as exc:
+        if _busy(exc):  # another process is creating or writing it: the caller waits and looks again
+            raise
+        raise PromptkitError(f"result cache {path} cannot be read ({exc}); {_what_to_do(path)}") from None
+    if app_id not in (0, APPLICATION_ID) or app_id == 0 and tables and not (
+            set(tables) <= set(COLUMNS) and all(tables[t] == COLUMNS[t] for t in tables)):
+        held = ", ".join(sorted(tables)) or "none"
+        raise PromptkitError(f"{path} is not a promptkit result cache (application_id {app_id}, tables: {held}); "
+                             "promptkit will not add its tables to another program's database: pick another file "
+                             "with --cache PATH, or run with --no-cache")
+    if not tables:
+        return True
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        if _busy(exc):
+            raise
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise PromptkitError(f"result cache {path} is damaged (database disk image is malformed: "
+                             f"{'; '.join(problems)}); {_what_to_do(path)}")
+    return False
+
+
 def request_key(prompt: str, continuation: str) -> str:
     """The exact request: two requests with the same text are the same request."""
     return hashlib.sha256(prompt.encode("utf-8") + b"\x00" + continuation.encode("utf-8")).hexdigest()
@@ -65,13 +111,19 @@ class ResultCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise PromptkitError(f"result cache {self.path} cannot be used ({exc}); {_what_to_do(self.path)}") from None
+        try:
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
             self._set_up(timeout_s)
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise PromptkitError(
-                f"result cache {self.path} cannot be used ({exc}); delete or move the file, pick another with "
-                "--cache PATH, or run with --no-cache"
-            ) from None
+            self.db.close()
+            todo = ("another process held it past the wait; let it finish, pick another file with --cache PATH, or run "
+                    "with --no-cache") if _busy(exc) else _what_to_do(self.path)
+            raise PromptkitError(f"result cache {self.path} cannot be used ({exc}); {todo}") from None
+        except PromptkitError:
+            self.db.close()
+            raise
 
     def _set_up(self, timeout_s: float) -> None:
         """WAL mode and the tables. Switching a new file to WAL does not wait on SQLite's busy handler:
@@ -80,6 +132,7 @@ class ResultCache:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
+                check_cache_file(self.db, self.path)  # refused before WAL or any table touches the file
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 with self.db:
@@ -87,9 +140,10 @@ class ResultCache:
                     for statement in SCHEMA.split(";"):
                         if statement.strip():
                             self.db.execute(statement)
+                    self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                if not _busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02 + random.random() * 0.05)
 
@@ -97,6 +151,16 @@ class ResultCache:
         """Stored rows by key: (logprob, n_tokens, n_chars, greedy) scores, or (text, n_tokens) generations."""
         columns = "logprob, n_tokens, n_chars, greedy" if table == "loglikelihood" else "text, n_tokens"
         found: dict[str, tuple] = {}
+        try:
+            self._lookup(keys, table, columns, found)
+        except sqlite3.DatabaseError as exc:  # damaged after it was opened: go on without it, losing nothing
+            self.write_error = self.write_error or (
+                f"result cache {self.path} could not be read ({exc}); the run went on without it. "
+                f"{_what_to_do(self.path)[0].upper()}{_what_to_do(self.path)[1:]}")
+            return {}
+        return found
+
+    def _lookup(self, keys: list[str], table: str, columns: str, found: dict) -> None:
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             marks = ",".join("?" * len(chunk))
@@ -105,7 +169,6 @@ class ResultCache:
                 f"WHERE fingerprint = ? AND request IN ({marks})", [self.fingerprint, *chunk])
             for key, *values in rows:
                 found[key] = (*values[:3], bool(values[3])) if table == "loglikelihood" else tuple(values)
-        return found
 
     def put_many(self, items: list[tuple], table: str = "loglikelihood") -> None:
         """Insert scores in one transaction (committed before returning).

@@ -118,7 +118,7 @@ def write_analysis(analysis, out: Path) -> None:
     analysis.folds.to_csv(out / "protocol.csv", index=False)
     analysis.sensitivity.to_csv(out / "sensitivity.csv", index=False)
     f = analysis.friedman
-    data = {"summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
+    data = {"protocol": analysis.protocol, "summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
             "friedman": None if f is None else {"statistic": f.statistic, "p_value": f.p_value,
                                                  "critical_difference": f.critical_difference, "n_tasks": f.n_tasks}}
     _write_json(out / "analysis.json", data)

@@ -91,7 +91,11 @@ def format_analysis(a, brief: bool = False) -> str:
     lines = []
     s = a.summary
     level = int(round(s["level"] * 100))
-    if a.protocol == "split":
+    if s.get("note"):
+        lines.append(f"note: {s['note']}")
+    if a.protocol == "none":
+        pass
+    elif a.protocol == "split":
         lines.append(f"chosen prompt ({agg}, {a.mode} scores; {level}% CI from {s.get('ci_by')} bootstrap):")
         row = a.folds.iloc[0]
         lines.append(f"  {row['chosen']}: held-out {agg} {row['chosen_held_out']:.3f} "
@@ -168,7 +172,8 @@ def _short(task: str, width: int = 10) -> str:
 
 def format_held_out(summary: dict) -> str:
     if not summary:
-        return "held-out summary: the suite has no held-out tasks"
+        return ("held-out summary: the suite has no held-out tasks (the statistics below use leave-one-task-out "
+                "when it has two tasks or more)")
     return "\n".join([
         "held-out summary (mean accuracy over held-out tasks):",
         f"  chosen on selection tasks  {summary['chosen_held_out']:.3f}  {summary['chosen_variant']}",

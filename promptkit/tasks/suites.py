@@ -69,12 +69,19 @@ def suite_from_dict(data: Any, path: Path) -> Suite:
             )
         seen[spec.name] = spec.where
     limit = data.get("limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise SuiteError(f"{path}: `limit` must be a positive integer (got {limit!r})")
+    _check_limit(limit, f"{path}")
     return Suite(str(data.get("name") or path.stem), tasks, str(path), str(data.get("description", "")), limit)
 
 
+def _check_limit(limit: Any, where: str) -> None:
+    """`limit:` is a positive whole number (YAML's `true` is not 1, `-1` is not "all")."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise SuiteError(f"{where}: `limit` must be a positive integer, the number of examples to score per task "
+                         f"(got {limit!r}); remove it to score every example")
+
+
 def _check_generation_options(o: dict, where: str) -> None:
+    _check_limit(o.get("limit"), where)
     if o.get("kind") is not None and o["kind"] not in KINDS:
         raise SuiteError(f"{where}: `kind:` must be multiple_choice or generation (got {o['kind']!r})")
     stop = o.get("stop")
@@ -227,6 +234,10 @@ def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str
                              f"{exc or 'it recursed without end'}. Mappings may only read the row's columns.") from None
         except jinja2.UndefinedError as exc:
             raise SuiteError(f"{where}: task '{spec.name}': `{key}:` mapping failed: {exc.message}; the row has columns: {', '.join(map(str, row))}") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+            raise SuiteError(f"{where}: task '{spec.name}': the `{key}:` mapping {expr!r} failed on this row: "
+                             f"{type(exc).__name__}: {exc}; fix the expression (e.g. convert with `| int` or `| string`) "
+                             f"or the data (the row has columns: {', '.join(map(str, row))})") from None
     if expr not in row:
         raise SuiteError(
             f"{where}: task '{spec.name}': column '{expr}' (mapped to `{key}`) is missing; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import sys
 import tarfile
@@ -181,6 +182,10 @@ def _example(row: dict, i: int, name: str, origin: str, kind: str | None = None)
         if not isinstance(scores, dict) or len(scores) < 2:
             raise SuiteError(f"{where}: `target_scores` must map at least 2 choices to scores")
         choices = [str(c) for c in scores]
+        for choice, v in scores.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SuiteError(f"{where}: `target_scores` gives choice {choice!r} the score {v!r}; every score must "
+                                 "be a number (1 for a correct choice, 0 for a wrong one); fix the task file")
         values = [float(v) for v in scores.values()]
         best = max(values)
         if best <= 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -50,11 +51,16 @@ def rows(spec, pick: Callable[[int], list[int]]):
     logger = logging.getLogger("datasets")
     level = logger.level
     logger.setLevel(logging.CRITICAL)  # a parse failure becomes our one message below, not a logged traceback too
+    # `datasets` keys its cache by path and mtime, so a file rewritten within the same mtime would be served
+    # stale: build each local file afresh in a private, throwaway cache and keep the table in memory
+    scratch = tempfile.TemporaryDirectory(prefix="promptkit-data-")
     try:
-        data = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        data = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=scratch.name,
+                                     keep_in_memory=True, **kwargs)
     except Exception as exc:  # datasets raises many types for malformed files
         raise SuiteError(f"{path}: could not read it as {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     finally:
+        scratch.cleanup()
         logger.setLevel(level)
         if bars:
             datasets.enable_progress_bars()
