@@ -153,9 +153,8 @@ def test_opening_a_new_cache_while_another_process_holds_its_lock_waits_instead_
 
     path = tmp_path / "new.sqlite"
     other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    other.execute("CREATE TABLE t (a)")
-    other.execute("BEGIN")
-    other.execute("INSERT INTO t VALUES (1)")  # a write lock on a file still in rollback-journal mode
+    other.execute("BEGIN IMMEDIATE")  # a write lock on a new file still in rollback-journal mode (no foreign table:
+    # a file holding tables that are not promptkit's is refused as not a result cache)
     with pytest.raises(PromptkitError, match="database is locked"):
         ResultCache(path, "fp", timeout_s=0.3)  # bounded: gives up after its timeout
     threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
