@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import PromptkitError, TemplateSecurityError
+import jinja2.meta
+
+from ..errors import PromptkitError, TemplateError, TemplateSecurityError
 from ..tasks.suites import suite_from_dict
-from .templates import LintMessage, _node_lines, family_from_dict, lint_family_file, read_yaml
+from .templates import (CANONICAL_FIELDS, CONTINUATION_FIELDS, RESERVED_AXES, _node_lines, family_from_dict,
+                        make_environment, read_yaml)
 
 # what a trial render shows a family: lint renders its first variant once, to catch templates that run past the
 # sandbox's budgets (an error that depends on the data, such as a bad index, is left to `render`)
@@ -58,4 +63,60 @@ def trial_render(path: Path, data: dict, text: str) -> list[LintMessage]:
             out.append(LintMessage.from_error(path, exc))
         except PromptkitError:
             pass
+    return out
+
+
+@dataclass(frozen=True)
+class LintMessage:
+    path: str
+    line: int | None
+    level: str  # "error" or "warning"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.level}: {self.message}"
+
+    @classmethod
+    def from_error(cls, path: Path, exc: Exception) -> "LintMessage":
+        """Turn a 'FILE[:LINE]: message' error into a lint message with its line."""
+        text = str(exc)
+        prefix = str(path)
+        if text.startswith(prefix):
+            rest = text[len(prefix):]
+            line, sep, after = rest.lstrip(":").partition(": ")
+            if rest.startswith(":") and line.isdigit() and sep:
+                return cls(prefix, int(line), "error", after)
+            return cls(prefix, None, "error", rest.removeprefix(": "))
+        return cls(prefix, None, "error", text)
+
+
+def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
+    """Check one template family file without rendering it on data."""
+    lines = _node_lines(text)
+    out: list[LintMessage] = []
+    try:
+        family = family_from_dict(data, str(path), lines)
+    except TemplateError as exc:
+        return [LintMessage.from_error(path, exc)]
+    env = make_environment()
+    axes = set(family.axes)
+    used: set[str] = set()
+    for key, allowed in (
+        ("header", set(CANONICAL_FIELDS) | axes),
+        ("prompt", set(CANONICAL_FIELDS) | axes),
+        ("continuation", set(CANONICAL_FIELDS) | set(CONTINUATION_FIELDS) | axes),
+    ):
+        names = jinja2.meta.find_undeclared_variables(env.parse(getattr(family, key)))
+        used |= names
+        for name in sorted(names - allowed):
+            out.append(
+                LintMessage(
+                    str(path), lines.get(key), "error",
+                    f"'{key}' uses variable '{name}', which is neither a canonical field "
+                    f"({', '.join(CANONICAL_FIELDS)}) nor a declared axis; declare it under `axes:` or fix the name",
+                )
+            )
+    for axis in sorted(axes - used - set(RESERVED_AXES)):
+        out.append(LintMessage(str(path), lines.get("axes"), "warning", f"axis '{axis}' is declared but never used by the templates; it only multiplies identical variants"))
     return out
