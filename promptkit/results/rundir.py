@@ -3,8 +3,10 @@ rows, rankings, the statistics files, the synthetic demonstrations and report.ht
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +21,8 @@ TABLE_FILES = ("config.json", "tasks.json", "variants.json", "versions.json", RO
 ANALYSIS_FILES = ("ranking_stats.csv", "protocol.csv", "sensitivity.csv", "analysis.json")
 TRANSFER_FILES = ("transfer.csv", "transfer.json")  # runs with several models
 REPORT_FILE = "report.html"
+SYNTHETIC_DIR = "synthetic"
+MANIFEST_FILE = "manifest.json"  # written last: the files of a complete run and their sha256
 
 
 def check_writable(out: Path) -> list[Path]:
@@ -58,17 +62,33 @@ def remove_empty(folders: list[Path]) -> None:
             return
 
 
-def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = None, report: bool = True) -> Path:
+def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = None, report: bool = True,
+              log=None) -> Path:
     """Write everything about a finished run to `out`: the tables, the synthetic demonstrations (if any), and,
     except for a budgeted search (whose variants saw different examples), the statistics and report.html.
-    A run with noise conditions is ranked by `analysis.rank_by`."""
+    A run with noise conditions is ranked by `analysis.rank_by`.
+
+    An earlier run in `out` is replaced as a whole: manifest.json is first marked incomplete, every file of the
+    earlier run is removed, the new files are written, and manifest.json (each file's sha256) is written last, so
+    a run stopped mid-save leaves a directory that read_tables refuses rather than a mix of two runs."""
     out = Path(out)
     options = analysis if isinstance(analysis, AnalysisOptions) else AnalysisOptions.from_dict(analysis)
+    out.mkdir(parents=True, exist_ok=True)
+    if log is not None and any((out / name).exists() for name in (MANIFEST_FILE, "config.json", ROWS_FILE)):
+        log(f"warning: {out} holds an earlier run; replacing it")
+    _write_json(out / MANIFEST_FILE, {"complete": False})
+    clear_run(out)
+    _write_body(full, out, options, report)
+    write_manifest(out)
+    return out
+
+
+def _write_body(full, out: Path, options: AnalysisOptions, report: bool) -> None:
     write_tables(full, out)
     if full.config.get("synthetic"):
         write_synthetic(full.config["synthetic"], out)
     if "search" in full.config:
-        return out
+        return
     ranked = full.view(options.rank_by, options.across, options.model)
     result = ranked.analyze(**options.analyze_kwargs())
     write_analysis(result, out)
@@ -79,7 +99,62 @@ def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = N
         from .report import write_report
 
         write_report(ranked, out, result, full)
-    return out
+
+
+def run_files() -> tuple[str, ...]:
+    return TABLE_FILES + ANALYSIS_FILES + TRANSFER_FILES + (REPORT_FILE,)
+
+
+def clear_run(out: Path) -> None:
+    """Remove every file an earlier run left in `out` (never anything else), so none outlives the new run."""
+    for name in run_files():
+        (out / name).unlink(missing_ok=True)
+        (out / (name + ".tmp")).unlink(missing_ok=True)
+    if (out / SYNTHETIC_DIR).is_dir():
+        shutil.rmtree(out / SYNTHETIC_DIR)
+
+
+def _run_paths(out: Path) -> list[str]:
+    """The files the manifest covers: all but report.html, which `promptkit report` may regenerate in place."""
+    names = [n for n in run_files() if n != REPORT_FILE and (out / n).is_file()]
+    if (out / SYNTHETIC_DIR).is_dir():
+        names += sorted(str(p.relative_to(out)) for p in (out / SYNTHETIC_DIR).rglob("*") if p.is_file())
+    return names
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(out: Path) -> None:
+    """manifest.json, written last: every file of the run and its sha256."""
+    _write_json(out / MANIFEST_FILE, {"complete": True, "files": {n: _sha256(out / n) for n in _run_paths(out)}})
+
+
+def check_manifest(run_dir: Path) -> None:
+    """Refuse a run directory whose files are not the ones its manifest lists (a save that was stopped, or files
+    of two runs mixed). A directory without a manifest (written by an earlier version) is accepted."""
+    path = run_dir / MANIFEST_FILE
+    if not path.exists():
+        return
+    fix = "rerun `promptkit run` with this --out (cached scores make that quick) or use another run directory"
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest.get("files") if manifest.get("complete") is True else None
+    except (OSError, ValueError, AttributeError):
+        files = None
+    if not isinstance(files, dict):
+        raise PromptkitError(f"{run_dir}: this run directory was not completely written (the run stopped while "
+                             f"saving it); {fix}")
+    for name in sorted(set(files) | set(_run_paths(run_dir))):
+        target = run_dir / name
+        if name not in files or not target.is_file() or _sha256(target) != files[name]:
+            raise PromptkitError(f"{run_dir}: {name} does not match the run's manifest.json (it was changed, is "
+                                 f"missing, or belongs to another run); {fix}")
 
 
 def write_tables(results, out: Path) -> None:
@@ -101,6 +176,7 @@ def write_tables(results, out: Path) -> None:
 def read_tables(run_dir: str | Path) -> tuple[pd.DataFrame, dict, dict, dict]:
     """(rows, tasks, variants, config) of a run directory, this version's or an earlier one's."""
     run_dir = Path(run_dir)
+    check_manifest(run_dir)
     try:
         rows = pd.read_json(run_dir / ROWS_FILE, orient="records", lines=True, dtype={"example": str})
         tasks = json.loads((run_dir / "tasks.json").read_text())

@@ -57,7 +57,7 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
 def save(results: Results, options: RunOptions) -> None:
     """Write the run directory; if that fails, say where the scores still are."""
     try:
-        write_run(results, options.out, analysis=options.analysis, report=options.report)
+        write_run(results, options.out, analysis=options.analysis, report=options.report, log=options.log)
     except OSError as exc:
         kept = "the scores are in the result cache, so rerunning with another --out costs seconds" if options.cache else \
             "the Results object returned here still holds everything"

@@ -1,0 +1,67 @@
+"""Hostile inputs and interrupted writes: each ends in one clear message (CLI exit 2, a PromptkitError from the
+library), never a traceback, a mix of two runs, or a silently wrong render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import promptkit as pk
+import promptkit.results.rundir as rundir
+from promptkit.cli import main
+
+
+def _run(tiny_model, toy_suite, templates, out, **kw):
+    return pk.evaluate(str(templates), str(toy_suite), tiny_model, limit=2, max_variants=2, out=out, progress=False,
+                       **kw)
+
+
+# 1. run directories: a save stopped midway never leaves a mix of two runs; a rerun leaves no stale files
+
+def test_run_stopped_while_saving_is_refused_not_mixed(tiny_model, toy_suite, two_templates, tmp_path, monkeypatch,
+                                                       capsys):
+    out = tmp_path / "run"
+    first = _run(tiny_model, toy_suite, two_templates, out, seed=1)
+    assert (out / "manifest.json").is_file()
+    assert pk.load(out).variants == first.variants
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "write_analysis", crash)  # after config, variants and results are written
+    with pytest.raises(pk.PromptkitError, match="could not write the run directory"):
+        _run(tiny_model, toy_suite, two_templates, out, seed=2)
+    with pytest.raises(pk.PromptkitError, match="not completely written"):
+        pk.load(out)
+    assert main(["rank", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not completely written" in err and "Traceback" not in err
+
+
+def test_files_of_another_run_are_refused(tiny_model, toy_suite, two_templates, tmp_path):
+    out = tmp_path / "run"
+    _run(tiny_model, toy_suite, two_templates, out, seed=1)
+    (out / "config.json").write_text(json.dumps({"seed": 99}))  # e.g. an older promptkit writing into this directory
+    with pytest.raises(pk.PromptkitError, match="config.json does not match"):
+        pk.load(out)
+
+
+def test_rerun_into_same_out_replaces_the_earlier_run(tiny_model, toy_suite, two_templates, tmp_path):
+    out = tmp_path / "run"
+    _run(tiny_model, toy_suite, two_templates, out, seed=1)
+    (out / "transfer.csv").write_text("A,B\n")  # as a multi-model run would have left
+    (out / "transfer.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")  # not a run file: kept
+    logged = []
+    second = _run(tiny_model, toy_suite, two_templates, out, seed=2, log=logged.append)
+    assert not (out / "transfer.csv").exists() and not (out / "transfer.json").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert any("holds an earlier run" in line and str(out) in line for line in logged)
+    assert pk.load(out).config["seed"] == second.config["seed"] == 2
+
+
+def test_run_directory_without_manifest_still_loads():
+    loaded = pk.load(Path(__file__).parent / "data" / "run_v0_1")
+    assert len(loaded.rows) > 0
