@@ -291,6 +291,7 @@ def cmd_render(args) -> int:
     from .tasks.suites import load_suite, load_tasks
     from .prompts.templates import load_templates
     from .prompts.variants import expand
+    from .results.text import print_escaped as print  # a template's ESC sequences are shown, not obeyed
 
     families = load_templates(args.templates)
     chosen = []

@@ -65,3 +65,16 @@ def test_rerun_into_same_out_replaces_the_earlier_run(tiny_model, toy_suite, two
 def test_run_directory_without_manifest_still_loads():
     loaded = pk.load(Path(__file__).parent / "data" / "run_v0_1")
     assert len(loaded.rows) > 0
+
+
+# 2. render shows terminal escape sequences escaped, never raw
+
+def test_render_escapes_control_characters(toy_suite, tmp_path, capsys):
+    folder = tmp_path / "esc"
+    folder.mkdir()
+    (folder / "esc.yaml").write_text('name: esc\nprompt: "\\e[2J\\e]0;owned\\a{{ input }}\\nAnswer:\\tnow\\x7f"\n'
+                                     "continuation: \" {{ choice }}\"\n")
+    assert main(["render", "esc", "--templates", str(folder), "--suite", str(toy_suite), "--task", "capitals"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "\\x1b[2J" in out and "\\x1b]0;owned\\x07" in out and "\nAnswer:\tnow\\x7f" in out

@@ -240,3 +240,17 @@ def format_transfer(t) -> str:
         lines.append(t.cross[["model", "selection", "held_out", "own_best", "own_best_held_out", "cost_selection",
                               "cost_held_out"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return "\n".join(lines)
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)] if chr(c) not in "\n\t"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters other than newline and tab shown escaped (ESC as \\x1b), so a template or
+    data that holds terminal escape sequences cannot clear or rewrite the terminal it is printed on."""
+    return str(text).translate(_CONTROLS)
+
+
+def print_escaped(*values, **kwargs) -> None:
+    """print() with escape_controls applied to each value."""
+    print(*(escape_controls(v) for v in values), **kwargs)
