@@ -78,3 +78,68 @@ def test_render_escapes_control_characters(toy_suite, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out
     assert "\\x1b[2J" in out and "\\x1b]0;owned\\x07" in out and "\nAnswer:\tnow\\x7f" in out
+
+
+# 3. a model the user may not read is reported as unreadable, not as missing
+
+def _as_nobody(fn) -> str:
+    """Run fn() in a forked child that dropped root (root reads mode-000 files); its error message, or 'ok'."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                fn()
+                message = "ok"
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+            os.write(write, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+@pytest.fixture()
+def public_dir():
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="promptkit-hostile-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    for p in folder.rglob("*"):
+        p.chmod(0o755)
+    shutil.rmtree(folder)
+    assert not os.path.exists(folder)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_unreadable_model_file_or_folder_is_permission_denied(public_dir):
+    from promptkit.backends.acquire import resolve_model
+
+    gguf = public_dir / "model.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")
+    gguf.chmod(0o000)
+    message = _as_nobody(lambda: resolve_model(str(gguf), log=lambda m: None))
+    assert message.startswith("ModelError") and "cannot be read (permission denied)" in message, message
+    assert str(gguf) in message and "chmod" in message and "does not exist" not in message
+
+    folder = public_dir / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "config.json").chmod(0o000)
+    message = _as_nobody(lambda: resolve_model(str(folder), log=lambda m: None))
+    assert message.startswith("ModelError") and "permission denied" in message and "config.json" in message, message
+    folder.chmod(0o000)
+    message = _as_nobody(lambda: resolve_model(str(folder), log=lambda m: None))
+    assert message.startswith("ModelError") and "permission denied" in message, message

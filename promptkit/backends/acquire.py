@@ -185,11 +185,35 @@ def resolve_model(spec: str | None, log: Callable[[str], None] = print) -> tuple
         gguf = packaged_gguf(spec.lower())
         return str(convert_gguf(gguf, log)), f"gguf:{gguf.name}"
     path = Path(spec).expanduser()
+    try:
+        return _resolve_path(spec, path, log)
+    except PermissionError as exc:
+        denied = exc.filename or path
+        raise ModelError(f"model {spec}: {denied} cannot be read (permission denied); fix its permissions "
+                         f"(e.g. chmod u+r, and u+x on folders) or run as a user who can read it") from None
+
+
+def readable(path: Path) -> Path:
+    """`path`, after opening it (a file) or listing it and opening its config.json (a folder): PermissionError if the
+    current user may not, so that an unreadable model is not reported as a missing one."""
+    if path.is_dir():
+        os.listdir(path)
+        if (path / "config.json").exists():
+            (path / "config.json").open("rb").close()
+    else:
+        path.open("rb").close()
+    return path
+
+
+def _resolve_path(spec: str, path: Path, log: Callable[[str], None]) -> tuple[str, str]:
     if path.suffix == ".gguf":
+        if path.exists():
+            readable(path)
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist; pass an existing .gguf file, a model directory or a hub id")
         return str(convert_gguf(path, log)), f"gguf:{path.name}"
     if path.exists():
+        readable(path)
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a model directory (no config.json); pass a transformers model folder, a .gguf file or a hub id")
         return str(path), f"dir:{path.resolve()}"
