@@ -143,3 +143,41 @@ def test_unreadable_model_file_or_folder_is_permission_denied(public_dir):
     folder.chmod(0o000)
     message = _as_nobody(lambda: resolve_model(str(folder), log=lambda m: None))
     assert message.startswith("ModelError") and "permission denied" in message, message
+
+
+# 4. data-structure mistakes in examples are the data's fault, named before any render
+
+def _files_task(tmp_path, rows, mapping="input: q, choices: opts, target: label") -> Path:
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: s\nselection:\n  - {{name: caps, source: files, path: d.jsonl, {mapping}}}\n")
+    return suite
+
+
+def _load(suite):
+    from promptkit.tasks.suites import load_suite, load_tasks
+
+    return load_tasks(load_suite(str(suite)))
+
+
+def test_list_valued_input_is_refused(tmp_path, two_templates, capsys):
+    rows = [{"q": "fine?", "opts": ["a", "b"], "label": 0}, {"q": ["x"], "opts": ["a", "b"], "label": 1}]
+    suite = _files_task(tmp_path, rows)
+    with pytest.raises(pk.SuiteError, match=r"d\.jsonl, row 1: task 'caps': `input:` .*gives a list, not text"):
+        _load(suite)
+    assert main(["render", "plain", "--templates", str(two_templates), "--suite", str(suite), "--task", "caps"]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "`input:`" in err and "['x']" in err and "Traceback" not in err
+
+
+def test_oversized_input_or_choice_is_refused_as_data(tmp_path):
+    from promptkit.prompts.budget import MAX_SIZE
+
+    big = "w " * (MAX_SIZE // 2 + 10)
+    suite = _files_task(tmp_path, [{"q": "ok?", "opts": ["a", "b"], "label": 0}, {"q": big, "opts": ["a", "b"], "label": 0}])
+    with pytest.raises(pk.SuiteError, match=r"row 1: task 'caps': input is [\d,]+ characters, over the [\d,]+ a template"):
+        _load(suite)
+    suite = _files_task(tmp_path, [{"q": "ok?", "opts": ["a", big], "label": 0}])
+    with pytest.raises(pk.SuiteError, match=r"row 0: task 'caps': choice 1 is [\d,]+ characters") as info:
+        _load(suite)
+    assert "sandbox" not in str(info.value) and "template was stopped" not in str(info.value)

@@ -11,6 +11,7 @@ import jinja2
 
 from ..errors import SuiteError, TemplateError
 from ..paths import builtin_dir
+from ..prompts.budget import MAX_SIZE
 from ..prompts.safe_read import MAX_YAML_BYTES, check_regular
 from ..prompts.sandbox import render_bounded
 from ..prompts.templates import make_environment, read_yaml
@@ -199,6 +200,12 @@ def check_examples(task: Task, spec: TaskSpec) -> None:
         if example.id in ids:
             raise SuiteError(f"{spec.where}: task '{task.name}' has two examples with id '{example.id}'; ids must be unique (map `id:` to a unique column)")
         ids.add(example.id)
+        where = f"{spec.where}: example '{example.id}'"
+        if not isinstance(example.input, str):
+            raise SuiteError(f"{where}: task '{task.name}': the input is a {type(example.input).__name__}, not text "
+                             f"({_short(example.input)}); give every example a text `input`")
+        for what, text in [("input", example.input), *((f"choice {k}", c) for k, c in enumerate(example.choices or []))]:
+            _check_size(str(text), what, spec, where)
         if example.generative:
             refs = example.target if isinstance(example.target, list) else [example.target]
             if not refs or not all(isinstance(r, str) and r.strip() for r in refs):
@@ -215,6 +222,18 @@ def check_examples(task: Task, spec: TaskSpec) -> None:
                         f"{spec.where}: task '{task.name}', example '{example.id}': target {index!r} is outside "
                         f"the {len(example.choices)} choices (valid: 0..{len(example.choices) - 1}); fix the `target:` mapping or the data"
                     )
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _check_size(text: str, what: str, spec: TaskSpec, where: str) -> None:
+    """An input or choice longer than a template may handle is the data's fault: say so before any render."""
+    if len(text) > MAX_SIZE:
+        raise SuiteError(f"{where}: task '{spec.name}': {what} is {len(text):,} characters, over the {MAX_SIZE:,} a "
+                         "template may render; shorten it in the data or drop the row")
 
 
 def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str) -> Any:
@@ -253,6 +272,11 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
     """Map one data row onto the canonical Example using the task's `input/choices/target/id`."""
     o = spec.options
     text = _field(row, o["input"], "input", spec, idx, origin)
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': `input:` (column or mapping {o['input']!r}) gives a "
+                         f"{type(text).__name__}, not text ({_short(text)}); map `input:` to a text column, or join "
+                         "the values in a mapping, e.g. \"{{ col | join(' ') }}\"")
+    _check_size(str(text), "input", spec, f"{origin}, row {idx}")
     ex_id = str(_field(row, o["id"], "id", spec, idx, origin)) if o.get("id") else str(idx)
     if not o.get("choices"):  # generation: the target is the reference answer (or a list of them)
         refs = _field(row, o["target"], "target", spec, idx, origin)
@@ -271,6 +295,8 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
         if c is None or (isinstance(c, float) and c != c) or not str(c).strip():
             raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': choice {k} is empty ({c!r}); fill it in or drop the row")
     choices = [str(c) for c in choices]
+    for k, c in enumerate(choices):
+        _check_size(c, f"choice {k}", spec, f"{origin}, row {idx}")
     raw_target = _field(row, o["target"], "target", spec, idx, origin)
     if isinstance(raw_target, bool) or not isinstance(raw_target, (int, str)):
         raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': target {raw_target!r} must be a choice index or a choice's text")
