@@ -181,3 +181,33 @@ def test_oversized_input_or_choice_is_refused_as_data(tmp_path):
     with pytest.raises(pk.SuiteError, match=r"row 0: task 'caps': choice 1 is [\d,]+ characters") as info:
         _load(suite)
     assert "sandbox" not in str(info.value) and "template was stopped" not in str(info.value)
+
+
+# 5. templates cannot change the example's data (meta) that later renders show
+
+@pytest.mark.parametrize("prompt", [
+    "{{ meta.update({'x': 1}) }}", "{% set s = meta.setdefault('k', []) %}", "{{ meta.d.update({'q': 2}) }}",
+    "{% set t = meta.tags %}{{ t.append('z') }}", "{{ meta | attr('update') }}",
+    "{% for k in meta.d %}{{ meta.d.pop(k) }}{% endfor %}"])
+def test_templates_cannot_mutate_meta(prompt):
+    from promptkit.prompts.render import context, render
+    from promptkit.prompts.templates import TemplateFamily
+    from promptkit.prompts.variants import expand
+    from promptkit.tasks.core import Example, Task
+
+    example = Example("e1", "hi?", ["a", "b"], 0, {"row": 0, "tags": ["t"], "d": {"k": 1}})
+    task = Task("t", [example], "")
+    before = json.loads(json.dumps(example.meta))
+    with pytest.raises(pk.TemplateSecurityError, match="family 'f'"):
+        render(expand(TemplateFamily("f", prompt + "{{ input }}", " {{ choice }}", {}))[0], task, example)
+    assert example.meta == before
+    shown = render(expand(TemplateFamily("g", "{{ meta | tojson }} {{ meta.tags | join }}", " {{ choice }}", {}))[0],
+                   task, example)
+    assert json.loads(shown.prompt.rsplit(" ", 1)[0]) == before
+    # the frozen copy a template gets raises even outside the sandbox, and shares nothing with the example
+    meta = context(expand(TemplateFamily("g", "x", " {{ choice }}", {}))[0], task, example)["meta"]
+    for mutate in (lambda: meta.update(x=1), lambda: meta["d"].setdefault("k", 2), lambda: meta["tags"].append(1)):
+        with pytest.raises(TypeError, match="read-only"):
+            mutate()
+    dict.update(meta["d"], {"k": 99})  # even the C method reaches only the copy
+    assert example.meta == before

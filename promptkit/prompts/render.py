@@ -44,15 +44,53 @@ class Request:
 
 
 def context(variant: Variant, task: Task, example: Example) -> dict:
-    """Names a template may use: the canonical fields, the task's instruction, and the axes."""
+    """Names a template may use: the canonical fields, the task's instruction, and the axes. The example's data
+    is given deep-frozen, so that nothing a template does can change what a later render of it shows."""
     return {
         **variant.values,
         "id": example.id,
         "input": example.input,
-        "choices": list(example.choices or []),
+        "choices": list(example.choices or []),  # a fresh copy for every render
         "instruction": task.instruction,
-        "meta": dict(example.meta),
+        "meta": frozen(example.meta),
     }
+
+
+def _refuse(self, *args, **kwargs):
+    raise TypeError("the example's data is read-only in a template")
+
+
+class FrozenDict(dict):
+    """A dict no one can change (still a dict for filters and `tojson`, so the sandbox refuses its mutating
+    methods as a TemplateSecurityError before they are reached; they raise here too)."""
+
+    __setitem__ = __delitem__ = __ior__ = update = setdefault = pop = popitem = clear = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+
+class FrozenList(list):
+    """A list no one can change, in the same way."""
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = pop = remove = clear = sort = \
+        reverse = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenList, (list(self),))
+
+
+def frozen(value):
+    """A deep, read-only copy of data: dicts become FrozenDicts, lists FrozenLists, tuples tuples, sets frozensets."""
+    if isinstance(value, dict):
+        return FrozenDict({k: frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return FrozenList(frozen(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(frozen(v) for v in value)
+    return value
 
 
 def select_demos(task: Task, example: Example, k: int, how: str = "first_k", order: str = "as_selected",
