@@ -211,3 +211,32 @@ def test_templates_cannot_mutate_meta(prompt):
             mutate()
     dict.update(meta["d"], {"k": 99})  # even the C method reaches only the copy
     assert example.meta == before
+
+
+# 6. templates nested past what Python compiles are a TemplateError naming file, family and key
+
+def _deep(kind: str) -> str:
+    if kind == "blocks":
+        return "".join(f"{{% for x{i} in choices %}}" for i in range(21)) + "{{ input }}" + "{% endfor %}" * 21
+    if kind == "parens":
+        return "{{ " + "(" * 120 + "input" + ")" * 120 + " }}"
+    return "{{ " + "-" * 5000 + "1 }}{{ input }}"
+
+
+@pytest.mark.parametrize("kind", ["blocks", "parens", "unary"])
+def test_deeply_nested_template_is_a_clear_error(kind, tmp_path, toy_suite, tiny_model, capsys):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "deep.yaml").write_text(f"name: deep\nprompt: {json.dumps(_deep(kind))}\ncontinuation: ' {{{{ choice }}}}'\n")
+    expected = f"{folder / 'deep.yaml'}:2: template 'prompt' of template family 'deep' cannot be compiled"
+    for argv in (["lint", str(folder)],
+                 ["render", "deep", "--templates", str(folder), "--suite", str(toy_suite), "--task", "even"],
+                 ["run", "--templates", str(folder), "--suite", str(toy_suite), "--model", tiny_model, "--quiet"]):
+        assert main(argv) in (1, 2), argv
+        captured = capsys.readouterr()
+        text = captured.out + captured.err
+        assert "Traceback" not in text and expected.split(":2: ")[1] in text and str(folder / "deep.yaml") in text, (argv, text)
+    with pytest.raises(pk.TemplateError, match="cannot be compiled"):
+        from promptkit.prompts.templates import load_templates
+
+        load_templates(str(folder))

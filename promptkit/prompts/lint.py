@@ -10,7 +10,7 @@ import jinja2.meta
 
 from ..errors import PromptkitError, TemplateError, TemplateSecurityError
 from ..tasks.suites import suite_from_dict
-from .templates import (CANONICAL_FIELDS, CONTINUATION_FIELDS, RESERVED_AXES, _node_lines, family_from_dict,
+from .templates import (CANONICAL_FIELDS, CONTINUATION_FIELDS, RESERVED_AXES, _node_lines, family_from_dict, too_deep,
                         make_environment, read_yaml)
 
 # what a trial render shows a family: lint renders its first variant once, to catch templates that run past the
@@ -107,7 +107,10 @@ def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
         ("prompt", set(CANONICAL_FIELDS) | axes),
         ("continuation", set(CANONICAL_FIELDS) | set(CONTINUATION_FIELDS) | axes),
     ):
-        names = jinja2.meta.find_undeclared_variables(env.parse(getattr(family, key)))
+        try:
+            names = jinja2.meta.find_undeclared_variables(env.parse(getattr(family, key)))
+        except (SyntaxError, RecursionError, MemoryError) as exc:
+            return [LintMessage.from_error(path, TemplateError(too_deep(family, key, exc)))]
         used |= names
         for name in sorted(names - allowed):
             out.append(

@@ -118,6 +118,8 @@ class TemplateFamily:
                 raise TemplateSecurityError(
                     f"{self.where(key)}: template family '{self.name}' ({key}) was refused: {exc}. {_ALLOWED}"
                 ) from None
+            except (SyntaxError, RecursionError, MemoryError) as exc:  # Python's limits on the code Jinja generates
+                raise TemplateError(too_deep(self, key, exc)) from None
         return self._compiled[key]
 
     def render(self, key: str, context: dict[str, Any]) -> str:
@@ -148,6 +150,14 @@ class TemplateFamily:
                 f"{self.where_in(key, exc)}: template family '{self.name}' ({key}) failed to render: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+
+
+def too_deep(family: TemplateFamily, key: str, exc: BaseException) -> str:
+    """A template nested past what Python can compile: over 20 nested blocks, or deeply nested expressions."""
+    what = exc.msg if isinstance(exc, SyntaxError) else "it nests too deeply to compile"
+    return (f"{family.where(key)}: template '{key}' of template family '{family.name}' cannot be compiled ({what}); "
+            "nest fewer {% for %}/{% if %} blocks (at most 20) and fewer parentheses or operators, e.g. by "
+            "splitting the logic into macros or `set` variables")
 
 
 def _jinja_message(family: TemplateFamily, key: str, exc: jinja2.TemplateSyntaxError) -> str:
