@@ -62,7 +62,7 @@ def check_cache_file(db: sqlite3.Connection, path: Path) -> bool:
     except sqlite3.DatabaseError as exc:
         if _busy(exc):  # another process is creating or writing it: the caller waits and looks again
             raise
-        raise PromptkitError(f"result cache {path} cannot be read ({exc}); {_what_to_do(path)}") from None
+        raise PromptkitError(f"result cache {path} cannot be used: it cannot be read ({exc}); {_what_to_do(path)}") from None
     if app_id not in (0, APPLICATION_ID) or app_id == 0 and tables and not (
             set(tables) <= set(COLUMNS) and all(tables[t] == COLUMNS[t] for t in tables)):
         held = ", ".join(sorted(tables)) or "none"
