@@ -23,6 +23,7 @@ from promptkit.engine.cache import count_rows
 
 KILLS = int(os.environ.get("PROMPTKIT_TEST_KILLS", "8"))
 KEY = ["variant", "task", "example"]
+GATED = Path(__file__).with_name("gated_backend.py")  # `promptkit` with a backend that holds the run at a known point
 
 
 def _argv(templates, suite, model, cache, out) -> list[str]:
@@ -122,21 +123,31 @@ def test_two_runs_sharing_one_cache_at_once(tiny_model, toy_suite, templates, tm
 
 
 def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tiny_model, toy_suite, templates, tmp_path, reference):
-    db, out = tmp_path / "cache.sqlite", tmp_path / "run"
-    argv = _argv(templates, toy_suite, tiny_model, db, out)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """SIGINT arrives while the run is held (tests/gated_backend.py) right after its first batch reached the
+    cache, so the run is still going and has something to keep, however slow or fast the machine is."""
+    db, out, gate = tmp_path / "cache.sqlite", tmp_path / "run", tmp_path / "gate"
+    gate.mkdir()
+    argv = [sys.executable, str(GATED), *_argv(templates, toy_suite, f"gated:{tiny_model}", db, out)[3:]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PROMPTKIT_TEST_GATE": str(gate)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and _cached(db) == 0:
+    while time.time() < deadline and proc.poll() is None and not (gate / "ready").exists():
         time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
+    if not (gate / "ready").exists():
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+        pytest.fail(f"the run never reached its first committed batch (exit status {proc.returncode}): {err[-2000:]}")
+    held = _cached(db)
+    assert held > 0  # the first batch is committed, and the run waits at the gate
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Run the same command again to resume" in err and str(db) in err
     assert "Traceback" not in err
     kept = _cached(db)
-    assert kept > 0
-    final = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert kept == held  # what was committed stays
+    (gate / "go").touch()  # the same command again, with the gate open
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert final.returncode == 0, final.stderr[-2000:]
     assert f"({kept} from the cache)" in final.stdout
     _same(_rows(out), reference)
