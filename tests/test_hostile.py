@@ -240,3 +240,22 @@ def test_deeply_nested_template_is_a_clear_error(kind, tmp_path, toy_suite, tiny
         from promptkit.prompts.templates import load_templates
 
         load_templates(str(folder))
+
+
+def test_a_bigbench_task_path_that_is_a_fifo_or_dev_zero_is_refused_not_read(tmp_path):
+    """A suite's `path:` to a BIG-bench task.json must be a regular file: a FIFO would block forever and a link
+    to /dev/zero would fill memory."""
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    (tmp_path / "t.yaml").write_text("name: t\nprompt: 'Q: {{ input }}'\n")
+    for name in ("fifo.json", "zero.json"):
+        (tmp_path / "suite.yaml").write_text(f"name: s\nselection:\n  - {{name: x, source: bigbench, path: {name}}}\n")
+        proc = subprocess.run([sys.executable, "-m", "promptkit", "render", "t", "--templates", str(tmp_path / "t.yaml"),
+                               "--suite", str(tmp_path / "suite.yaml"), "--task", "x"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert name in proc.stderr and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr

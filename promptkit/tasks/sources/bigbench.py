@@ -17,6 +17,7 @@ from ...errors import SuiteError
 from ...paths import cache_dir
 from ..core import DEMO_POOL, Example, Task
 from ..sampling import demo_indices, pick_indices
+from ...prompts.safe_read import MAX_DATA_BYTES, read_regular
 
 SDIST = "bigbench-1.0.0.tar.gz"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
@@ -142,13 +143,14 @@ def load(spec, limit: int | None, seed: int, pool: int = DEMO_POOL) -> Task:
     """Load a BIG-bench task (by `task:` name from the cache, or a local `path:` task.json)."""
     if spec.options.get("path"):
         path = Path(spec.options["path"])
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise SuiteError(f"{spec.where}: BIG-bench task file {path} does not exist")
     else:
         ensure_cached([spec.options["task"]])
         path = _task_file(spec.options["task"])
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # a regular file of bounded size only: a FIFO or a link to /dev/zero is refused, never read
+        data = json.loads(read_regular(path, MAX_DATA_BYTES, "BIG-bench task file", SuiteError).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: not a valid BIG-bench task.json ({exc})") from None
     return task_from_json(data, spec.name, str(path), limit, seed, pool, spec.options.get("kind"))
