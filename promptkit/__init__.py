@@ -39,6 +39,7 @@ __all__ = sorted([*_LAZY, "load", "ModelError", "PromptkitError", "SuiteError", 
 
 def __getattr__(name: str):
     if name == "load":
+        import_module("promptkit.run")  # registers the new-task scorer of Results.recommend(task=...)
         return import_module("promptkit.results.core").Results.load
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)

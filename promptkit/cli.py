@@ -115,7 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("run_dir", metavar="RUN_DIR")
     _analysis_options(rank)
     rank.add_argument("--compare", nargs=2, metavar=("A", "B"), help="also compare two variants (paired bootstrap, McNemar)")
+    rank.add_argument("--recommend", action="store_true",
+                      help="also judge every selection rule and top-k ensemble by nested leave-one-task-out on the "
+                           "selection tasks, and say which one to use")
     rank.set_defaults(func=cmd_rank)
+
+    rec = sub.add_parser("recommend", help="a prompt for a new task: the run's cross-task prior plus N labelled examples")
+    rec.add_argument("run_dir", metavar="RUN_DIR")
+    rec.add_argument("--task", default=None, help="bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, "
+                                                  "choices, target (without it: the cross-task rule, as rank --recommend)")
+    rec.add_argument("--labelled", type=int, default=8, help="labelled examples of the task to score (default 8; 0 = the "
+                                                            "cross-task choice, no model calls)")
+    rec.add_argument("--candidates", type=int, default=None, help="score only the N best variants by the prior (default all)")
+    rec.add_argument("--model", default=None, help="the model to score with (default: the run's)")
+    rec.add_argument("--mode", default="raw", choices=["raw", "per_token", "per_char"], help="scoring mode (default raw)")
+    rec.add_argument("--seed", type=int, default=0, help="which examples are the labelled ones (default 0)")
+    rec.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=cmd_recommend)
 
     report = sub.add_parser("report", help="write a self-contained report.html for a finished run")
     report.add_argument("run_dir", metavar="RUN_DIR")
@@ -250,7 +267,7 @@ def _resume_hint(cache) -> str:
 
 def cmd_rank(args) -> int:
     from .results.core import Results
-    from .results.text import format_analysis, format_robustness, format_transfer, ranked_view
+    from .results.text import format_analysis, format_robustness, format_rules, format_transfer, ranked_view
 
     options = _analysis_from(args)
     full = Results.load(args.run_dir)
@@ -263,6 +280,11 @@ def cmd_rank(args) -> int:
     if full.config.get("noise"):
         print()
         print(format_robustness(full))
+    if args.recommend:
+        a = results.analyze(**options.analyze_kwargs())
+        if a.rules.empty:
+            raise PromptkitError("--recommend needs at least 2 multiple-choice selection tasks scored on every variant")
+        print("\n" + format_rules(a.rules, results.recommend(mode=args.mode)))
     if args.compare:
         import pandas as pd
 
@@ -270,6 +292,23 @@ def cmd_rank(args) -> int:
         print(f"\npaired comparison {args.compare[0]} − {args.compare[1]} (accuracy difference):")
         with pd.option_context("display.width", 200):
             print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .results.core import Results
+    from .results.text import format_adaptation, format_rules
+    from .run import recommend  # noqa: F401  registers the new-task scorer of Results.recommend
+
+    full = Results.load(args.run_dir)
+    if args.task is None:
+        a = full.analyze(mode=args.mode)
+        print(format_rules(a.rules, full.recommend(mode=args.mode)))
+        return 0
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    adapted = full.recommend(args.task, args.labelled, model=args.model, candidates=args.candidates, mode=args.mode,
+                             seed=args.seed, cache=not args.no_cache, progress=not args.quiet, log=log)
+    print(format_adaptation(adapted))
     return 0
 
 
@@ -291,7 +330,7 @@ def cmd_render(args) -> int:
     from .tasks.suites import load_suite, load_tasks
     from .prompts.templates import load_templates
     from .prompts.variants import expand
-    from .results.text import print_escaped as print  # a template's ESC sequences are shown, not obeyed
+    from .results.text import format_render, print_escaped as print  # a template's ESC sequences are shown, not obeyed
 
     families = load_templates(args.templates)
     chosen = []
@@ -310,46 +349,12 @@ def cmd_render(args) -> int:
         raise PromptkitError(f"no template family or variant '{args.target}'; families: {names}")
     suite = load_suite(args.suite)
     task = load_tasks(suite, limit=args.limit, seed=args.seed, names=[args.task])[0]
-    position, example = _pick_example(task, args.example)
+    position, example = task.locate(args.example)
     requests = [render(variant, task, example, args.seed) for variant in chosen]
     if args.model and any(r.messages is not None for r in requests):
         requests = apply_chat(requests, _chat_formatter(args.model), args.model)
-    from .prompts.render import noisy_example
-
-    for variant, request in zip(chosen, requests):
-        shown = noisy_example(variant, task, example, args.seed)
-        print(f"=== {variant.id}  [{variant.describe()}]")
-        print(f"=== task {task.name}, example #{position} (id {example.id})")
-        if request.messages is not None:
-            print("--- chat turns (pass --model to see them in that model's chat template) " + "-" * 5)
-            for role, text in request.messages:
-                print(f"[{role}]\n{text}")
-        else:
-            print("--- prompt " + "-" * 60)
-            print(request.prompt)
-        if request.generative:
-            print(f"--- generated greedily: up to {request.max_new_tokens} tokens, cut at {list(request.stop)} " + "-" * 5)
-            print(f"references: {example.references()}")
-        else:
-            print("--- continuations (appended to the prompt exactly as shown) " + "-" * 10)
-            for i, cont in enumerate(request.continuations):
-                mark = "  <- correct" if i in shown.correct_indices() else ""
-                print(f"[{i}] {cont!r}{mark}")
-        print()
+    print(format_render(chosen, requests, task, example, position, args.seed))
     return 0
-
-
-def _pick_example(task, key: str):
-    """(position, example) for `--example`: '#N' is the N-th evaluated example; anything else is an id, or, when
-    no example has that id, a bare position (the form earlier versions took)."""
-    if key.startswith("#"):
-        n = key[1:]
-        if not n.isdigit() or int(n) >= len(task.examples):
-            raise PromptkitError(f"--example {key}: task '{task.name}' evaluates {len(task.examples)} examples, "
-                                 f"#0 to #{len(task.examples) - 1}; or pass an example id")
-        return int(n), task.examples[int(n)]
-    example = task.example(key)
-    return next(i for i, e in enumerate(task.examples) if e is example), example
 
 
 def _chat_formatter(model: str):
@@ -380,19 +385,10 @@ def cmd_lint(args) -> int:
 
 def cmd_models(args) -> int:
     from .backends.acquire import builtin_models
+    from .results.text import format_models
 
-    for m in builtin_models():
-        source = f"{m['file']} from the PyPI package {m['package']}"
-        state = (f"{m['version']} (installed)" if m["installed"] else f"(not installed: {m['install']})")
-        gguf = f", GGUF {_size(m['gguf_bytes'])}" if m["gguf_bytes"] else ""
-        converted = (f"converted: {_size(m['converted_bytes'])} in {m['converted']}" if m["converted"] else
-                     "not converted yet (the first run converts it once, about a minute)")
-        print(f"{m['name']}{' (default)' if m['default'] else ''}: {source} {state}{gguf}; {converted}")
+    print(format_models(builtin_models()))
     return 0
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 if __name__ == "__main__":

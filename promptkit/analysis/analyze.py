@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import ranking as rk
+from .advice import advise, choice_table, rules_table
 from ..errors import PromptkitError
 from .metrics import available_modes, modes_as_variants, with_mode
 from .sensitivity import axis_effects, task_sensitivity
@@ -69,6 +70,7 @@ class Analysis:
     families: pd.DataFrame
     modes: pd.DataFrame
     ranking_tasks: list[str] = field(default_factory=list)
+    rules: pd.DataFrame = field(default_factory=pd.DataFrame)  # selection rules and ensembles, judged out of sample
 
     def tied_with_best(self) -> list[str]:
         return self.ranking.loc[self.ranking["tied_with_best"], "variant"].tolist()
@@ -110,13 +112,26 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
         per_fold, summary = rk.evaluate_protocol(scores, folds, aggregate, default_variant, n_boot, seed, level)
     if note:
         summary["note"] = note
+    advice, rules = _advice(results, ranking_tasks, summary, protocol, mode)
+    summary.update(advice)
     overall = pd.Series(rk.agg_mean_norm(scores.table(), scores.chance), index=scores.variants)
     return Analysis(
         aggregate=aggregate, mode=mode, protocol=protocol, ranking=table, friedman=fr, folds=per_fold,
         summary=summary, sensitivity=task_sensitivity(scores), axes=axis_effects(overall, results.variants),
         families=rk.family_scores(scores.frame(), {v: i["family"] for v, i in results.variants.items()}),
-        modes=_modes_table(results.rows, tasks, ranking_tasks, aggregate), ranking_tasks=ranking_tasks,
+        modes=_modes_table(results.rows, tasks, ranking_tasks, aggregate), ranking_tasks=ranking_tasks, rules=rules,
     )
+
+
+def _advice(results, ranking_tasks: list[str], summary: dict, protocol: str, mode: str) -> tuple[dict, pd.DataFrame]:
+    """The verdict on generalization, the rule nested LOTO recommends on the ranking tasks (every rule and
+    ensemble beside the others, with its cost), and the next step."""
+    ct = choice_table(results.rows, results.tasks, mode)
+    usable = [t for t in ranking_tasks if ct is not None and t in ct.tasks]
+    rec, rules = None, pd.DataFrame(columns=["rule", "choice", "cost", "loto_mean_norm", "selection_mean_norm"])
+    if len(usable) >= 2:
+        rec, rules = rules_table(ct, usable, [t for t in ct.tasks if t not in ranking_tasks])
+    return advise(summary, protocol, rec), rules
 
 
 def _ranking_table(scores: Scores, ranking_tasks, held_tasks, aggregate, n_boot, seed, level, variants) -> pd.DataFrame:

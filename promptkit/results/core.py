@@ -12,6 +12,11 @@ from ..errors import PromptkitError
 from .rundir import read_tables, write_run
 
 
+# Scoring a new task (Results.recommend(task=...)) is the run layer's work: promptkit.run registers its scorer here
+# when it is imported (promptkit.load and promptkit.evaluate import it), so results/ never imports run/.
+TASK_SCORER: list = []
+
+
 @dataclass
 class Results:
     """Scores of every variant on every example of every task, with the run's context."""
@@ -73,6 +78,35 @@ class Results:
         if self._analysis is None:
             self._analysis = self.analyze(n_boot=500)
         return self._analysis
+
+    def recommend(self, task=None, n: int = 8, *, model=None, candidates: int | None = None, mode: str = "raw",
+                  seed: int = 0, cache=True, progress: bool = True, log=print):
+        """A prompt for tasks this run did not choose on.
+
+        With no `task`: the selection rule (top-1, mean rank, worst task, shrinkage, task-aware, or a top-k
+        ensemble by averaged probabilities or majority vote) that nested leave-one-task-out prefers on the
+        selection tasks alone, and what it chooses (promptkit.analysis.selection.Recommendation; held-out rows
+        are never read). With `task` ('bigbench:NAME', a task.json, or a .json/.jsonl/.csv file with input,
+        choices and target): score the variants (or the `candidates` best by the prior) on `n` labelled examples
+        of it with the run's model (or `model`), and combine that with the cross-task prior — n = 0 gives the
+        cross-task choice, more labels move toward the task's own best. Returns an Adaptation: the variant, its
+        expected score with an interval, and the model calls it cost."""
+        if task is None:
+            from ..analysis.advice import choice_table
+            from ..analysis.selection import recommend
+
+            view = self.ranked()
+            ct = choice_table(view.rows, view.tasks, mode)
+            selection = [t for t in (ct.tasks if ct else []) if view.tasks[t]["split"] == "selection"]
+            if len(selection) < 2:
+                raise PromptkitError("recommending a selection rule needs at least 2 multiple-choice selection tasks "
+                                     "scored on every variant")
+            return recommend(ct, selection)
+        if not TASK_SCORER:
+            raise PromptkitError("scoring a new task is the run layer's work: import promptkit.run (promptkit.load and "
+                                 "promptkit.evaluate do) before Results.recommend(task=...)")
+        return TASK_SCORER[0](self, task, n, model=model, candidates=candidates, mode=mode, seed=seed, cache=cache,
+                       progress=progress, log=log)
 
     def plot(self, kind: str = "heatmap"):
         """A matplotlib Figure: heatmap, cd (critical difference), sensitivity, selection_vs_held_out, axes, and for

@@ -249,6 +249,7 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
         parts.append(f"<p class='note'>{esc(a.aggregate)}: accuracy rescaled so that chance is 0 and perfect is 1 on every task. "
                      f"Default variant {esc(s.get('default_variant'))} scores {fmt(row.get('default_held_out', float('nan')))} held out. "
                      "The CIs resample examples within every task and re-choose the prompt in every replicate.</p>")
+    parts.append(generalization_html(a))
     # --- ranking
     tied = a.tied_with_best()
     fr = a.friedman
@@ -308,6 +309,22 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
             f"<body>{body}<script>{CHECK_SCRIPT}</script></body></html>")
+
+
+def generalization_html(a) -> str:
+    """Whether the chosen prompt generalized, what to do next, and every selection rule and ensemble judged
+    out of sample on the selection tasks (nested leave-one-task-out) beside its held-out score and cost."""
+    s = a.summary
+    if not s.get("verdict"):
+        return ""
+    out = (f"<h2>Did the chosen prompt generalize?</h2><p><b>{esc(s['verdict'])}</b></p>"
+           f"<p>Next step: {esc(s['next_step'])}</p>")
+    if not a.rules.empty:
+        out += ("<p class='note'>Selection rules and prompt ensembles: loto_mean_norm is each rule's score on selection "
+                "tasks it did not see when choosing (nested leave-one-task-out; the recommendation reads only this "
+                "column), cost is model calls per example. Held-out scores are never used to choose.</p>"
+                + frame_html(a.rules, left=("rule", "choice")))
+    return out
 
 
 def write_report(results, out: str | Path, analysis=None, full=None) -> Path:

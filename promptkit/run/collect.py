@@ -71,7 +71,8 @@ def task_info(tasks: list[Task], metrics: dict | None = None) -> dict[str, dict]
     return {
         t.name: {"split": t.split, "chance": t.chance, "n_examples": len(t.examples), "instruction": t.instruction,
                  "source": t.source, "cluster": t.cluster, "kind": "generation" if t.generative else "multiple_choice",
-                 "n_demos": len(t.demos), **({"metric": metrics[t.name].label} if t.name in metrics else {})}
+                 "n_demos": len(t.demos), "features": {k: round(v, 4) for k, v in t.features().items()},
+                 **({"metric": metrics[t.name].label} if t.name in metrics else {})}
         for t in tasks
     }
 

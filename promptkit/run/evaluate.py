@@ -18,9 +18,10 @@ from .work import render_work
 
 
 def evaluate(templates=None, suite=None, model: str | Backend | list | None = None, *, limit: int | None = None,
-             max_variants: int | None = None, seed: int = 0, dtype: str = "auto", device: str = "auto",
-             batch_tokens: int | str = "auto", cache: str | Path | bool | None = True, calibrate: bool = False,
-             trust_remote_code: bool = False, device_map: str | dict | None = None, search: str | None = None,
+             max_variants: int | None = None, seed: int = 0, variants: list[str] | None = None,
+             dtype: str = "auto", device: str = "auto", batch_tokens: int | str = "auto",
+             cache: str | Path | bool | None = True, calibrate: bool = False, trust_remote_code: bool = False,
+             device_map: str | dict | None = None, search: str | None = None,
              budget: str | float | None = None, noise: list[str] | None = None, synthetic=None, synthetic_model=None,
              out: str | Path | None = None, report: bool = True, analysis=None, progress: bool = True,
              log: Callable[[str], None] = print) -> Results:

@@ -19,7 +19,8 @@ class RunOptions:
     """How `evaluate` runs.
 
     limit: examples per task (default: the suite's `limit`); max_variants: a seeded sample of at most N
-        variants, spread over families (None: all); seed: variant and example sampling.
+        variants, spread over families (None: all); seed: variant and example sampling; variants: keep only
+        these variant ids (after expansion; an id the templates do not produce is an error).
     dtype, device, batch_tokens, trust_remote_code, device_map: how the model loads (backends that do not
         load a model locally ignore them). trust_remote_code lets a hub model run the Python code in its
         repository; device_map spreads one model over this machine's GPUs (transformers' device_map).
@@ -42,6 +43,7 @@ class RunOptions:
     limit: int | None = None
     max_variants: int | None = None
     seed: int = 0
+    variants: list[str] | None = None
     dtype: str = "auto"
     device: str = "auto"
     batch_tokens: int | str = "auto"

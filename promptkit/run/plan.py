@@ -45,7 +45,7 @@ def make_plan(templates, suite, options: RunOptions) -> Plan:
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     tasks = load_tasks(suite, options.limit, options.seed)
     families, left_out = fitting_families(families, tasks, builtin=templates is None)
-    variants = with_noise(expand_all(families, options.max_variants, options.seed), options.noise)
+    variants = with_noise(kept(expand_all(families, options.max_variants, options.seed), options.variants), options.noise)
     metrics = {}
     if any(t.generative for t in tasks):
         from ..analysis.text_metrics import load_metric
@@ -54,6 +54,19 @@ def make_plan(templates, suite, options: RunOptions) -> Plan:
     plan = Plan(families, suite, tasks, variants, metrics, left_out + check_demonstrations(variants, tasks), options.log)
     options.check_plan(list(metrics), bool(plan.synthetic_variants))
     return plan
+
+
+def kept(variants: list[Variant], ids: list[str] | None) -> list[Variant]:
+    """Only the variants named by id (all when `ids` is None); an id the templates do not produce is an error."""
+    if ids is None:
+        return variants
+    known = {v.id for v in variants}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise PromptkitError(f"variants= names {len(unknown)} id(s) these templates do not produce for this suite: "
+                             f"{', '.join(unknown[:5])}; take ids from the run's variants.json (or ranking.csv)")
+    wanted = set(ids)
+    return [v for v in variants if v.id in wanted]
 
 
 def _is_families(value) -> bool:

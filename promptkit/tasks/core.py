@@ -88,6 +88,37 @@ class Task:
         values = [len(e.correct_indices()) / len(e.choices) for e in self.examples if e.choices]
         return sum(values) / len(values) if values else 0.0
 
+    def features(self) -> dict[str, float]:
+        """What a task looks like without reading a single answer: mean number of choices, the share of
+        two-way yes/no (or true/false) examples, the share of examples whose input already lists every
+        choice, the mean length of a choice and of an input (characters). Task-aware prompt choice
+        compares tasks by these (promptkit.analysis.selection); none of them uses a target."""
+        choice = [e for e in self.examples if e.choices]
+        if not choice:
+            return {"n_choices": 0.0, "yes_no": 0.0, "options_in_input": 0.0, "answer_chars": 0.0,
+                    "input_chars": float(sum(len(e.input) for e in self.examples) / max(len(self.examples), 1))}
+        n = len(choice)
+        binary = {frozenset({"yes", "no"}), frozenset({"true", "false"})}
+        return {
+            "n_choices": sum(len(e.choices) for e in choice) / n,
+            "yes_no": sum(frozenset(c.strip().lower().rstrip(".") for c in e.choices) in binary for e in choice) / n,
+            "options_in_input": sum(all(c.strip() and c.strip() in e.input for c in e.choices) for e in choice) / n,
+            "answer_chars": sum(sum(len(c) for c in e.choices) / len(e.choices) for e in choice) / n,
+            "input_chars": sum(len(e.input) for e in choice) / n,
+        }
+
+    def locate(self, key: str) -> tuple[int, Example]:
+        """(position, example) for a user's key: '#N' is the N-th evaluated example; anything else is an id, or,
+        when no example has that id, a bare position (`promptkit render --example`)."""
+        if key.startswith("#"):
+            n = key[1:]
+            if not n.isdigit() or int(n) >= len(self.examples):
+                raise PromptkitError(f"--example {key}: task '{self.name}' evaluates {len(self.examples)} examples, "
+                                     f"#0 to #{len(self.examples) - 1}; or pass an example id")
+            return int(n), self.examples[int(n)]
+        example = self.example(key)
+        return next(i for i, e in enumerate(self.examples) if e is example), example
+
     def example(self, key: str | int) -> Example:
         """Find an example by id, or by position when given an int."""
         for example in self.examples:

@@ -1,0 +1,216 @@
+"""Generalization benchmark: does a prompt chosen on some tasks do well on tasks it never saw?
+
+    python benchmarks/bench_generalization.py                    # the full benchmark (hours the first time)
+    python benchmarks/bench_generalization.py --partitions 10    # a quicker look once the scores are cached
+
+A pool of 43 BIG-bench multiple-choice tasks (benchmarks/generalization_pool.yaml) is scored once,
+exhaustively, with 32 variants of the built-in template library on 24 examples per task (a normal
+`promptkit run`; its scores land in the result cache, so an interrupted run resumes and a rerun of this
+script costs seconds). Then, with no model calls, the pool is split many times into selection and
+held-out tasks: `--partitions` uniformly random splits and as many stratified by task type (yes/no,
+options listed in the input, 2-3 way, 4-5 way: each type split in half). For every split, each
+selection rule of promptkit.analysis.selection chooses on the selection tasks only and is scored on the
+held-out tasks (mean_norm: chance-normalized accuracy, averaged over tasks); "recommended" is the rule
+that nested leave-one-task-out prefers on that split's selection tasks (what `promptkit rank
+--recommend` does). References: the median variant and the best single variant in hindsight (the one
+variant that is best on that split's held-out tasks).
+
+Few labelled examples ("adapted, N=k"): on each held-out task, k examples are drawn as labelled, every
+variant is scored on them, and the hierarchical prior from the selection tasks is updated
+(promptkit.analysis.adapt; what `promptkit recommend --labelled k` does); the choice is scored on the
+task's other examples. On those same examples: the cross-task choice, the task's best on the k labelled
+examples without the prior, and the hindsight-best single variant (fixed across the held-out tasks).
+
+Printed and written to benchmarks/results/generalization.json: per rule, the mean held-out mean_norm
+with a 95% interval over partitions (bootstrap of the mean), its ratio to the hindsight-best single
+variant, and the share of partitions where it beats the median variant (Wilson 95% interval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import promptkit as pk
+from promptkit.analysis import adapt, selection as sel
+from promptkit.tasks.suites import load_suite, load_tasks
+
+POOL = Path(__file__).with_name("generalization_pool.yaml")
+
+
+def task_type(f: dict) -> str:
+    if f["yes_no"] >= 0.5:
+        return "yes/no"
+    if f["options_in_input"] >= 0.5:
+        return "options in input"
+    return "2-3 way" if f["n_choices"] < 3.5 else "4-5 way"
+
+
+def partitions(tasks: list[str], types: dict[str, str], n: int, stratified: bool, seed: int) -> list[tuple[list, list]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        if stratified:
+            selection = []
+            for kind in sorted(set(types.values())):
+                members = [t for t in tasks if types[t] == kind]
+                rng.shuffle(members)
+                take = len(members) // 2 + (rng.random() < 0.5 if len(members) % 2 else 0)
+                selection += members[:take]
+        else:
+            order = list(tasks)
+            rng.shuffle(order)
+            selection = order[: len(tasks) // 2]
+        out.append((sorted(selection), sorted(t for t in tasks if t not in selection)))
+    return out
+
+
+def correct_matrix(ct: sel.ChoiceTable, task: str, examples: np.ndarray) -> np.ndarray:
+    """variants × examples 0/1 of every single variant on the given examples."""
+    pred = ct.probs[task][:, examples].argmax(axis=2)
+    return ct.correct[task][examples[None, :], pred].astype(float)
+
+
+def norm(acc: np.ndarray | float, chance: float):
+    return (acc - chance) / (1 - chance)
+
+
+def adapted(ct: sel.ChoiceTable, selection: list[str], held: list[str], k: int, rng: np.random.Generator) -> dict:
+    """Few-label adaptation on every held-out task; all scores on each task's unlabelled examples."""
+    table = ct.table(selection)
+    prior = adapt.prior(table, np.array([ct.n_examples(t) for t in selection]), np.array([ct.chance[t] for t in selection]))
+    cross = int(np.argmax(table.mean(axis=1)))
+    per = {"adapted": [], "own_best": [], "cross_task": [], "rest": []}
+    for t in held:
+        n = ct.n_examples(t)
+        idx = rng.permutation(n)
+        labelled, rest = idx[:k], idx[k:]
+        lab = correct_matrix(ct, t, labelled)
+        post = adapt.posterior(prior, lab, ct.chance[t])
+        scores = norm(correct_matrix(ct, t, rest).mean(axis=1), ct.chance[t])
+        per["adapted"].append(scores[post.choice()])
+        per["own_best"].append(scores[int(np.argmax(lab.mean(axis=1)))])
+        per["cross_task"].append(scores[cross])
+        per["rest"].append(scores)
+    rest = np.mean(per.pop("rest"), axis=0)  # per variant, mean over held-out tasks, same examples
+    out = {key: float(np.mean(v)) for key, v in per.items()}
+    out["best_single"] = float(rest.max())
+    out["median"] = float(np.median(rest))
+    return out
+
+
+def run_partition(ct: sel.ChoiceTable, selection: list[str], held: list[str], labelled: list[int], seed: int) -> dict:
+    singles = ct.table(held).mean(axis=1)
+    row = {"best_single": float(singles.max()), "median": float(np.median(singles)), "rules": {}, "adapted": {}}
+    for name in sel.RULES:
+        row["rules"][name] = held_out_score(ct, name, selection, held)
+    rec = sel.recommend(ct, selection)
+    row["recommended_rule"] = rec.rule
+    row["rules"]["recommended"] = row["rules"][rec.rule]
+    for k in labelled:
+        row["adapted"][k] = adapted(ct, selection, held, k, np.random.default_rng([seed, k]))
+    return row
+
+
+def held_out_score(ct, name, selection, held) -> float:
+    return sel.held_out_score(ct, name, selection, held)[0]
+
+
+def interval(values: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    reps = values[rng.integers(0, len(values), (n, len(values)))].mean(axis=1)
+    return float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def summarize(rows: list[dict], labelled: list[int]) -> list[dict]:
+    rng = np.random.default_rng(0)
+    best = np.array([r["best_single"] for r in rows])
+    median = np.array([r["median"] for r in rows])
+    lines = []
+
+    def line(name, values, best_ref, median_ref, cost=""):
+        values = np.asarray(values)
+        beats = int((values > median_ref + 1e-12).sum())
+        lines.append({"rule": name, "cost": cost, "mean": float(values.mean()), "ci": interval(values, rng),
+                      "ratio_to_best": float(values.mean() / best_ref.mean()),
+                      "beats_median": beats / len(values), "beats_median_ci": wilson(beats, len(values))})
+
+    for name in [*sel.RULES, "recommended"]:
+        cost = {"ensemble3": "3x", "vote3": "3x", "ensemble5": "5x", "vote5": "5x"}.get(name, "1x")
+        line(name, [r["rules"][name] for r in rows], best, median, cost if name != "recommended" else "1-5x")
+    line("median variant", median, best, median, "1x")
+    line("best single variant in hindsight", best, best, median, "1x")
+    for k in labelled:
+        a = [r["adapted"][k] for r in rows]
+        b, m = np.array([x["best_single"] for x in a]), np.array([x["median"] for x in a])
+        for key, label in (("adapted", f"adapted, N={k} labelled (prior + labels)"),
+                           ("own_best", f"task's own best on N={k} labelled (no prior)"),
+                           ("cross_task", f"cross-task choice (top1), same {24 - k} examples")):
+            line(label, [x[key] for x in a], b, m, f"1x + {k}×variants calls")
+        line(f"hindsight-best single, same {24 - k} examples", b, b, m, "1x")
+    return lines
+
+
+def score_pool(run_dir: Path, suite: str, variants: int, limit: int) -> "pk.Results":
+    if (run_dir / "results.jsonl").exists():
+        return pk.load(run_dir)
+    return pk.evaluate(None, suite, None, max_variants=variants, limit=limit, seed=0, out=run_dir, report=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="benchmarks/results/generalization_pool_run",
+                        help="the pool's run directory (scored and written there if missing; resumable from the cache)")
+    parser.add_argument("--suite", default=str(POOL), help="the task pool (a suite; its split is ignored)")
+    parser.add_argument("--variants", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--partitions", type=int, default=50, help="random partitions (and as many stratified)")
+    parser.add_argument("--labelled", default="4,8", help="labelled examples per held-out task for adaptation")
+    parser.add_argument("--mode", default="raw", help="scoring mode (raw, per_token, per_char)")
+    parser.add_argument("--out", default="benchmarks/results/generalization.json")
+    args = parser.parse_args()
+    labelled = [int(x) for x in args.labelled.split(",") if x]
+
+    started = time.perf_counter()
+    results = score_pool(Path(args.run), args.suite, args.variants, args.limit)
+    suite = load_suite(args.suite)
+    features = {t.name: t.features() for t in load_tasks(suite, args.limit, 0)}
+    ct = sel.ChoiceTable.from_rows(results.rows, results.tasks, args.mode, features=features)
+    types = {t: task_type(ct.features[t]) for t in ct.tasks}
+    print(f"{len(ct.tasks)} tasks, {len(ct.variants)} variants; task types: "
+          + ", ".join(f"{k} {list(types.values()).count(k)}" for k in sorted(set(types.values()))))
+    report = {"tasks": len(ct.tasks), "variants": len(ct.variants), "mode": args.mode, "types": types}
+    for stratified in (False, True):
+        parts = partitions(ct.tasks, types, args.partitions, stratified, seed=1 if stratified else 0)
+        rows = [run_partition(ct, s, h, labelled, seed=i) for i, (s, h) in enumerate(parts)]
+        title = "stratified by task type" if stratified else "uniformly random"
+        summary = summarize(rows, labelled)
+        chosen = {r["recommended_rule"] for r in rows}
+        report[title] = {"partitions": len(rows), "summary": summary,
+                         "recommended_rules": {c: sum(r["recommended_rule"] == c for r in rows) for c in sorted(chosen)}}
+        print(f"\n{len(rows)} partitions, {title} ({len(parts[0][0])} selection / {len(parts[0][1])} held-out tasks); "
+              f"recommended rule per partition: {report[title]['recommended_rules']}")
+        print("| rule | cost | held-out mean_norm [95% CI] | ratio to hindsight-best | beats median [95% CI] |")
+        print("|---|---|---|---|---|")
+        for r in summary:
+            print(f"| {r['rule']} | {r['cost']} | {r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | "
+                  f"{r['ratio_to_best']:.0%} | {r['beats_median']:.0%} [{r['beats_median_ci'][0]:.0%}, "
+                  f"{r['beats_median_ci'][1]:.0%}] |")
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out} ({report['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""What a run says about generalization, in plain words: did the chosen prompt hold up on tasks it was not
+chosen on (the regret CI), which selection rule nested leave-one-task-out prefers, and what to do next."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import PromptkitError
+from . import selection as sel
+
+GAIN = 0.01  # a rule other than top1 is advised only when its out-of-sample score is at least this much higher
+
+
+def rules_table(ct: sel.ChoiceTable, ranking_tasks: list[str], held_out: list[str]) -> tuple[sel.Recommendation, pd.DataFrame]:
+    """Every rule beside the others: what it chooses on the ranking tasks (a variant, or an ensemble with its
+    cost k×), its nested-LOTO score on the ranking tasks (out of sample), its in-sample score there, and
+    its score on the held-out tasks (never used to choose). The recommendation reads only the ranking tasks."""
+    rec = sel.recommend(ct, ranking_tasks)
+    rows = []
+    for r in rec.loto.to_dict("records"):
+        chosen = sel.rule(r["rule"])(ct, ranking_tasks, None)
+        row = {"rule": r["rule"], "choice": chosen.name if r["rule"] != "task_aware" else "(per task)",
+               "cost": chosen.cost, "loto_mean_norm": r["loto_mean_norm"],
+               "selection_mean_norm": ct.score(chosen, ranking_tasks)}
+        if held_out:
+            row["held_out_mean_norm"] = sel.held_out_score(ct, r["rule"], ranking_tasks, held_out)[0]
+        rows.append(row)
+    return rec, pd.DataFrame(rows)
+
+
+def choice_table(rows: pd.DataFrame, tasks: dict, mode: str) -> sel.ChoiceTable | None:
+    """The run's multiple-choice scores as a ChoiceTable, or None when they cannot be combined (a search
+    scored variants on different examples, or no task has choices)."""
+    try:
+        ct = sel.ChoiceTable.from_rows(rows, tasks, mode)
+    except PromptkitError:
+        return None
+    return ct if ct.tasks else None
+
+
+def advise(summary: dict, protocol: str, rec: sel.Recommendation | None, run_hint: str = "RUN_DIR") -> dict:
+    """verdict (generalized: True/False/None), a sentence saying why, and the next step."""
+    ci = summary.get("regret_ci")
+    out: dict = {"generalized": None}
+    if ci is None or protocol == "none":
+        out["verdict"] = ("not measured: no task was held out from the choice (add held_out tasks, or use "
+                          "--protocol loto)")
+    else:
+        lo, hi = float(ci[0]), float(ci[1])
+        where = "the held-out tasks" if protocol == "split" else f"the {protocol} folds' held-out tasks"
+        if lo <= 0:
+            out["generalized"] = True
+            out["verdict"] = (f"generalized: on {where} the chosen prompt is within the noise of the best prompt in "
+                              f"hindsight (regret CI [{lo:.3f}, {hi:.3f}] includes 0)")
+        else:
+            out["generalized"] = False
+            out["verdict"] = (f"did not generalize: on {where} the chosen prompt is measurably worse than the best "
+                              f"prompt in hindsight (regret CI [{lo:.3f}, {hi:.3f}] excludes 0)")
+    out["next_step"] = next_step(out["generalized"], rec, run_hint)
+    if rec is not None:
+        out["recommendation"] = rec.as_dict()
+    return out
+
+
+def next_step(generalized: bool | None, rec: sel.Recommendation | None, run_hint: str) -> str:
+    adapt = (f"for a task of your own, label a few examples and let the run adapt: promptkit recommend {run_hint} "
+             "--task TASK --labelled 8")
+    if rec is not None:
+        loto = dict(zip(rec.loto["rule"], rec.loto["loto_mean_norm"]))
+        gain = loto[rec.rule] - loto.get("top1", np.nan)
+        if rec.rule != "top1" and gain >= GAIN:
+            what = (f"the ensemble {rec.candidate.name} ({rec.candidate.cost}× calls)" if rec.candidate.method != "single"
+                    else f"{rec.candidate.name}" if rec.rule != "task_aware" else "a per-task choice")
+            return (f"use the '{rec.rule}' rule: on selection tasks it was not chosen on it scores {gain:+.3f} mean_norm "
+                    f"over the top-1 choice; it picks {what} (promptkit rank {run_hint} --recommend). "
+                    + ("Or " + adapt if generalized is False else ""))
+    if generalized is False:
+        return "no selection rule does clearly better out of sample; " + adapt
+    if generalized is True:
+        return "keep the chosen prompt; " + adapt.replace("for a task of your own", "to tune it to one task")
+    return "hold tasks out of the choice to measure generalization (a held_out list, or --protocol loto)"
