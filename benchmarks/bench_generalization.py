@@ -69,29 +69,22 @@ def partitions(tasks: list[str], types: dict[str, str], n: int, stratified: bool
     return out
 
 
-def correct_matrix(ct: sel.ChoiceTable, task: str, examples: np.ndarray) -> np.ndarray:
-    """variants × examples 0/1 of every single variant on the given examples."""
-    pred = ct.probs[task][:, examples].argmax(axis=2)
-    return ct.correct[task][examples[None, :], pred].astype(float)
-
-
 def norm(acc: np.ndarray | float, chance: float):
     return (acc - chance) / (1 - chance)
 
 
 def adapted(ct: sel.ChoiceTable, selection: list[str], held: list[str], k: int, rng: np.random.Generator) -> dict:
     """Few-label adaptation on every held-out task; all scores on each task's unlabelled examples."""
-    table = ct.table(selection)
-    prior = adapt.prior(table, np.array([ct.n_examples(t) for t in selection]), np.array([ct.chance[t] for t in selection]))
-    cross = int(np.argmax(table.mean(axis=1)))
+    prior = sel.fit_prior(ct, selection)
+    cross = int(np.argmax(prior.mu))
     per = {"adapted": [], "own_best": [], "cross_task": [], "rest": []}
     for t in held:
         n = ct.n_examples(t)
         idx = rng.permutation(n)
         labelled, rest = idx[:k], idx[k:]
-        lab = correct_matrix(ct, t, labelled)
+        lab = ct.correct_by_variant(t, labelled)
         post = adapt.posterior(prior, lab, ct.chance[t])
-        scores = norm(correct_matrix(ct, t, rest).mean(axis=1), ct.chance[t])
+        scores = norm(ct.correct_by_variant(t, rest).mean(axis=1), ct.chance[t])
         per["adapted"].append(scores[post.choice()])
         per["own_best"].append(scores[int(np.argmax(lab.mean(axis=1)))])
         per["cross_task"].append(scores[cross])
@@ -156,7 +149,7 @@ def summarize(rows: list[dict], labelled: list[int]) -> list[dict]:
         for key, label in (("adapted", f"adapted, N={k} labelled (prior + labels)"),
                            ("own_best", f"task's own best on N={k} labelled (no prior)"),
                            ("cross_task", f"cross-task choice (top1), same {24 - k} examples")):
-            line(label, [x[key] for x in a], b, m, f"1x + {k}×variants calls")
+            line(label, [x[key] for x in a], b, m, "1x" if key == "cross_task" else f"1x + {k}×variants calls")
         line(f"hindsight-best single, same {24 - k} examples", b, b, m, "1x")
     return lines
 

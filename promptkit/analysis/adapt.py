@@ -29,9 +29,22 @@ class Prior:
     grand: float  # mean over variants and tasks
 
 
-def prior(table: np.ndarray, n_examples: np.ndarray, chance: np.ndarray) -> Prior:
+def paired_noise(correct: np.ndarray, chance: float) -> float:
+    """Sampling variance of one variant's score *relative to the other variants* on the same examples
+    (normalized scale): variants scored on the same examples err together, and only their differences
+    decide the choice. `correct`: variants × examples of 0/1."""
+    correct = np.asarray(correct, dtype=float)
+    n = correct.shape[1]
+    scale = 1 - chance if chance < 1 else 1.0
+    deviation = correct - correct.mean(axis=0, keepdims=True)
+    per_example = float((deviation ** 2).sum() / max(correct.shape[0] * n, 1))
+    return max(per_example, 0.01) / n / scale ** 2  # a floor: a few examples that all variants agree on prove little
+
+
+def prior(table: np.ndarray, n_examples: np.ndarray, chance: np.ndarray, noise: np.ndarray | None = None) -> Prior:
     """Fit the prior from a variants × tasks table of normalized scores (each task with `n_examples` examples and
-    its chance level): interaction variance net of the binomial noise of the per-task scores."""
+    its chance level): interaction variance net of the sampling noise of the per-task scores — `noise` per task
+    (paired_noise of its per-example scores), or else the binomial variance."""
     table = np.asarray(table, dtype=float)
     if table.ndim != 2 or table.shape[1] < 1 or table.shape[0] < 1:
         raise PromptkitError("adapting a prompt needs a variants × tasks table with at least one task")
@@ -40,8 +53,10 @@ def prior(table: np.ndarray, n_examples: np.ndarray, chance: np.ndarray) -> Prio
     col = table.mean(axis=0) - grand
     resid = table - mu[:, None] - col[None, :]
     scale = np.where(chance < 1, 1 - chance, 1.0)
-    acc = chance + table * scale  # back to accuracy for the binomial noise
-    noise = (np.clip(acc * (1 - acc), 0, 0.25) / np.maximum(n_examples, 1) / scale ** 2).mean()
+    if noise is None:
+        acc = chance + table * scale  # back to accuracy for the binomial noise
+        noise = np.clip(acc * (1 - acc), 0, 0.25) / np.maximum(n_examples, 1) / scale ** 2
+    noise = float(np.mean(noise))
     dof = max((table.shape[0] - 1) * (table.shape[1] - 1), 1)
     tau2 = max(float((resid ** 2).sum() / dof - noise), 1e-4)
     task_var = float(col.var(ddof=1)) if table.shape[1] > 1 else tau2
@@ -79,11 +94,11 @@ def posterior(p: Prior, correct: np.ndarray | None, chance: float) -> Posterior:
     if correct.shape[0] != len(p.mu):
         raise PromptkitError(f"the labelled scores cover {correct.shape[0]} variants; the prior has {len(p.mu)}")
     y = (correct.mean(axis=1) - chance) / scale
-    pooled = (correct.sum() + 1) / (correct.size + 2)  # Laplace: no zero variance when every answer is wrong
-    sigma2 = pooled * (1 - pooled) / n / scale ** 2
+    sigma2 = paired_noise(correct, chance)
     b = float(np.mean(y - p.mu))  # how easy the new task is for every prompt
     k = p.tau2 / (p.tau2 + sigma2)
     mean = p.mu + b + k * (y - p.mu - b)
-    var_b = (sigma2 + p.tau2) / len(p.mu)
+    pooled = (correct.sum() + 1) / (correct.size + 2)  # how well b is known: the binomial noise of the task's mean
+    var_b = (pooled * (1 - pooled) / n / scale ** 2 + p.tau2) / len(p.mu)
     sd = np.sqrt(k * sigma2 + var_b) * np.ones_like(mean)
     return Posterior(mean, sd, n, float(k))

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ..errors import PromptkitError
+from . import adapt
 from .metrics import mode_scores
 
 METHODS = ("single", "mean_prob", "vote")
@@ -122,6 +123,13 @@ class ChoiceTable:
         """(accuracy − chance) / (1 − chance)."""
         c = self.chance[task]
         return (self.accuracy(candidate, task) - c) / (1 - c if c < 1 else 1.0)
+
+    def correct_by_variant(self, task: str, examples: np.ndarray | None = None) -> np.ndarray:
+        """variants × examples: 1 where the variant alone answers the example right."""
+        p = self.probs[task] if examples is None else self.probs[task][:, examples]
+        c = self.correct[task] if examples is None else self.correct[task][examples]
+        pred = p.argmax(axis=2)
+        return c[np.arange(pred.shape[1])[None, :], pred].astype(float)
 
     def single(self, task: str) -> np.ndarray:
         """Every variant's normalized accuracy on one task (cached)."""
@@ -268,6 +276,13 @@ def held_out_score(ct: ChoiceTable, name: str, selection: list[str], held_out: l
         return float(np.mean([ct.score(c, [t]) for c, t in zip(chosen, held_out)])), chosen
     c = fn(ct, selection, None)
     return ct.score(c, held_out), [c]
+
+
+def fit_prior(ct: ChoiceTable, selection: list[str]) -> adapt.Prior:
+    """The cross-task prior of few-label adaptation from the selection tasks, with each task's paired noise."""
+    noise = np.array([adapt.paired_noise(ct.correct_by_variant(t), ct.chance[t]) for t in selection])
+    return adapt.prior(ct.table(selection), np.array([ct.n_examples(t) for t in selection]),
+                       np.array([ct.chance[t] for t in selection]), noise)
 
 
 # ---------------------------------------------------------------------------- recommendation

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..analysis import adapt
 from ..analysis.advice import choice_table
+from ..analysis.selection import fit_prior
 from ..errors import PromptkitError
 from ..paths import builtin_dir
 from ..tasks.core import SOURCES
@@ -108,8 +109,7 @@ def recommend_for_task(results, task, n: int = 8, *, model=None, candidates: int
     if not selection:
         raise PromptkitError("this run has no multiple-choice selection tasks scored on every variant; adaptation needs "
                              "the run's cross-task scores as its prior")
-    table = ct.table(selection)
-    prior = adapt.prior(table, np.array([ct.n_examples(t) for t in selection]), np.array([ct.chance[t] for t in selection]))
+    prior = fit_prior(ct, selection)
     order = np.lexsort((np.arange(len(ct.variants)), -prior.mu))
     keep = order if not candidates else order[: max(1, int(candidates))]
     ids = [ct.variants[i] for i in keep]
@@ -123,9 +123,7 @@ def recommend_for_task(results, task, n: int = 8, *, model=None, candidates: int
     nct = choice_table(new.rows, new.tasks, mode)
     if nct is None or name not in nct.tasks:
         raise PromptkitError(f"task '{name}' gave no multiple-choice scores; adaptation chooses among multiple-choice prompts")
-    pred = nct.probs[name].argmax(axis=2)
-    correct = nct.correct[name][np.arange(pred.shape[1])[None, :], pred].astype(float)
-    correct = correct[[nct.variants.index(v) for v in ids]]
+    correct = nct.correct_by_variant(name)[[nct.variants.index(v) for v in ids]]
     chance = nct.chance[name]
     sub = adapt.Prior(prior.mu[keep], prior.tau2, prior.task_var, prior.grand)
     post = adapt.posterior(sub, correct, chance)
