@@ -203,3 +203,14 @@ def test_posterior_with_many_labels_is_the_tasks_own_best():
 def test_prior_needs_a_table():
     with pytest.raises(PromptkitError, match="variants × tasks"):
         adapt.prior(np.zeros((0,)), np.array([]), np.array([]))
+
+
+def test_task_features_read_no_labels():
+    from promptkit.tasks.core import Example, Task
+
+    examples = [Example("1", "Is it? yes or no", ["yes", "no"], 0), Example("2", "Pick: red, blue", ["red", "blue"], 1)]
+    f = Task("t", examples).features()
+    assert f == {"n_choices": 2.0, "yes_no": 0.5, "options_in_input": 1.0, "answer_chars": 3.0,
+                 "input_chars": (16 + 15) / 2}
+    relabelled = Task("t", [Example(e.id, e.input, e.choices, 1 - e.target) for e in examples]).features()
+    assert relabelled == f
