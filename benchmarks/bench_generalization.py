@@ -156,6 +156,18 @@ def summarize(rows: list[dict], labelled: list[int]) -> list[dict]:
     return lines
 
 
+def task_table(ct: sel.ChoiceTable, types: dict[str, str]) -> list[dict]:
+    """Per task: its type, chance, and the accuracy of the mean, best and worst of the variants, and their spread
+    (what chose the built-in suite's tasks: prompts must matter, and the best prompt must beat chance)."""
+    out = []
+    for t in ct.tasks:
+        acc = ct.correct_by_variant(t).mean(axis=1)
+        out.append({"task": t, "type": types[t], "chance": round(ct.chance[t], 3), "mean": round(float(acc.mean()), 3),
+                    "best": round(float(acc.max()), 3), "worst": round(float(acc.min()), 3),
+                    "sd": round(float(acc.std()), 3)})
+    return sorted(out, key=lambda r: (r["type"], -(r["best"] - r["chance"])))
+
+
 def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str) -> "pk.Results":
     if (run_dir / "results.jsonl").exists():
         return pk.load(run_dir)
@@ -186,7 +198,11 @@ def main() -> None:
     types = {t: task_type(ct.features[t]) for t in ct.tasks}
     print(f"{len(ct.tasks)} tasks, {len(ct.variants)} variants; task types: "
           + ", ".join(f"{k} {list(types.values()).count(k)}" for k in sorted(set(types.values()))))
-    report = {"tasks": len(ct.tasks), "variants": len(ct.variants), "mode": args.mode, "types": types,
+    report_tasks = task_table(ct, types)
+    print("| task | type | chance | mean of variants | best | worst | sd |\n|---|---|---|---|---|---|---|")
+    for r in report_tasks:
+        print(f"| {r['task']} | {r['type']} | {r['chance']:.2f} | {r['mean']:.2f} | {r['best']:.2f} | {r['worst']:.2f} | {r['sd']:.2f} |")
+    report = {"per_task": report_tasks, "tasks": len(ct.tasks), "variants": len(ct.variants), "mode": args.mode, "types": types,
               "model": results.config.get("model", {})}
     for stratified in (False, True):
         parts = partitions(ct.tasks, types, args.partitions, stratified, seed=1 if stratified else 0)

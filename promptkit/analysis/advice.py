@@ -10,6 +10,7 @@ from ..errors import PromptkitError
 from . import selection as sel
 
 GAIN = 0.01  # a rule other than top1 is advised only when its out-of-sample score is at least this much higher
+WIDE = 0.1  # a regret CI reaching past this (mean_norm) is called wide
 
 
 def rules_table(ct: sel.ChoiceTable, ranking_tasks: list[str], held_out: list[str]) -> tuple[sel.Recommendation, pd.DataFrame]:
@@ -52,7 +53,9 @@ def advise(summary: dict, protocol: str, rec: sel.Recommendation | None, run_hin
         if lo <= 0:
             out["generalized"] = True
             out["verdict"] = (f"generalized: on {where} the chosen prompt is within the noise of the best prompt in "
-                              f"hindsight (regret CI [{lo:.3f}, {hi:.3f}] includes 0)")
+                              f"hindsight (regret CI [{lo:.3f}, {hi:.3f}] includes 0)"
+                              + (f"; the CI is wide (regret up to {hi:.3f} is plausible): more held-out tasks or "
+                                 "examples would say more" if hi > WIDE else ""))
         else:
             out["generalized"] = False
             out["verdict"] = (f"did not generalize: on {where} the chosen prompt is measurably worse than the best "
@@ -72,9 +75,9 @@ def next_step(generalized: bool | None, rec: sel.Recommendation | None, run_hint
         if rec.rule != "top1" and gain >= GAIN:
             what = (f"the ensemble {rec.candidate.name} ({rec.candidate.cost}× calls)" if rec.candidate.method != "single"
                     else f"{rec.candidate.name}" if rec.rule != "task_aware" else "a per-task choice")
-            return (f"use the '{rec.rule}' rule: on selection tasks it was not chosen on it scores {gain:+.3f} mean_norm "
-                    f"over the top-1 choice; it picks {what} (promptkit rank {run_hint} --recommend). "
-                    + ("Or " + adapt if generalized is False else ""))
+            text = (f"use the '{rec.rule}' rule: on selection tasks it was not chosen on it scores {gain:+.3f} mean_norm "
+                    f"over the top-1 choice; it picks {what} (promptkit rank {run_hint} --recommend)")
+            return text + (". Or " + adapt if generalized is False else "")
     if generalized is False:
         return "no selection rule does clearly better out of sample; " + adapt
     if generalized is True:
