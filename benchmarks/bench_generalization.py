@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 import promptkit as pk
-from promptkit.analysis import adapt, selection as sel
+from promptkit.analysis import adapt
+from promptkit.analysis import selection as sel
 from promptkit.tasks.suites import load_suite, load_tasks
 
 POOL = Path(__file__).with_name("generalization_pool.yaml")
@@ -168,7 +169,7 @@ def task_table(ct: sel.ChoiceTable, types: dict[str, str]) -> list[dict]:
     return sorted(out, key=lambda r: (r["type"], -(r["best"] - r["chance"])))
 
 
-def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str) -> "pk.Results":
+def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str) -> pk.Results:
     if (run_dir / "results.jsonl").exists():
         return pk.load(run_dir)
     return pk.evaluate(None, suite, None, max_variants=variants, limit=limit, seed=0, dtype=dtype, out=run_dir,

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_bigbench_task
 
 import promptkit as pk
 from promptkit.cli import main
 from promptkit.errors import PromptkitError
-from conftest import write_bigbench_task
 
 
 @pytest.fixture()

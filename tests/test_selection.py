@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from promptkit.analysis import adapt, selection as sel
+from promptkit.analysis import adapt
+from promptkit.analysis import selection as sel
 from promptkit.errors import PromptkitError
 
 

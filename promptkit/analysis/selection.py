@@ -10,8 +10,8 @@ majority vote (k model calls per example instead of one)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,7 @@ class ChoiceTable:
 
     @classmethod
     def from_rows(cls, rows: pd.DataFrame, tasks_info: dict[str, dict], mode: str = "raw",
-                  features: dict[str, dict] | None = None) -> "ChoiceTable":
+                  features: dict[str, dict] | None = None) -> ChoiceTable:
         """Build from a run's tidy rows (multiple-choice tasks; generative tasks have no choices to combine)."""
         kinds = rows["kind"] if "kind" in rows else pd.Series("choice", index=rows.index)
         choice_rows = rows[kinds == "choice"]
@@ -95,12 +95,6 @@ class ChoiceTable:
             tasks.append(task)
         info = {t: (features or {}).get(t) or tasks_info[t].get("features") or {} for t in tasks}
         return cls(variants, tasks, probs, correct, {t: float(tasks_info[t]["chance"]) for t in tasks}, info)
-
-    def restricted(self, examples: dict[str, np.ndarray]) -> "ChoiceTable":
-        """The same table on a subset of each named task's examples (index arrays); other tasks unchanged."""
-        probs = {t: (self.probs[t][:, examples[t]] if t in examples else self.probs[t]) for t in self.tasks}
-        correct = {t: (self.correct[t][examples[t]] if t in examples else self.correct[t]) for t in self.tasks}
-        return ChoiceTable(self.variants, self.tasks, probs, correct, self.chance, self.features)
 
     def n_examples(self, task: str) -> int:
         return self.correct[task].shape[0]

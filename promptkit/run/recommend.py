@@ -3,9 +3,9 @@ as the data (promptkit.analysis.adapt), and what it cost in model calls."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
