@@ -115,19 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("run_dir", metavar="RUN_DIR")
     _analysis_options(rank)
     rank.add_argument("--compare", nargs=2, metavar=("A", "B"), help="also compare two variants (paired bootstrap, McNemar)")
-    rank.add_argument("--recommend", action="store_true",
-                      help="also judge every selection rule and top-k ensemble by nested leave-one-task-out on the "
-                           "selection tasks, and say which one to use")
+    rank.add_argument("--recommend", action="store_true", help="also judge every selection rule and ensemble by nested "
+                      "leave-one-task-out on the selection tasks, and say which one to use")
     rank.set_defaults(func=cmd_rank)
 
     rec = sub.add_parser("recommend", help="a prompt for a new task: the run's cross-task prior plus N labelled examples")
     rec.add_argument("run_dir", metavar="RUN_DIR")
-    rec.add_argument("--task", default=None, help="bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, "
-                                                  "choices, target (without it: the cross-task rule, as rank --recommend)")
-    rec.add_argument("--labelled", type=int, default=8, help="labelled examples of the task to score (default 8; 0 = the "
-                                                            "cross-task choice, no model calls)")
-    rec.add_argument("--candidates", type=int, default=None, help="score only the N best variants by the prior (default all)")
-    rec.add_argument("--model", default=None, help="the model to score with (default: the run's)")
+    rec.add_argument("--task", help="bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, choices, target "
+                                    "(without it: the cross-task rule, as rank --recommend)")
+    rec.add_argument("--labelled", type=int, default=8, help="labelled examples to score (default 8; 0: no model calls)")
+    rec.add_argument("--candidates", type=int, help="score only the N best variants by the prior (default all)")
+    rec.add_argument("--model", help="the model to score with (default: the run's)")
     rec.add_argument("--mode", default="raw", choices=["raw", "per_token", "per_char"], help="scoring mode (default raw)")
     rec.add_argument("--seed", type=int, default=0, help="which examples are the labelled ones (default 0)")
     rec.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
@@ -330,7 +328,7 @@ def cmd_render(args) -> int:
     from .tasks.suites import load_suite, load_tasks
     from .prompts.templates import load_templates
     from .prompts.variants import expand
-    from .results.text import format_render, print_escaped as print  # a template's ESC sequences are shown, not obeyed
+    from .results.text import chat_formatter_of, format_render, print_escaped as print  # ESC sequences shown, not obeyed
 
     families = load_templates(args.templates)
     chosen = []
@@ -352,23 +350,9 @@ def cmd_render(args) -> int:
     position, example = task.locate(args.example)
     requests = [render(variant, task, example, args.seed) for variant in chosen]
     if args.model and any(r.messages is not None for r in requests):
-        requests = apply_chat(requests, _chat_formatter(args.model), args.model)
+        requests = apply_chat(requests, chat_formatter_of(args.model), args.model)
     print(format_render(chosen, requests, task, example, position, args.seed))
     return 0
-
-
-def _chat_formatter(model: str):
-    """The chat template of a model's tokenizer (the tokenizer alone is loaded, not the weights)."""
-    from transformers import AutoTokenizer
-
-    from .backends.acquire import resolve_model
-    from .backends.hf import chat_formatter
-
-    try:
-        return chat_formatter(AutoTokenizer.from_pretrained(resolve_model(model)[0]))
-    except (OSError, ValueError) as exc:
-        raise PromptkitError(f"could not load the tokenizer of model '{model}': "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def cmd_lint(args) -> int:

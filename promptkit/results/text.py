@@ -332,3 +332,17 @@ def format_models(models: list[dict]) -> str:
                      "not converted yet (the first run converts it once, about a minute)")
         lines.append(f"{m['name']}{' (default)' if m['default'] else ''}: {source} {state}{gguf}; {converted}")
     return "\n".join(lines)
+
+
+def chat_formatter_of(model: str):
+    """The chat template of a model's tokenizer (the tokenizer alone is loaded, not the weights)."""
+    from transformers import AutoTokenizer
+
+    from ..backends.acquire import resolve_model
+    from ..backends.hf import chat_formatter
+
+    try:
+        return chat_formatter(AutoTokenizer.from_pretrained(resolve_model(model)[0]))
+    except (OSError, ValueError) as exc:
+        raise PromptkitError(f"could not load the tokenizer of model '{model}': "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
