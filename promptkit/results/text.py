@@ -148,6 +148,8 @@ def format_ranking(results, max_rows: int = 40) -> str:
                          "sel_mean": shown["selection_mean"], "held_mean": shown["held_out_mean"]})
     for t in tasks:
         view[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = shown[t]
+    if "parse_failure_rate" in shown:  # multiple choice by generation: answers that named no choice
+        view["parse_fail"] = shown["parse_failure_rate"]
     chance_row = {"rank": "", "variant": "(chance)", "sel_mean": chance["selection_mean"], "held_mean": chance["held_out_mean"]}
     for t in tasks:
         chance_row[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = chance[t]
@@ -159,6 +161,8 @@ def format_ranking(results, max_rows: int = 40) -> str:
     what = "accuracy per task" if not generative else \
         f"score per task: accuracy, or for generation tasks {common}" + (f" ({others})" if others else "")
     notes = [f"{what} ({len(tasks)} tasks; * = held out, never used for ranking); ranked by sel_mean"]
+    if "parse_failure_rate" in table:
+        notes.append("multiple choice scored by generation: parse_fail = share of answers that named no choice (scored wrong)")
     if len(table) > max_rows:
         notes.append(f"showing the top {max_rows} of {len(table)} variants; all are in ranking.csv")
     legend = "tasks: " + ", ".join(f"{short[t]}={t}" for t in tasks if short[t] != t)
@@ -254,3 +258,22 @@ def escape_controls(text: str) -> str:
 def print_escaped(*values, **kwargs) -> None:
     """print() with escape_controls applied to each value."""
     print(*(escape_controls(v) for v in values), **kwargs)
+
+
+def format_models() -> str:
+    """`promptkit models`: the built-in model names, their packages and what is cached."""
+    from ..backends.acquire import builtin_models
+
+    lines = []
+    for m in builtin_models():
+        source = f"{m['file']} from the PyPI package {m['package']}"
+        state = (f"{m['version']} (installed)" if m["installed"] else f"(not installed: {m['install']})")
+        gguf = f", GGUF {_size(m['gguf_bytes'])}" if m["gguf_bytes"] else ""
+        converted = (f"converted: {_size(m['converted_bytes'])} in {m['converted']}" if m["converted"] else
+                     "not converted yet (the first run converts it once, about a minute)")
+        lines.append(f"{m['name']}{' (default)' if m['default'] else ''}: {source} {state}{gguf}; {converted}")
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
