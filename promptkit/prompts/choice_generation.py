@@ -10,7 +10,7 @@ and limited to MAX_NEW_TOKENS tokens.
 
 How an answer maps back (`parse_choice`), first rule that decides wins: the whole answer is one choice's text; a
 letter (A, (B), C.) or number (1, 2.) within range; the answer begins with one choice's text (the longest if
-several); exactly one choice's text occurs in it as a whole word. Anything else is unparseable: it counts as wrong
+several) and names no other choice after it; exactly one choice's text occurs in it as a whole word. Anything else is unparseable: it counts as wrong
 and is reported per variant as the parse-failure rate."""
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def parse_choice(answer: str, choices: list[str]) -> int | None:
     if starts:
         longest = max(len(names[i]) for i in starts)
         best = [i for i in starts if len(names[i]) == longest]
-        if len(best) == 1:
+        rest = a[longest:] if len(best) == 1 else ""
+        if len(best) == 1 and not any(_occurs(n, rest) for i, n in enumerate(names) if i != best[0]):
             return best[0]
     inside = [i for i, n in enumerate(names) if _occurs(n, a)]
     return inside[0] if len(inside) == 1 else None
