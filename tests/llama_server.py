@@ -86,7 +86,8 @@ def llama_server(gguf: Path, alias: str, log: Path, **kw):
 @dataclass
 class FaultPlan:
     """Which POST requests fail: the n-th POST (from 1) gets 429 with Retry-After when n % every_429 == 0, else 500
-    when n % every_500 == 0; every other request is forwarded."""
+    when n % every_500 == 0; every other request is forwarded, and so is the retry of a request that just failed
+    (with several requests in flight a fixed schedule could otherwise hit the same request every time)."""
 
     every_429: int = 3
     every_500: int = 5
@@ -94,14 +95,19 @@ class FaultPlan:
     posts: int = 0
     injected: dict = field(default_factory=lambda: {"429": 0, "500": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: set = field(default_factory=set)
 
-    def next(self) -> int | None:
+    def next(self, body: bytes) -> int | None:
         with self.lock:
             self.posts += 1
             n = self.posts
+            if body in self.failed:
+                self.failed.discard(body)
+                return None
             status = 429 if n % self.every_429 == 0 else 500 if n % self.every_500 == 0 else None
             if status:
                 self.injected[str(status)] += 1
+                self.failed.add(body)
             return status
 
 
@@ -129,7 +135,7 @@ def fault_proxy(upstream: str, plan: FaultPlan):
         def _forward(self, method: str) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if method == "POST":
-                status = plan.next()
+                status = plan.next(body)
                 if status == 429:
                     return self._send(429, b'{"error": {"message": "rate limited (injected)"}}',
                                       {"Content-Type": "application/json", "Retry-After": plan.retry_after})

@@ -156,17 +156,21 @@ def test_killed_server_stops_the_run_keeps_what_was_scored_and_the_rerun_resumes
 
 def test_a_faulty_proxy_gives_the_same_results_with_the_retries_counted(smol_server, key, tmp_path, toy_suite):
     templates = family(tmp_path)
-    run = lambda url, out: evaluate(templates, toy_suite, "openai:smollm2", base_url=url, api_key_env=key, concurrency=3,
+    # one request at a time, so that the server sees the same order with and without the faults: llama.cpp reuses the
+    # previous request's matching prefix, and its numbers depend a little on which (see README, "Models behind a server")
+    run = lambda url, out: evaluate(templates, toy_suite, "openai:smollm2", base_url=url, api_key_env=key, concurrency=1,
                                     cache=tmp_path / "cache.sqlite", out=out, **QUIET)
     direct = run(smol_server.url, tmp_path / "direct")
-    plan = FaultPlan(every_429=4, every_500=7)
+    plan = FaultPlan(every_429=3, every_500=5)
     with fault_proxy(smol_server.url, plan) as proxied_url:
         proxied = run(proxied_url, tmp_path / "proxied")
     assert plan.injected["429"] >= 3 and plan.injected["500"] >= 2
     key_cols = ["task", "example"]
     a, b = direct.rows.sort_values(key_cols), proxied.rows.sort_values(key_cols)
     assert a["prediction"].tolist() == b["prediction"].tolist()
-    assert all(abs(x - y) < 1e-4 for p, q in zip(a["logprobs"], b["logprobs"]) for x, y in zip(p, q))
+    drift = max(abs(x - y) for p, q in zip(a["logprobs"], b["logprobs"]) for x, y in zip(p, q))
+    print(f"\nmax |Δ log-lik| direct vs through the proxy: {drift:.2e}")
+    assert drift < 1e-5
     client = json.loads((tmp_path / "proxied" / "config.json").read_text())["model"]["client"]
     assert client["retries"] == sum(plan.injected.values())
     assert client["retry_reasons"] == {k: v for k, v in plan.injected.items() if v}
