@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llama_server import FaultPlan, fault_proxy, llama_server, start_server, stop_server
@@ -56,6 +57,9 @@ def key(monkeypatch):
     return KEY_ENV
 
 
+DECISIVE = 0.25  # nats between HF's best and second-best choice: above it, quantized arithmetic never flipped an answer
+
+
 def short_builtin_suite():
     """The built-in suite's four tasks with the shortest inputs (the server spends ~0.5 s per echoed token on Gemma's
     262k vocabulary, so the agreement check stays on short prompts)."""
@@ -73,11 +77,20 @@ def test_server_agrees_with_in_process_backend_and_never_records_the_key(gemma_s
     on = ["variant", "task", "example"]
     both = remote.rows.merge(local.rows, on=on, suffixes=("_server", "_hf"))
     assert len(both) == len(local.rows) == len(remote.rows) >= 12
-    same = float((both["prediction_server"] == both["prediction_hf"]).mean())
+    agree = both["prediction_server"] == both["prediction_hf"]
     deltas = [abs(a - b) for x, y in zip(both["logprobs_server"], both["logprobs_hf"]) for a, b in zip(x, y)]
-    print(f"\nagreement: {same:.1%} same argmax on {len(both)} examples; |Δ log-lik| max {max(deltas):.3f}, "
+    # llama.cpp computes on the Q4_K_M weights with 8-bit activations; the HF path dequantizes them to float32. Both
+    # score the same tokens (checked pair by pair), and llama.cpp on an F32 copy of the same weights agrees with HF to
+    # 0.0007 nats per token; with Q4_K_M the log-likelihoods move by a few tenths of a nat, which flips near-ties only
+    # (on 120 examples: 95% same answer overall, 109/109 where HF's best beats its second by >= 0.25 nats). So:
+    # every decisive example must agree, and the whole sample must agree on most examples.
+    margin = both["logprobs_hf"].map(lambda lp: float(np.diff(np.sort(lp))[-1]) if len(lp) > 1 else np.inf)
+    decisive = margin >= DECISIVE
+    print(f"\nagreement: {agree.mean():.1%} same argmax on {len(both)} examples ({agree[decisive].mean():.0%} of the "
+          f"{int(decisive.sum())} where HF's margin >= {DECISIVE} nats); |Δ log-lik| max {max(deltas):.3f}, "
           f"median {statistics.median(deltas):.3f} over {len(deltas)} continuations")
-    assert same >= 0.97
+    assert agree[decisive].all(), both.loc[decisive & ~agree, ["task", "example", "logprobs_server", "logprobs_hf"]]
+    assert agree.mean() >= 0.75 and statistics.median(deltas) < 0.5
     config = json.loads((out / "config.json").read_text())
     client = config["model"]["client"]
     assert client["requests"] >= len(deltas) and client["prompt_tokens"] > 0 and client["retries"] == 0
