@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="score template variants on a suite and print the ranking")
     _common(run)
     run.add_argument("--model", action="append", default=None,
-                     help="built-in name, hub id, local model dir or .gguf file (default: Gemma 3 270M from PyPI); "
+                     help="built-in name, hub id, local model dir, .gguf file, or openai:NAME for a model behind an "
+                          "OpenAI-compatible server (default: Gemma 3 270M from PyPI); "
                           "repeat it to run several models and see whether prompts transfer between them")
     run.add_argument("--limit", type=int, default=None, help="examples per task (default: the suite's `limit`)")
     run.add_argument("--max-variants", type=int, default=DEFAULT_MAX_VARIANTS,
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a Jinja file that asks for one input given `answer` (also instruction, choices, index, task)")
     run.add_argument("--synthetic-filters", default="dedupe,length,copies,consistency",
                      help="comma-separated filters of synthetic demonstrations (default: all: dedupe,length,copies,consistency)")
+    _server_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     _analysis_options(run)
@@ -178,12 +180,26 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
                    help="variant id reported as 'the default prompt' next to the chosen one (default: the first variant)")
 
 
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mc-scoring", default="loglikelihood", choices=["loglikelihood", "generation"],
+                   help="multiple choice: each choice's log-likelihood (default), or a generated answer mapped to a choice")
+    g = p.add_argument_group("models behind a server (--model openai:NAME; see README)")
+    g.add_argument("--base-url", help="the server's base URL, e.g. http://127.0.0.1:8000/v1 (default $PROMPTKIT_BASE_URL)")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
+                   help="the environment variable that holds the API key (default OPENAI_API_KEY; the key is never recorded)")
+    g.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    g.add_argument("--requests-per-minute", type=float, default=None, help="request rate limit (default: none)")
+    g.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request before it is retried (default 60)")
+    g.add_argument("--model-revision", help="the revision you mean (a remote name can change weights); kept in the cache key")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", nargs="+", default=None, help="template dirs or YAML files (default: built-in library)")
     p.add_argument("--suite", default=None, help="built-in suite name or YAML path (default: bigbench_mc)")
 
 
 def cmd_run(args) -> int:
+    from .engine.cache import resume_hint
     from .results.text import format_run
     from .run.evaluate import evaluate
 
@@ -198,16 +214,20 @@ def cmd_run(args) -> int:
             cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
             trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
             noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
-            report=not args.no_report, analysis=analysis,
-        )
+            report=not args.no_report, analysis=analysis, mc_scoring=args.mc_scoring, base_url=args.base_url,
+            api_key_env=args.api_key_env, concurrency=args.concurrency, requests_per_minute=args.requests_per_minute,
+            request_timeout=args.request_timeout, model_revision=args.model_revision)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the launcher's, when another process of the job fails)
         stop = isinstance(exc, _Stopped)
         why = ("stopped" + (": another process of this job failed" if _rank_tag() else " (SIGTERM)")) if stop else "interrupted"
-        print(f"\npromptkit: {why}{_rank_tag()}. {_resume_hint(cache)}", file=sys.stderr)
+        print(f"\npromptkit: {why}{_rank_tag()}. {resume_hint(cache)}", file=sys.stderr)
         return 143 if stop else 130
-    except PromptkitError:
+    except PromptkitError as exc:
         if _rank_tag():  # the launcher stops the other processes; say how to pick up again
-            print(f"promptkit: this process failed, so the whole job stops. {_resume_hint(cache)}", file=sys.stderr)
+            print(f"promptkit: this process failed, so the whole job stops. {resume_hint(cache)}", file=sys.stderr)
+        elif getattr(exc, "resumable", False):  # e.g. a model server that kept failing
+            print(f"promptkit: error: {exc}\npromptkit: {resume_hint(cache)}", file=sys.stderr)
+            return 2
         raise
     if results.config.get("processes", 1) > 1 and not _is_rank_zero():
         return 0  # rank 0 prints and writes the run directory
@@ -251,16 +271,6 @@ def _is_rank_zero() -> bool:
     from .launch import launch_env
 
     return launch_env()[0] == 0
-
-
-def _resume_hint(cache) -> str:
-    if cache is False:
-        return "Nothing was kept (--no-cache); a new run starts over."
-    from .engine.cache import count_rows, default_cache_path
-
-    path = default_cache_path() if cache is True else Path(cache)
-    return (f"Every finished batch is in the result cache {path} ({count_rows(path):,} scores). Run the same "
-            "command again to resume: only what is missing will be computed.")
 
 
 def cmd_rank(args) -> int:

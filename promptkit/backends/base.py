@@ -37,6 +37,13 @@ class Generation:
 GenerationSpec = tuple
 
 
+def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+    """`text` up to the first stop sequence that comes after its first non-space character."""
+    lead = len(text) - len(text.lstrip())
+    cuts = [i for i in (text.find(s, lead) for s in stop if s) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model the run can score and generate with.
@@ -71,6 +78,7 @@ class Backend(Protocol):
 # model-spec scheme -> module holding `load(target, **options) -> Backend`
 BACKENDS = {
     "hf": "promptkit.backends.hf",
+    "openai": "promptkit.backends.openai",
 }
 DEFAULT_SCHEME = "hf"  # a spec without a scheme: a built-in name, a hub id, a directory or a .gguf file
 
@@ -87,7 +95,7 @@ class ModelSpec:
 
 
 def parse_model_spec(spec: str | None) -> ModelSpec:
-    """'hf:org/name', 'openai:NAME' (once that backend exists), or a plain built-in name, hub id, directory or
+    """'hf:org/name', 'openai:NAME' (a model behind an OpenAI-compatible server), or a plain built-in name, hub id, directory or
     .gguf file (the Hugging Face backend)."""
     if spec is None or spec == "":
         return ModelSpec(DEFAULT_SCHEME, None)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..errors import ModelError
-from .base import Generation
+from .base import Generation, cut_at_stop
 from .batching import collector
 from .hf_compute import _right_pad
 
@@ -99,13 +99,6 @@ def generate_batch(backend: HFBackend, rows: list[list[int]], stop: tuple[str, .
         made.append(Generation(cut_at_stop(text, stop), cut))
     backend.forward_tokens += int(mask.sum()) + sum(g.n_tokens for g in made)
     return made
-
-
-def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
-    """`text` up to the first stop sequence that comes after its first non-space character."""
-    lead = len(text) - len(text.lstrip())
-    cuts = [i for i in (text.find(s, lead) for s in stop if s) if i >= 0]
-    return text[: min(cuts)] if cuts else text
 
 
 class _StopSequences:

@@ -209,3 +209,12 @@ def count_rows(path: str | Path) -> int:
                        if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [t]).fetchone())
     except sqlite3.Error:
         return 0
+
+
+def resume_hint(cache) -> str:
+    """What an interrupted or failed run kept, and how to resume it (`cache` as RunOptions.cache takes it)."""
+    if cache is False:
+        return "Nothing was kept (--no-cache); a new run starts over."
+    path = default_cache_path() if cache is True else Path(cache)
+    return (f"Every finished batch is in the result cache {path} ({count_rows(path):,} scores). Run the same "
+            "command again to resume: only what is missing will be computed.")

@@ -230,6 +230,7 @@ def sample_of(task: Task, example: Example, request: Request) -> dict:
     """One rendered request as reports show it."""
     sample = {"task": task.name, "example": example.id, "prompt": request.prompt,
               "continuations": list(request.continuations), "correct": example.correct_indices()}
-    if request.generative:
-        sample.update(references=example.references(), stop=list(request.stop), max_new_tokens=request.max_new_tokens)
+    if request.generative:  # a generation task, or a multiple-choice example scored by generation
+        sample.update(references=example.references() if example.generative else list(example.choices or []),
+                      stop=list(request.stop), max_new_tokens=request.max_new_tokens)
     return sample

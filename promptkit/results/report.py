@@ -223,6 +223,17 @@ def transfer_html(full, aggregate: str, mode: str) -> str:
     return "\n".join(parts)
 
 
+def parse_failures_html(results) -> str:
+    """Multiple choice scored by generation: each variant's share of answers that named no choice (scored wrong)."""
+    table = results.ranking()
+    if "parse_failure_rate" not in table:
+        return ""
+    frame = table[["variant", "parse_failure_rate"]].sort_values("parse_failure_rate", ascending=False)
+    return ("<p class='note'>Multiple-choice examples were scored by generation: the model wrote an answer, which was "
+            "mapped back to a choice. An answer that named no choice counts as wrong; its share per variant:</p>"
+            + frame_html(frame, left=("variant",)))
+
+
 def report_html(results, analysis=None, title: str = "promptkit report", full=None) -> str:
     """The report of `results`; `full`, when given, is the run before rank_by() collapsed its noise
     conditions, for the robustness section."""
@@ -258,6 +269,7 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
                  + (f" (Friedman p = {fr.p_value:.2g}; Nemenyi critical difference {fr.critical_difference:.2f} mean ranks)" if fr else "")
                  + f": {len(tied)} of {len(a.ranking)}.</p>")
     parts.append(ranking_html(a, chosen=chosen))
+    parts.append(parse_failures_html(results))
     if full is not None and full.config.get("noise"):
         parts.append(f"<p class='note'>Ranked by the {esc(results.config.get('ranked_by', 'clean'))} score.</p>")
         parts.append(robustness_html(full))

@@ -151,6 +151,8 @@ def format_ranking(results, max_rows: int = 40) -> str:
                          "sel_mean": shown["selection_mean"], "held_mean": shown["held_out_mean"]})
     for t in tasks:
         view[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = shown[t]
+    if "parse_failure_rate" in shown:  # multiple choice by generation: answers that named no choice
+        view["parse_fail"] = shown["parse_failure_rate"]
     chance_row = {"rank": "", "variant": "(chance)", "sel_mean": chance["selection_mean"], "held_mean": chance["held_out_mean"]}
     for t in tasks:
         chance_row[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = chance[t]
@@ -162,6 +164,8 @@ def format_ranking(results, max_rows: int = 40) -> str:
     what = "accuracy per task" if not generative else \
         f"score per task: accuracy, or for generation tasks {common}" + (f" ({others})" if others else "")
     notes = [f"{what} ({len(tasks)} tasks; * = held out, never used for ranking); ranked by sel_mean"]
+    if "parse_failure_rate" in table:
+        notes.append("multiple choice scored by generation: parse_fail = share of answers that named no choice (scored wrong)")
     if len(table) > max_rows:
         notes.append(f"showing the top {max_rows} of {len(table)} variants; all are in ranking.csv")
     legend = "tasks: " + ", ".join(f"{short[t]}={t}" for t in tasks if short[t] != t)

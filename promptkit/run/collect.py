@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from ..analysis.metrics import example_row
+from ..analysis.metrics import example_row, generated_choice_row
 from ..backends.base import Backend
 from ..engine.distributed import Ranks
 from ..prompts.render import noisy_example, sample_of
@@ -30,7 +30,7 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
             continue
         v, t, e = w.variant, w.task, w.example
         row = {"variant": v.id, "family": v.family.name, "task": t.name, "split": t.split, "example": e.id,
-               **(plan.metrics[t.name].row(e, s.text) if e.generative else example_row(noisy_example(v, t, e, seed), s))}
+               **score_fields(plan, w, s, seed)}
         if options.calibrate and not e.generative:
             row["cf_logprobs"] = [c.logprob for c in cf[w.calibration_key]]
         rows.append(row)
@@ -40,6 +40,17 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
             info[w.variant.id]["sample"] = sample_of(w.task, noisy_example(w.variant, w.task, w.example, seed), w.request)
     config = run_config(plan, done, backend, options, ranks, started)
     return Results(pd.DataFrame(rows), task_info(plan.tasks, plan.metrics), info, config)
+
+
+def score_fields(plan: Plan, item, score, seed: int) -> dict:
+    """The score fields of one row: a generation task's metric, a multiple-choice example's log-likelihoods, or (with
+    mc_scoring "generation") its generated answer mapped back to a choice."""
+    v, t, e = item.variant, item.task, item.example
+    if e.generative:
+        return plan.metrics[t.name].row(e, score.text)
+    if item.request.generative:
+        return generated_choice_row(noisy_example(v, t, e, seed), score.text)
+    return example_row(noisy_example(v, t, e, seed), score)
 
 
 def run_config(plan: Plan, done: Executed, backend: Backend, options: RunOptions, ranks: Ranks, started: float) -> dict:
@@ -53,6 +64,7 @@ def run_config(plan: Plan, done: Executed, backend: Backend, options: RunOptions
         "max_variants": options.max_variants,
         "seed": options.seed,
         "calibrate": options.calibrate,
+        "mc_scoring": options.mc_scoring,
         "n_variants": len(plan.variants),
         "n_requests": done.n_requests,
         "forward_tokens": stats.forward_tokens,

@@ -23,7 +23,9 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
              cache: str | Path | bool | None = True, calibrate: bool = False, trust_remote_code: bool = False,
              device_map: str | dict | None = None, search: str | None = None,
              budget: str | float | None = None, noise: list[str] | None = None, synthetic=None, synthetic_model=None,
-             out: str | Path | None = None, report: bool = True, analysis=None, progress: bool = True,
+             mc_scoring: str = "loglikelihood", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+             concurrency: int = 4, requests_per_minute: float | None = None, request_timeout: float = 60.0,
+             model_revision: str | None = None, out: str | Path | None = None, report: bool = True, analysis=None, progress: bool = True,
              log: Callable[[str], None] = print) -> Results:
     """Score every variant of `templates` on every task of `suite` with `model` and return Results; with
     `out`, also write the run directory (the same files `promptkit run` writes).
@@ -31,7 +33,7 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
     templates: None (the built-in library), a directory, a YAML file, a list of them, or TemplateFamily objects.
     suite: None (the built-in 'bigbench_mc'), a built-in suite name, a YAML path, or a Suite.
     model: None (Gemma 3 270M from PyPI), a model spec (built-in name, hub id, local directory, .gguf file,
-        'hf:ID'), a loaded Backend to reuse, or a list of them: each model is loaded, scored and released in turn,
+        'hf:ID', 'openai:NAME' with base_url for a model behind a server), a loaded Backend to reuse, or a list of them: each model is loaded, scored and released in turn,
         and the rows get a `model` column (see Results.transfer for how prompts carry over between models).
     Every other argument is a field of RunOptions (promptkit.RunOptions documents each).
     Under `accelerate launch` every process scores its share of the requests on its own device; rank 0
@@ -46,7 +48,7 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
         models, notes = model_list(model)
         for note in plan.notes + notes:
             options.log(f"warning: {note}")
-        work = render_work(plan, options.seed, options.calibrate)  # every prompt, once, before any model loads
+        work = render_work(plan, options.seed, options.calibrate, options.mc_scoring)  # every prompt, once, before any model loads
         check_models(models, options)  # every model, before the first is scored
         runs = [score_model(m, work, plan, options, ranks, started) for m in models]  # one model in memory at a time
         results = combine(runs, [label(m) for m in models], notes)

@@ -49,7 +49,8 @@ def execute(work: list[WorkItem], plan: Plan, backend: Backend, options: RunOpti
     try:
         if any(w.role == SYNTHETIC_DEMO for w in work):
             synthetic = synthesize(plan, backend, options, store, stats, ranks)
-            work = rerender(work, options.seed, getattr(backend, "format_chat", None), backend.name)
+            work = rerender(work, options.seed, getattr(backend, "format_chat", None), backend.name,
+                            options.mc_scoring)
         if options.search is None:
             scores = score_all([w.request for w in work], backend, store, stats, options.progress, ranks)
         else:

@@ -13,6 +13,8 @@ from ..errors import PromptkitError
 from ..prompts.noise import parse as parse_noise
 from .search import STRATEGIES
 
+MC_SCORING = ("loglikelihood", "generation")
+
 
 @dataclass
 class RunOptions:
@@ -33,6 +35,13 @@ class RunOptions:
         selection tasks steer it, and the chosen variant is then scored on the held-out tasks.
     noise: noise specs ("typos:0.05", "word_drop:0.1", "casing:0.1", "whitespace:0.1", "choices",
         "prompt.typos:0.05", ...): every sampled variant also runs under each, on the same examples.
+    base_url, api_key_env, concurrency, requests_per_minute, request_timeout, model_revision: how a model behind a
+        server is reached (`openai:NAME`): its base URL (default $PROMPTKIT_BASE_URL or $OPENAI_BASE_URL), the NAME of
+        the environment variable holding the key (the key itself is never recorded), requests in flight at once, an
+        optional rate limit, seconds per request, and a revision the user pins (the same name can serve new weights).
+    mc_scoring: how multiple-choice examples are scored: "loglikelihood" (each choice's log-likelihood, default) or
+        "generation" (the options shown, a short answer generated at temperature 0 and mapped back to a choice; for
+        chat-only endpoints, and to compare both modes on one model). See prompts/choice_generation.py.
     synthetic: options of the synthetic demonstrations that variants with `demo_source: synthetic` show
         (promptkit.run.synthetic.SyntheticConfig fields); synthetic_model: the model that writes them.
     out: the run directory to write (None: none); report: also write report.html there;
@@ -54,6 +63,13 @@ class RunOptions:
     search: str | None = None
     budget: str | float | None = None
     noise: list[str] = field(default_factory=list)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 4
+    requests_per_minute: float | None = None
+    request_timeout: float = 60.0
+    model_revision: str | None = None
+    mc_scoring: str = "loglikelihood"
     synthetic: Any = None
     synthetic_model: Any = None
     out: str | Path | None = None
@@ -75,6 +91,10 @@ class RunOptions:
         if self.noise and (search is not None or self.calibrate):
             raise PromptkitError("--noise cannot be combined with --search or --calibrate yet: run the noise conditions "
                                  "on the variants you want to compare")
+        self.check_server_options()
+        if self.mc_scoring == "generation" and (search is not None or self.calibrate):
+            raise PromptkitError("--mc-scoring generation cannot be combined with --search or --calibrate (both work on "
+                                 "log-likelihoods); score by log-likelihood, or drop them")
         if search is not None and self.calibrate:
             raise PromptkitError("--calibrate cannot be combined with --search yet: run the search, then a calibrated run "
                                  "of the variants it kept")
@@ -84,6 +104,19 @@ class RunOptions:
             raise PromptkitError(f"--noise: {exc}") from None
         analysis = self.analysis if isinstance(self.analysis, AnalysisOptions) else AnalysisOptions.from_dict(self.analysis)
         return replace(self, search=search, noise=specs, analysis=analysis)
+
+    def check_server_options(self) -> None:
+        """The scoring mode and the numbers of the server options, each refused with the field named."""
+        if self.mc_scoring not in MC_SCORING:
+            raise PromptkitError(f"--mc-scoring (mc_scoring=) must be one of {', '.join(MC_SCORING)}, not {self.mc_scoring!r}")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise PromptkitError(f"--concurrency (concurrency=) must be a whole number >= 1, not {self.concurrency!r}")
+        for name in ("request_timeout", "requests_per_minute"):
+            value = getattr(self, name)
+            if value is None and name == "requests_per_minute":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise PromptkitError(f"--{name.replace('_', '-')} ({name}=) must be a number > 0, not {value!r}")
 
     def check_plan(self, generative_tasks: list[str], synthetic_variants: bool) -> None:
         """The rules that need the loaded suite and the expanded variants (checked before the model loads)."""
@@ -117,7 +150,9 @@ class RunOptions:
         """What a backend is loaded with."""
         return {"dtype": self.dtype, "device": self.device, "batch_tokens": self.batch_tokens,
                 "trust_remote_code": self.trust_remote_code, "device_map": self.device_map,
-                "progress": self.progress, "log": self.log}
+                "progress": self.progress, "log": self.log, "base_url": self.base_url, "api_key_env": self.api_key_env,
+                "concurrency": self.concurrency, "requests_per_minute": self.requests_per_minute,
+                "request_timeout": self.request_timeout, "model_revision": self.model_revision}
 
 
 def options_from(values: dict) -> RunOptions:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..analysis.metrics import CONTENT_FREE_INPUT
-from ..prompts.render import Request, apply_chat, render
+from ..prompts.choice_generation import as_generation
+from ..prompts.render import Request, apply_chat, noisy_example, render
 from ..prompts.variants import Variant
 from ..tasks.core import Example, Task
 from .plan import Plan
@@ -36,11 +37,20 @@ class WorkItem:
         return (self.variant.id, self.task.name, tuple(self.example.choices or ()))
 
 
-def render_work(plan: Plan, seed: int, calibrate: bool = False) -> list[WorkItem]:
+def render_item(variant: Variant, task: Task, example: Example, seed: int, mc_scoring: str = "loglikelihood") -> Request:
+    """One item's request; with mc_scoring "generation", a multiple-choice example becomes a short generation that
+    shows the options (prompts.choice_generation)."""
+    request = render(variant, task, example, seed)
+    if mc_scoring != "generation" or example.generative:
+        return request
+    return as_generation(request, list(noisy_example(variant, task, example, seed).choices or []))
+
+
+def render_work(plan: Plan, seed: int, calibrate: bool = False, mc_scoring: str = "loglikelihood") -> list[WorkItem]:
     """Every request of the run, rendered before any model loads (so a template mistake costs seconds): the
     evaluated items in task × variant × example order, then one content-free item per calibration key."""
     synthetic = {v.id for v in plan.synthetic_variants}
-    work = [WorkItem(SYNTHETIC_DEMO if v.id in synthetic else EVALUATED, v, t, e, render(v, t, e, seed))
+    work = [WorkItem(SYNTHETIC_DEMO if v.id in synthetic else EVALUATED, v, t, e, render_item(v, t, e, seed, mc_scoring))
             for t in plan.tasks for v in plan.variants for e in t.examples]
     if calibrate:
         keys: dict[tuple, WorkItem] = {}
@@ -79,10 +89,10 @@ def with_chat(work: list[WorkItem], format_chat, model: str) -> list[WorkItem]:
     return [w if r is w.request else replace(w, request=r) for w, r in zip(work, requests)]
 
 
-def rerender(work: list[WorkItem], seed: int, format_chat, model: str) -> list[WorkItem]:
+def rerender(work: list[WorkItem], seed: int, format_chat, model: str, mc_scoring: str = "loglikelihood") -> list[WorkItem]:
     """The items whose prompts show synthetic demonstrations, rendered again now that the tasks hold them."""
     again = [i for i, w in enumerate(work) if w.role == SYNTHETIC_DEMO]
-    fresh = with_chat([replace(work[i], request=render(work[i].variant, work[i].task, work[i].example, seed))
+    fresh = with_chat([replace(work[i], request=render_item(work[i].variant, work[i].task, work[i].example, seed, mc_scoring))
                        for i in again], format_chat, model)
     out = list(work)
     for i, item in zip(again, fresh):
