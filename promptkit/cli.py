@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--compare", nargs=2, metavar=("A", "B"), help="also compare two variants (paired bootstrap, McNemar)")
     rank.add_argument("--recommend", action="store_true", help="also judge every selection rule and ensemble by nested "
                       "leave-one-task-out on the selection tasks, and say which one to use")
+    rank.add_argument("--max-cost", type=int, help="with --recommend: at most this many prompts per example (1: one prompt)")
     rank.set_defaults(func=cmd_rank)
 
     rec = sub.add_parser("recommend", help="a prompt for a new task: the run's cross-task prior plus N labelled examples")
@@ -292,7 +293,7 @@ def cmd_rank(args) -> int:
         a = results.analyze(**options.analyze_kwargs())
         if a.rules.empty:
             raise PromptkitError("--recommend needs at least 2 multiple-choice selection tasks scored on every variant")
-        print("\n" + format_rules(a.rules, results.recommend(mode=args.mode)))
+        print("\n" + format_rules(a.rules, results.recommend(mode=args.mode, max_cost=args.max_cost)))
     if args.compare:
         import pandas as pd
 

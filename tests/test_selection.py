@@ -163,11 +163,28 @@ def test_nested_loto_scores_are_out_of_sample_and_seeded_deterministic():
         sel.nested_loto(ct, ["t0"])
 
 
-def test_recommend_prefers_the_cheaper_rule_on_ties():
+def test_recommend_keeps_the_default_unless_another_rule_is_clearly_better():
     rows, tasks = rows_from({"a.1": {f"t{i}": picks(8) for i in range(3)}, "b.1": {f"t{i}": picks(4) for i in range(3)}})
     ct = sel.ChoiceTable.from_rows(rows, tasks)
     r = sel.recommend(ct, ["t0", "t1", "t2"])
-    assert r.candidate.cost == 1 and r.rule == "top1"
+    assert r.rule == "ensemble5" and r.candidate.members == ("a.1", "b.1") and r.candidate.cost == 2
+    one = sel.recommend(ct, ["t0", "t1", "t2"], max_cost=1)
+    assert one.rule == "top1" and one.candidate.members == ("a.1",)
+    assert set(one.loto["rule"]) == {"top1", "mean_rank", "worst", "shrinkage", "task_aware"}  # nothing over the cost
+    # the default gives way only to a rule whose paired t statistic over the LOTO folds clears the bar
+    rows, tasks = rows_from(_poisonable())
+    ct = sel.ChoiceTable.from_rows(rows, tasks)
+    selection = [f"t{i}" for i in range(7)]
+    loto = sel.nested_loto(ct, selection, default="top1")
+    assert loto.loc[loto["rule"] == "top1", "t_vs_default"].item() == 0
+    diff = [ct.score(sel.worst_task(ct, [s for s in selection if s != t], t), [t])
+            - ct.score(sel.top1(ct, [s for s in selection if s != t], t), [t]) for t in selection]
+    expected_t = np.mean(diff) / (np.std(diff, ddof=1) / np.sqrt(len(diff))) if np.std(diff) > 0 else 0.0
+    assert loto.loc[loto["rule"] == "worst", "t_vs_default"].item() == pytest.approx(expected_t)
+    anything = sel.recommend(ct, selection, max_cost=1, t_needed=-np.inf)
+    assert anything.rule == anything.loto.iloc[0]["rule"]  # every rule clears the bar: the best mean wins
+    strict = sel.recommend(ct, selection, max_cost=1, t_needed=1e9)
+    assert strict.rule == "top1"  # nothing clears an impossible bar: the default stays
 
 
 # ---------------------------------------------------------------------------- adaptation

@@ -26,6 +26,7 @@ def rules_table(ct: sel.ChoiceTable, ranking_tasks: list[str], held_out: list[st
                "selection_mean_norm": ct.score(chosen, ranking_tasks)}
         if held_out:
             row["held_out_mean_norm"] = sel.held_out_score(ct, r["rule"], ranking_tasks, held_out)[0]
+        row["t_vs_default"] = r["t_vs_default"]
         rows.append(row)
     return rec, pd.DataFrame(rows)
 

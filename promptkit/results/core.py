@@ -80,13 +80,14 @@ class Results:
         return self._analysis
 
     def recommend(self, task=None, n: int = 8, *, model=None, candidates: int | None = None, mode: str = "raw",
-                  seed: int = 0, cache=True, progress: bool = True, log=print):
+                  seed: int = 0, cache=True, progress: bool = True, log=print, max_cost: int | None = None):
         """A prompt for tasks this run did not choose on.
 
         With no `task`: the selection rule (top-1, mean rank, worst task, shrinkage, task-aware, or a top-k
-        ensemble by averaged probabilities or majority vote) that nested leave-one-task-out prefers on the
-        selection tasks alone, and what it chooses (promptkit.analysis.selection.Recommendation; held-out rows
-        are never read). With `task` ('bigbench:NAME', a task.json, or a .json/.jsonl/.csv file with input,
+        ensemble by averaged probabilities or majority vote) and what it chooses: the 5-prompt ensemble (within
+        `max_cost` calls per example: the 3-prompt one, or top-1 at 1), unless another rule beats it clearly out
+        of sample (nested leave-one-task-out on the selection tasks alone, paired t >= 3; held-out rows are never
+        read). Returns promptkit.analysis.selection.Recommendation. With `task` ('bigbench:NAME', a task.json, or a .json/.jsonl/.csv file with input,
         choices and target): score the variants (or the `candidates` best by the prior) on `n` labelled examples
         of it with the run's model (or `model`), and combine that with the cross-task prior — n = 0 gives the
         cross-task choice, more labels move toward the task's own best. Returns an Adaptation: the variant, its
@@ -101,7 +102,7 @@ class Results:
             if len(selection) < 2:
                 raise PromptkitError("recommending a selection rule needs at least 2 multiple-choice selection tasks "
                                      "scored on every variant")
-            return recommend(ct, selection)
+            return recommend(ct, selection, max_cost=max_cost)
         if not TASK_SCORER:
             raise PromptkitError("scoring a new task is the run layer's work: import promptkit.run (promptkit.load and "
                                  "promptkit.evaluate do) before Results.recommend(task=...)")

@@ -333,8 +333,9 @@ def generalization_html(a) -> str:
            f"<p>Next step: {esc(s['next_step'])}</p>")
     if not a.rules.empty:
         out += ("<p class='note'>Selection rules and prompt ensembles: loto_mean_norm is each rule's score on selection "
-                "tasks it did not see when choosing (nested leave-one-task-out; the recommendation reads only this "
-                "column), cost is model calls per example. Held-out scores are never used to choose.</p>"
+                "tasks it did not see when choosing (nested leave-one-task-out), t_vs_default its paired t statistic against "
+                "the default rule (the 5-prompt ensemble), which only a rule with t >= 3 replaces; cost is model calls "
+                "per example. Held-out scores are never used to choose.</p>"
                 + frame_html(a.rules, left=("rule", "choice")))
     return out
 

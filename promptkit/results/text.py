@@ -293,7 +293,8 @@ def format_rules(rules, rec) -> str:
     import pandas as pd
 
     lines = ["selection rules and prompt ensembles (loto_mean_norm: score on selection tasks left out of the choice, "
-             "nested leave-one-task-out; cost: model calls per example; held-out scores are never used to choose):"]
+             "nested leave-one-task-out; t_vs_default: paired t against the default rule, which only t >= 3 replaces; "
+             "cost: model calls per example; held-out scores are never used to choose):"]
     with pd.option_context("display.width", 250, "display.max_colwidth", 70):
         lines.append(rules.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     c = rec.candidate
