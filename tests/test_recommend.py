@@ -24,8 +24,8 @@ def run_dir(tiny_model, toy_suite, two_templates, tmp_path):
 
 def test_every_run_says_whether_the_choice_generalized_and_what_next(run_dir, capsys):
     analysis = json.loads((run_dir / "analysis.json").read_text())["summary"]
-    assert analysis["generalized"] in (True, False)
-    assert analysis["verdict"].startswith(("generalized", "did not generalize"))
+    assert analysis["generalized"] in (True, False, None)
+    assert analysis["verdict"].startswith(("generalized", "did not generalize", "inconclusive"))
     assert "promptkit" in analysis["next_step"]
     assert analysis["recommendation"]["rule"] in analysis["next_step"] or "recommend" in analysis["next_step"]
     rules = (run_dir / "selection_rules.csv").read_text().splitlines()
@@ -99,3 +99,24 @@ def test_variants_option_keeps_only_named_ids(tiny_model, toy_suite, two_templat
     assert sorted(part.variants) == keep
     with pytest.raises(PromptkitError, match="variants= names 1 id"):
         pk.evaluate(two_templates, toy_suite, tiny_model, limit=2, variants=["plain.nope"], progress=False)
+
+
+def test_the_verdict_needs_a_small_regret_not_only_a_ci_that_touches_zero():
+    import pandas as pd
+
+    from promptkit.analysis.advice import advise
+
+    def verdict(lo, hi, regret, chosen, median):
+        folds = pd.DataFrame([{"regret": regret, "chosen_held_out": chosen, "median_held_out": median}])
+        return advise({"regret_ci": [lo, hi]}, "split", None, folds)
+
+    good = verdict(0.0, 0.08, 0.02, 0.30, 0.20)
+    assert good["generalized"] is True and good["verdict"].startswith("generalized") and "wide" not in good["verdict"]
+    assert "wide" in verdict(0.0, 0.3, 0.02, 0.30, 0.20)["verdict"]
+    bad = verdict(0.04, 0.25, 0.14, 0.15, 0.15)
+    assert bad["generalized"] is False and "excludes 0" in bad["verdict"] and "promptkit recommend" in bad["next_step"]
+    unsure = verdict(0.0, 0.6, 0.38, -0.07, 0.05)
+    assert unsure["generalized"] is None and unsure["verdict"].startswith("inconclusive")
+    assert "worse than the median prompt" in unsure["verdict"]
+    none = advise({}, "none", None)
+    assert none["generalized"] is None and none["verdict"].startswith("not measured")

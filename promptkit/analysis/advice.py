@@ -11,6 +11,7 @@ from . import selection as sel
 
 GAIN = 0.01  # a rule other than top1 is advised only when its out-of-sample score is at least this much higher
 WIDE = 0.1  # a regret CI reaching past this (mean_norm) is called wide
+SMALL = 0.05  # a regret (mean_norm) at most this large counts as generalizing, when its CI includes 0
 
 
 def rules_table(ct: sel.ChoiceTable, ranking_tasks: list[str], held_out: list[str]) -> tuple[sel.Recommendation, pd.DataFrame]:
@@ -41,8 +42,12 @@ def choice_table(rows: pd.DataFrame, tasks: dict, mode: str) -> sel.ChoiceTable 
     return ct if ct.tasks else None
 
 
-def advise(summary: dict, protocol: str, rec: sel.Recommendation | None, run_hint: str = "RUN_DIR") -> dict:
-    """verdict (generalized: True/False/None), a sentence saying why, and the next step."""
+def advise(summary: dict, protocol: str, rec: sel.Recommendation | None, folds: pd.DataFrame | None = None,
+           run_hint: str = "RUN_DIR") -> dict:
+    """verdict (generalized: True, False, or None when not measured or too uncertain), a sentence saying why, and
+    the next step. Generalized means: the regret CI includes 0, the regret itself is small (at most SMALL mean_norm)
+    and the chosen prompt does at least as well as the median prompt held out. A regret CI that excludes 0 means it
+    did not; anything between is inconclusive, and the sentence gives the numbers."""
     ci = summary.get("regret_ci")
     out: dict = {"generalized": None}
     if ci is None or protocol == "none":
@@ -51,16 +56,24 @@ def advise(summary: dict, protocol: str, rec: sel.Recommendation | None, run_hin
     else:
         lo, hi = float(ci[0]), float(ci[1])
         where = "the held-out tasks" if protocol == "split" else f"the {protocol} folds' held-out tasks"
-        if lo <= 0:
-            out["generalized"] = True
-            out["verdict"] = (f"generalized: on {where} the chosen prompt is within the noise of the best prompt in "
-                              f"hindsight (regret CI [{lo:.3f}, {hi:.3f}] includes 0)"
-                              + (f"; the CI is wide (regret up to {hi:.3f} is plausible): more held-out tasks or "
-                                 "examples would say more" if hi > WIDE else ""))
-        else:
+        regret = float(folds["regret"].mean()) if folds is not None and len(folds) else float(summary.get("mean_regret", 0))
+        chosen = float(folds["chosen_held_out"].mean()) if folds is not None and len(folds) else float("nan")
+        median = float(folds["median_held_out"].mean()) if folds is not None and "median_held_out" in folds else float("nan")
+        numbers = (f"chosen {chosen:.3f}, median prompt {median:.3f}, regret {regret:.3f} [{lo:.3f}, {hi:.3f}]"
+                   if chosen == chosen else f"regret {regret:.3f} [{lo:.3f}, {hi:.3f}]")
+        if lo > 0:
             out["generalized"] = False
             out["verdict"] = (f"did not generalize: on {where} the chosen prompt is measurably worse than the best "
-                              f"prompt in hindsight (regret CI [{lo:.3f}, {hi:.3f}] excludes 0)")
+                              f"prompt in hindsight (the regret CI excludes 0; {numbers})")
+        elif regret <= SMALL and not chosen < median:
+            out["generalized"] = True
+            out["verdict"] = (f"generalized: on {where} the chosen prompt is within the noise of the best prompt in "
+                              f"hindsight ({numbers})" + (f"; the CI is wide (regret up to {hi:.3f} is plausible): more "
+                                                          "held-out tasks or examples would say more" if hi > WIDE else ""))
+        else:
+            out["verdict"] = (f"inconclusive: on {where} the chosen prompt gives up {regret:.3f} to the best prompt in "
+                              f"hindsight" + (" and does worse than the median prompt" if chosen < median else "")
+                              + f", but the regret CI includes 0 ({numbers}): more held-out tasks or examples would tell")
     out["next_step"] = next_step(out["generalized"], rec, run_hint)
     if rec is not None:
         out["recommendation"] = rec.as_dict()
@@ -78,8 +91,8 @@ def next_step(generalized: bool | None, rec: sel.Recommendation | None, run_hint
                     else f"{rec.candidate.name}" if rec.rule != "task_aware" else "a per-task choice")
             text = (f"use the '{rec.rule}' rule: on selection tasks it was not chosen on it scores {gain:+.3f} mean_norm "
                     f"over the top-1 choice; it picks {what} (promptkit rank {run_hint} --recommend)")
-            return text + (". Or " + adapt if generalized is False else "")
-    if generalized is False:
+            return text + (". Or " + adapt if generalized is not True else "")
+    if generalized is False or (generalized is None and rec is not None):
         return "no selection rule does clearly better out of sample; " + adapt
     if generalized is True:
         return "keep the chosen prompt; " + adapt.replace("for a task of your own", "to tune it to one task")

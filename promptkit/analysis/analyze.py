@@ -112,7 +112,7 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
         per_fold, summary = rk.evaluate_protocol(scores, folds, aggregate, default_variant, n_boot, seed, level)
     if note:
         summary["note"] = note
-    advice, rules = _advice(results, ranking_tasks, summary, protocol, mode)
+    advice, rules = _advice(results, ranking_tasks, summary, protocol, mode, per_fold)
     summary.update(advice)
     overall = pd.Series(rk.agg_mean_norm(scores.table(), scores.chance), index=scores.variants)
     return Analysis(
@@ -123,7 +123,8 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
     )
 
 
-def _advice(results, ranking_tasks: list[str], summary: dict, protocol: str, mode: str) -> tuple[dict, pd.DataFrame]:
+def _advice(results, ranking_tasks: list[str], summary: dict, protocol: str, mode: str,
+            folds: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     """The verdict on generalization, the rule nested LOTO recommends on the ranking tasks (every rule and
     ensemble beside the others, with its cost), and the next step."""
     ct = choice_table(results.rows, results.tasks, mode)
@@ -131,7 +132,7 @@ def _advice(results, ranking_tasks: list[str], summary: dict, protocol: str, mod
     rec, rules = None, pd.DataFrame(columns=["rule", "choice", "cost", "loto_mean_norm", "selection_mean_norm"])
     if len(usable) >= 2:
         rec, rules = rules_table(ct, usable, [t for t in ct.tasks if t not in ranking_tasks])
-    return advise(summary, protocol, rec), rules
+    return advise(summary, protocol, rec, folds), rules
 
 
 def _ranking_table(scores: Scores, ranking_tasks, held_tasks, aggregate, n_boot, seed, level, variants) -> pd.DataFrame:
