@@ -291,10 +291,11 @@ class Recommendation:
 
     rule: str
     candidate: Candidate
-    loto: pd.DataFrame  # rule, loto_mean_norm, cost: each rule's score on selection tasks it did not see
+    loto: pd.DataFrame  # rule, loto_mean_norm, cost, t_vs_default: each rule on selection tasks it did not see
+    default: str = "top1"  # the rule kept unless another beat it clearly
 
     def as_dict(self) -> dict:
-        return {"rule": self.rule, "choice": self.candidate.name, "members": list(self.candidate.members),
+        return {"rule": self.rule, "default": self.default, "choice": self.candidate.name, "members": list(self.candidate.members),
                 "method": self.candidate.method, "cost": self.candidate.cost,
                 "loto": self.loto.to_dict("records")}
 
@@ -347,4 +348,4 @@ def recommend(ct: ChoiceTable, selection: list[str], rules: list[str] | None = N
     loto = loto.iloc[order].reset_index(drop=True)
     clear = loto[(loto["rule"] == default) | (loto["t_vs_default"] >= t_needed)]
     best = str(clear.iloc[0]["rule"])
-    return Recommendation(best, rule(best)(ct, selection, target), loto)
+    return Recommendation(best, rule(best)(ct, selection, target), loto, default)
