@@ -25,7 +25,7 @@ from promptkit.backends.acquire import default_gguf  # noqa: E402
 from promptkit.run.evaluate import evaluate  # noqa: E402
 from promptkit.tasks.suites import load_suite  # noqa: E402
 
-TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "known_unknowns")
+TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "analytic_entailment")
 FAMILY = "name: short\nprompt: \"Q: {{ input }}\\nA:\"\ncontinuation: ' {{ choice }}'\n"
 QUIET = {"progress": False, "log": lambda msg: None, "cache": False}
 

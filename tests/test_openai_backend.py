@@ -27,7 +27,7 @@ pytestmark = pytest.mark.server
 
 KEY = "sk-promptkit-test-5f0c1e9a77"  # the server's key; it must never appear in anything a run writes
 KEY_ENV = "PROMPTKIT_TEST_SERVER_KEY"
-SHORT_TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "known_unknowns")
+SHORT_TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "analytic_entailment")
 QUIET = {"progress": False, "log": lambda msg: None}
 
 
