@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ModelError
 from .base import ContinuationScore, Generation, cut_at_stop
+from .batching import collector
 from .http_client import Client, ServerError, public_url
 
 BACKEND_VERSION = "openai-1"
@@ -169,13 +170,10 @@ class OpenAIBackend:
                              "API (the server applies the chat template only when it generates); use --mc-scoring "
                              "generation, or set the `chat` axis to false")
         results: list[ContinuationScore | None] = [None] * len(pairs)
+        finish = collector(results, on_scores, progress)
 
         def done(i: int, score: ContinuationScore) -> None:
-            results[i] = score
-            if on_scores:
-                on_scores([i], [score])
-            if progress:
-                progress(1)
+            finish([i], [score])
 
         start = 0
         if pairs and not self._probed:
@@ -226,15 +224,8 @@ class OpenAIBackend:
                  on_results: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
         """One request per spec, `concurrency` at a time, each handed to `on_results` as it lands."""
         results: list[Generation | None] = [None] * len(specs)
-
-        def done(i: int, g: Generation) -> None:
-            results[i] = g
-            if on_results:
-                on_results([i], [g])
-            if progress:
-                progress(1)
-
-        self.client.map(self._generate_one, specs, done)
+        finish = collector(results, on_results, progress)
+        self.client.map(self._generate_one, specs, lambda i, g: finish([i], [g]))
         return results  # type: ignore[return-value]
 
     def _generate_one(self, spec: tuple) -> Generation:
