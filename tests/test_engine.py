@@ -48,17 +48,20 @@ def test_order_and_budget_do_not_change_results(tiny_model):
         assert x.logprob == pytest.approx(y.logprob, abs=1e-5)
 
 
-def test_out_of_memory_halves_the_batch_instead_of_failing(tiny_model, monkeypatch):
-    backend = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000)
+@pytest.mark.parametrize("kernel, options", [("_score_packed", {}), ("_score_shared", {"pack_prompts": False})])
+def test_out_of_memory_halves_the_batch_instead_of_failing(tiny_model, monkeypatch, kernel, options):
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000, **options)
     reference = backend.loglikelihood(few_shot_pairs())
-    real = backend._score_shared
+    real = getattr(backend, kernel)
 
     def fussy(items):
         if len(items) > 1:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes")
         return real(items)
 
-    monkeypatch.setattr(backend, "_score_shared", fussy)
+    # one tree per prompt (no shared prefix to gain), so that the packed kernel gets a batch of several
+    monkeypatch.setattr(backend, "min_shared_prefix", 10_000)
+    monkeypatch.setattr(backend, kernel, fussy)
     again = backend.loglikelihood(few_shot_pairs())
     assert backend.backoffs > 0 and backend.batch_tokens < 100_000
     assert [s.logprob for s in again] == pytest.approx([s.logprob for s in reference], abs=1e-5)
@@ -66,7 +69,7 @@ def test_out_of_memory_halves_the_batch_instead_of_failing(tiny_model, monkeypat
     def broken(items):
         raise RuntimeError("some other failure")
 
-    monkeypatch.setattr(backend, "_score_shared", broken)
+    monkeypatch.setattr(backend, kernel, broken)
     with pytest.raises(RuntimeError, match="some other failure"):
         backend.loglikelihood(few_shot_pairs())
 

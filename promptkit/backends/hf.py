@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -114,6 +115,7 @@ class HFBackend:
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str = "auto",
                  batch_tokens: int | str = "auto", share_prompts: bool = True, min_shared_prefix: int = 16,
+                 pack_prompts: bool = True,
                  trust_remote_code: bool = False, device_map: str | dict | None = None,
                  log: Callable[[str], None] = print):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -172,6 +174,15 @@ class HFBackend:
         self.backoffs = 0
         self.min_shared_prefix = min_shared_prefix
         self.project_rows = 128  # rows gathered before one vocabulary projection (one chunk of _project)
+        # width of the rows that score_packed fills with short prompts and their continuations (a prompt group
+        # larger than this goes through the cached passes): attention in a packed row costs width² per layer
+        self.pack_tokens = 256 if pack_prompts and not self.seq2seq else 0
+        # sliding-window layers get a mask of their own when the model takes one mask per layer type (transformers'
+        # `layer_types`); otherwise a packed tree stays inside the window, where the two masks are the same
+        layer_types = set(getattr(getattr(self.model.config, "get_text_config", lambda: self.model.config)(), "layer_types", None) or [])
+        self.sliding_masks = self.window < self.max_length and "sliding_attention" in layer_types
+        self.pack_depth = self.max_length if self.sliding_masks or self.window >= self.max_length else self.share_limit
+        self.attention_per_key = _attention_per_key(self.model)
 
     @property
     def name(self) -> str:
@@ -243,9 +254,16 @@ class HFBackend:
             # this keeps a batch to about one cluster of similar prompts, which keeps padding small
             return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
 
-        shared, single = [], []
+        def alone_size(g):  # tokens of a prompt group as a tree of its own in score_packed
+            return hf_compute.tree_size([g[0]], [[encoded[j][1] for j in g[1]]], 0)
+
+        packable, shared, single = [], [], []
         for ctx, members in groups.items():
             longest = max(len(encoded[j][1]) for j in members)
+            if self.pack_tokens and self.share_prompts and len(ctx) + longest <= self.pack_depth \
+                    and alone_size((ctx, members)) <= self.batch_tokens:
+                packable.append((ctx, members))
+                continue
             fits = self.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= self.share_limit
             if fits and group_cost((ctx, members)) > self.batch_tokens:
                 # too many continuations for one batch: chunks whose memory (the prompt's cache per packed row,
@@ -264,8 +282,12 @@ class HFBackend:
             if not pending:
                 return
             pending_rows[0] = 0
+            offsets = [0]
+            for _, sc in pending:
+                offsets.append(offsets[-1] + len(sc.vectors))
             token_lp, greedy = self._project(torch.cat([sc.vectors for _, sc in pending]),
-                                             torch.cat([sc.targets for _, sc in pending]), is_logits=pending[0][1].is_logits)
+                                             torch.cat([sc.targets for _, sc in pending]), is_logits=pending[0][1].is_logits,
+                                             rows=torch.cat([sc.target_rows() + o for (_, sc), o in zip(pending, offsets)]))
             lp, gr, base = token_lp.tolist(), greedy.tolist(), 0
             for indices, sc in pending:
                 finish(indices, [(sum(lp[base + r] for r in rows), len(rows), all(gr[base + r] for r in rows))
@@ -277,10 +299,17 @@ class HFBackend:
             if pending and pending[0][1].is_logits != scored.is_logits:
                 project()
             pending.append((indices, scored))
-            pending_rows[0] += len(scored.targets)
+            pending_rows[0] += len(scored.vectors)
             if scored.is_logits or pending_rows[0] >= self.project_rows:
                 project()
 
+        def tree(t):  # a planned tree → score_packed's (prompt, continuations) pairs
+            return [(list(ctx), [encoded[j][1] for j in m]) for ctx, m in t]
+
+        for batch in hf_compute.packed_batches(self._plan_trees(packable, lambda g: [encoded[j][1] for j in g[1]]),
+                                               lambda t: t.size, self.pack_tokens, self.batch_tokens):
+            self._run(batch, lambda b: self._score_packed([tree(t.groups) for t in b]),
+                      lambda b: [j for t in b for _, m in t.groups for j in m], defer)
         for batch in self._plan_shared(shared, group_cost):
             self._run(batch, lambda b: self._score_shared([(list(ctx), [encoded[j][1] for j in m], c) for ctx, m, c in b]),
                       lambda b: [j for _, m, _ in b for j in m], defer)
@@ -334,6 +363,36 @@ class HFBackend:
         """Generation for (prompt, stop sequences, max new tokens[, temperature, seed]) specs; see hf_generate.generate."""
         return hf_generate.generate(self, specs, progress, on_results)
 
+    def _plan_trees(self, groups: list, conts_of: Callable) -> list[_Tree]:
+        """Prompt groups → the trees of score_packed, largest first. Neighbours in lexicographic order that share at
+        least `min_shared_prefix` tokens go into one tree while that lowers the cost per prompt: each prompt added
+        saves running the shared prefix again but widens the packed row, and a packed row's attention costs
+        (width × `attention_per_key`) per token on top of the weights."""
+        trees: list[_Tree] = []
+        for ctx, members in sorted(groups, key=lambda g: g[0]):
+            if trees:
+                last = trees[-1]
+                lcp = min(last.lcp, _lcp(last.groups[-1][0], ctx)) if len(last.groups) > 1 else \
+                    min(_lcp(last.groups[0][0], ctx), len(last.groups[0][0]) - 1)
+                grown = _Tree(last.groups + [(ctx, members)], lcp, 0)
+                grown.size = self._tree_tokens(grown, conts_of)
+                if lcp >= self.min_shared_prefix and grown.size <= self.batch_tokens and \
+                        self._tree_cost(grown) / len(grown.groups) < self._tree_cost(last) / len(last.groups):
+                    trees[-1] = grown
+                    continue
+            t = _Tree([(ctx, members)], len(ctx), 0)
+            t.size = self._tree_tokens(t, conts_of)
+            trees.append(t)
+        return sorted(trees, key=lambda t: -t.size)
+
+    def _tree_tokens(self, t: _Tree, conts_of: Callable) -> int:
+        shared = min(t.lcp, min(len(c) for c, _ in t.groups) - 1) if len(t.groups) > 1 else 0
+        return hf_compute.tree_size([list(c) for c, _ in t.groups], [conts_of(g) for g in t.groups],
+                                    shared if shared >= self.min_shared_prefix else 0)
+
+    def _tree_cost(self, t: _Tree) -> float:
+        return t.size * (1 + self.attention_per_key * t.size)
+
     def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
         """Batches of prompt groups, longest first under the token budget. Each group is tagged with
         a cluster: neighbours in lexicographic order that share at least `min_shared_prefix` tokens,
@@ -377,11 +436,35 @@ class HFBackend:
     def _score_shared(self, items: list[tuple[list[int], list[list[int]], int]]) -> _Scored:
         return hf_compute.score_shared(self, items)
 
+    def _score_packed(self, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
+        return hf_compute.score_packed(self, trees, self.pack_tokens)
+
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> _Scored:
         return hf_compute.score_batch(self, items)
 
-    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768):
-        return hf_compute.project(self, vectors, targets, is_logits, chunk)
+    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
+                 rows: torch.Tensor | None = None):
+        return hf_compute.project(self, vectors, targets, is_logits, chunk, rows)
+
+
+@dataclass
+class _Tree:
+    """Prompt groups scored as one tree of score_packed: their common prefix (`lcp` tokens) runs once."""
+
+    groups: list
+    lcp: int
+    size: int
+
+
+def _attention_per_key(model) -> float:
+    """FLOPs of attention per key a token attends to, as a share of the FLOPs of the weights per token."""
+    cfg = getattr(model.config, "get_text_config", lambda: model.config)()
+    heads = int(getattr(cfg, "num_attention_heads", 8) or 8)
+    head_dim = int(getattr(cfg, "head_dim", None) or int(getattr(cfg, "hidden_size", 512)) // heads)
+    layers = int(getattr(cfg, "num_hidden_layers", 12) or 12)
+    emb = model.get_input_embeddings().weight.numel()
+    weights = max(1, sum(p.numel() for p in model.parameters()) - emb)
+    return 4 * heads * head_dim * layers / (2 * weights)
 
 
 def _scores_of(pairs: list[tuple[str, str]]) -> Callable:

@@ -24,6 +24,12 @@ class _Scored:
     targets: torch.Tensor
     layout: list[list[int]]
     is_logits: bool = False
+    # the vector row that predicts each target (None: row i predicts target i); the first tokens of a prompt's
+    # continuations are all predicted from its last position, so that row is projected once, not once per choice
+    rows: torch.Tensor | None = None
+
+    def target_rows(self) -> torch.Tensor:
+        return self.rows if self.rows is not None else torch.arange(len(self.targets))
 
 
 def _right_pad(rows: list[list[int]], pad: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +169,10 @@ def score_shared(backend: HFBackend, items: list[tuple[list[int], list[list[int]
     conts = [(g, cont) for g, (_, group, _) in enumerate(items) for cont in group]
     rep = torch.tensor([g for g, _ in conts])
     lengths = torch.tensor([len(ctx) for ctx, _, _ in items])
-    vectors = [prompt_hidden[rep.to(dev), (lengths[rep] - 1 - cuts[rep]).to(dev)]]
+    # one row per prompt: its last position predicts the first token of every one of its continuations
+    vectors = [prompt_hidden[torch.arange(len(items)).to(dev), (lengths - 1 - cuts).to(dev)]]
     targets = [cont[0] for _, cont in conts]
+    target_rows = rep.tolist()
     packed: list[list[int]] = []
     segments: list[list[tuple[int, int]]] = []  # (start, length) of each continuation in its row
     row_item: list[int] = []  # the prompt (cache row of pass 2) that each packed row reads
@@ -203,12 +211,13 @@ def score_shared(backend: HFBackend, items: list[tuple[list[int], list[list[int]
         cols = [start + j for segs in segments for start, n in segs for j in range(n)]
         vectors.append(hidden[torch.tensor(rows, dtype=torch.long).to(dev), torch.tensor(cols, dtype=torch.long).to(dev)])
         targets += [t for _, cont in conts for t in cont[1:]]
+        target_rows += range(len(items), len(items) + len(rows))
     # token order: all first tokens, then the rest continuation by continuation
     layout, k = [], len(conts)
     for c, (_, cont) in enumerate(conts):
         layout.append([c, *range(k, k + len(cont) - 1)])
         k += len(cont) - 1
-    return _Scored(torch.cat(vectors), torch.tensor(targets), layout)
+    return _Scored(torch.cat(vectors), torch.tensor(targets), layout, rows=torch.tensor(target_rows, dtype=torch.long))
 
 
 @torch.inference_mode()
@@ -243,9 +252,11 @@ def score_batch(backend: HFBackend, items: list[tuple[list[int], list[int]]]) ->
 
 
 @torch.inference_mode()
-def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768):
+def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
+            rows: torch.Tensor | None = None):
     """Log-probability of each target token and whether it is the argmax, from final hidden
-    states (projected onto the vocabulary here) or from logits.
+    states (projected onto the vocabulary here) or from logits; `rows[i]` is the vector that predicts
+    target i (default: vector i), so a vector that predicts several targets is projected once.
 
     The vocabulary is walked in slices of `chunk` entries with a running log-sum-exp and
     argmax, inside one reused buffer: all rows share one read of the output matrix, memory
@@ -255,12 +266,13 @@ def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is
     head = None if is_logits else backend.model.get_output_embeddings()
     cap = None if is_logits else getattr(backend.model.config, "final_logit_softcapping", None)
     vocab = vectors.shape[1] if is_logits else head.weight.shape[0]
-    n, device = len(targets), vectors.device
-    rows, targets = torch.arange(n, device=device), targets.to(device)
+    n, device = len(vectors), vectors.device
+    rows = torch.arange(len(targets)) if rows is None else rows
+    rows, targets = rows.to(device), targets.to(device)
     width = min(chunk, vocab)
     space = torch.empty(n * width, dtype=vectors.dtype, device=device)
     lse = torch.full((n,), -float("inf"), device=device)
-    target_logit = torch.zeros(n, device=device)
+    target_logit = torch.zeros(len(targets), device=device)
     best = torch.full((n,), -float("inf"), device=device)
     best_at = torch.zeros(n, dtype=torch.long, device=device)
     for start in range(0, vocab, width):
@@ -285,4 +297,148 @@ def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is
         # log-sum-exp of this slice, in place, merged into the running one
         part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
         lse = torch.logaddexp(lse, part)
-    return (target_logit - lse).cpu(), (best_at == targets).cpu()
+    return (target_logit - lse[rows]).cpu(), (best_at[rows] == targets).cpu()
+
+
+
+def tree_size(ctxs: list[list[int]], conts: list[list[list[int]]], shared: int) -> int:
+    """Tokens of one tree of score_packed: the shared prefix once, the rest of every prompt, every continuation
+    but its last token."""
+    return shared + sum(len(c) - shared for c in ctxs) + sum(len(x) - 1 for group in conts for x in group)
+
+
+def shared_prefix(backend: HFBackend, ctxs: list[list[int]]) -> int:
+    """Tokens that the prompts of one tree share and run once (0 for a lone prompt or a short common prefix);
+    every prompt keeps at least its last token, whose position predicts its continuations."""
+    if len(ctxs) < 2:
+        return 0
+    shared = min(_lcp_all(ctxs), min(len(c) for c in ctxs) - 1)
+    return shared if shared >= backend.min_shared_prefix else 0
+
+
+def fill_rows(sizes: list[int], width: int) -> list[list[int]]:
+    """Segments (by size) into rows of `width` tokens (a larger segment gets a row of its own), first fit in
+    decreasing size; the segment indices of each row."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for g in sorted(range(len(sizes)), key=lambda g: -sizes[g]):
+        for r, room in enumerate(free):
+            if sizes[g] <= room:
+                rows[r].append(g)
+                free[r] -= sizes[g]
+                break
+        else:
+            rows.append([g])
+            free.append(width - sizes[g])
+    return rows
+
+
+def packed_batches(trees: list, size, width: int, budget: int, fill: float = 0.75):
+    """Trees (largest first) in batches for score_packed: at most `budget` tokens, and rows as wide as the largest
+    tree (at least `width`) are not filled with trees much smaller than that (< `fill` of the row), which would
+    leave the row mostly padding; smaller trees start a batch with narrower rows."""
+    batch, total, row = [], 0, width
+    for t in trees:
+        n = size(t)
+        if batch and (total + n > budget or (row > width and n < fill * row)):
+            yield batch
+            batch, total = [], 0
+        if not batch:
+            row = max(width, n)
+        batch.append(t)
+        total += n
+    if batch:
+        yield batch
+
+
+@torch.inference_mode()
+def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list[int]]]]], width: int) -> _Scored:
+    """One forward pass, no key/value cache. A tree is prompts with their continuations: their shared prefix
+    (the instruction, the demonstrations) once, then each prompt's remaining tokens, then each continuation but
+    its last token. Trees are packed side by side into rows of `width` tokens (a larger tree gets a row of its
+    own). A 4D mask lets every token see exactly its ancestors (a continuation token: its prompt and the earlier
+    tokens of its own continuation) and positions count the depth in the tree, so each token sees what it sees
+    in a row of its own; sliding-window layers get the same mask cut to the window. Compared with padded rows
+    and cached passes this saves the padding, the cache copies and most per-pass overhead."""
+    dev = backend.device
+    shares = [shared_prefix(backend, [ctx for ctx, _ in tree]) for tree in trees]
+    sizes = [tree_size([ctx for ctx, _ in tree], [conts for _, conts in tree], k) for tree, k in zip(trees, shares)]
+    placement = fill_rows(sizes, width)
+    used = max(sum(sizes[t] for t in row) for row in placement)
+    ids = torch.full((len(placement), used), backend._pad_id(), dtype=torch.long)
+    pos = torch.zeros((len(placement), used), dtype=torch.long)
+    allowed = torch.zeros((len(placement), used, used), dtype=torch.bool)
+    # scored vectors: (row, column) of each position that predicts a token; targets in continuation order
+    vec: list[tuple[int, int]] = []
+    targets: list[int] = []
+    target_rows: list[int] = []
+    layout: list[list[int]] = []
+    spans: dict[int, list] = {}  # tree → its pieces, filled in row order, read back in tree order
+
+    def span(r: int, at: int, tokens: list[int], depth: int, parents: list[tuple[int, int]]) -> int:
+        n = len(tokens)
+        if n:
+            ids[r, at:at + n] = torch.tensor(tokens)
+            pos[r, at:at + n] = torch.arange(depth, depth + n)
+            for a, b in parents:
+                allowed[r, at:at + n, a:b] = True
+            allowed[r, at:at + n, at:at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        return at + n
+
+    for r, row in enumerate(placement):
+        at = 0
+        for t in row:
+            tree, k = trees[t], shares[t]
+            prefix = (at, at + k)
+            at = span(r, at, tree[0][0][:k], 0, [])
+            pieces = []
+            for ctx, conts in tree:
+                start = at
+                at = span(r, at, ctx[k:], k, [prefix])
+                prompt = [prefix, (start, at)]
+                last = (r, at - 1)
+                starts = []
+                for cont in conts:
+                    starts.append(at)
+                    at = span(r, at, cont[:-1], len(ctx), prompt)
+                pieces.append((last, starts))
+            spans[t] = pieces
+        if at < used:  # padding attends to itself only (its outputs are never read)
+            idx = torch.arange(at, used)
+            allowed[r, idx, idx] = True
+    for t, tree in enumerate(trees):
+        for (_, conts), (last, starts) in zip(tree, spans[t]):
+            first = len(vec)
+            vec.append(last)
+            r = last[0]
+            for cont, q in zip(conts, starts):
+                layout.append(list(range(len(targets), len(targets) + len(cont))))
+                targets += cont
+                target_rows.append(first)
+                for j in range(len(cont) - 1):
+                    target_rows.append(len(vec))
+                    vec.append((r, q + j))
+    masks = _attention_masks(backend, allowed, pos)
+    del allowed
+    hidden = backend.model.base_model(input_ids=ids.to(dev), attention_mask=masks, position_ids=pos.to(dev), use_cache=False)[0]
+    backend.forward_tokens += sum(sizes)
+    for tree, k in zip(trees, shares):
+        backend._count_keys([(0, k)] + [(k, len(ctx) - k) for ctx, _ in tree] + [(len(ctx), len(c) - 1) for ctx, conts in tree for c in conts])
+    rows_t = torch.tensor([r for r, _ in vec], dtype=torch.long).to(dev)
+    cols_t = torch.tensor([c for _, c in vec], dtype=torch.long).to(dev)
+    return _Scored(hidden[rows_t, cols_t], torch.tensor(targets), layout, rows=torch.tensor(target_rows, dtype=torch.long))
+
+
+def _attention_masks(backend: HFBackend, allowed: torch.Tensor, pos: torch.Tensor):
+    """Additive 4D masks for `allowed` (rows × queries × keys): one tensor, or, for a model with sliding-window
+    layers, one per layer type with keys further back than the window cut in the sliding one."""
+    def additive(ok: torch.Tensor) -> torch.Tensor:
+        bias = torch.zeros(ok.shape, dtype=backend.dtype)
+        bias.masked_fill_(~ok, torch.finfo(backend.dtype).min)
+        return bias[:, None].to(backend.device)
+
+    if not backend.sliding_masks:
+        return additive(allowed)
+    near = (pos[:, :, None] - pos[:, None, :]) < backend.window
+    diagonal = torch.eye(allowed.shape[1], dtype=torch.bool)  # padding keeps attending to itself
+    return {"full_attention": additive(allowed), "sliding_attention": additive(allowed & (near | diagonal))}
