@@ -199,3 +199,108 @@ def test_every_aggregate_has_both_cis(tiny_backend, toy_suite, two_templates):
     norm = res.by_task(normalized=True)
     raw = res.by_task()
     assert norm.loc[raw.index[0], "even"] == pytest.approx((raw.loc[raw.index[0], "even"] - 0.5) / 0.5)
+
+
+# ---------------------------------------------------------------------------- vectorized re-scoring = the old loops
+
+
+def _old_with_mode(rows, mode):
+    """with_mode as it was, one record at a time (the reference the vectorized version must equal)."""
+    from promptkit.analysis.metrics import FIXED_KINDS
+
+    out = rows.copy()
+    preds, correct = [], []
+    for r in rows.to_dict("records"):
+        if r.get("kind") in FIXED_KINDS:
+            preds.append(r["prediction"])
+            value = r.get(f"accuracy@{mode}")
+            correct.append(r["accuracy"] if value is None or value != value else value)
+            continue
+        pred = int(np.argmax(mode_scores(r, mode)))
+        preds.append(pred)
+        correct.append(float(pred in (r["correct"] if isinstance(r.get("correct"), list) else [r["target"]])))
+    out["prediction"], out["accuracy"], out["mode"] = preds, correct, mode
+    return out
+
+
+def _old_choice_probs(rows, mode):
+    """ChoiceTable.from_rows' probabilities and correct masks as they were computed, one record at a time."""
+    variants = sorted(rows["variant"].unique())
+    probs, correct = {}, {}
+    choice = rows[rows["kind"] == "choice"]
+    for task in sorted(set(choice["task"])):
+        part = choice[choice["task"] == task]
+        examples = sorted(part["example"].unique(), key=str)
+        width = int(part["logprobs"].map(len).max())
+        p = np.full((len(variants), len(examples), width), -1.0)
+        c = np.zeros((len(examples), width), dtype=bool)
+        for r in part.to_dict("records"):
+            s = mode_scores(r, mode)
+            s = np.exp(s - np.logaddexp.reduce(s))
+            vi, ei = variants.index(r["variant"]), examples.index(r["example"])
+            p[vi, ei, : len(s)] = s
+            c[ei, list(r["correct"]) if isinstance(r.get("correct"), (list, tuple, np.ndarray)) else [r["target"]]] = True
+        probs[task], correct[task] = p, c
+    return probs, correct
+
+
+def _mixed_rows(seed: int) -> pd.DataFrame:
+    """Rows of every shape re-scoring meets: 2 to 5 choices (several widths in one task), ties, several correct
+    choices, rows without a `correct` list, generated answers, and noise means with a per-mode accuracy."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(3):
+        for v in range(4):
+            for e in range(9):
+                k = 2 + (e + t) % 4
+                lp = np.round(rng.normal(-4, 2, k), 1 if e % 3 == 0 else 6).tolist()  # coarse values: ties
+                target = int(rng.integers(k))
+                row = {"variant": f"v{v}", "task": f"t{t}", "example": f"e{e}", "kind": "choice", "prediction": 0,
+                       "target": target, "correct": [target] + ([k - 1] if e % 4 == 0 and target != k - 1 else []),
+                       "accuracy": 0.0, "logprobs": lp, "n_tokens": rng.integers(0, 4, k).tolist(),
+                       "n_chars": rng.integers(0, 12, k).tolist(), "cf_logprobs": rng.normal(-3, 1, k).tolist()}
+                if e == 5:
+                    row["correct"] = None  # an earlier version's row: the target alone
+                rows.append(row)
+    rows.append({"variant": "v0", "task": "gen", "example": "g0", "kind": "generate", "prediction": -1, "target": "x",
+                 "accuracy": 1.0, "logprobs": None, "cf_logprobs": None})
+    rows.append({"variant": "v1", "task": "gen", "example": "g0", "kind": "aggregate", "prediction": 2, "target": 1,
+                 "accuracy": 0.5, "accuracy@per_char": 0.25, "logprobs": None, "cf_logprobs": None})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("mode", ["raw", "per_token", "per_char", "calibrated"])
+def test_vectorized_rescoring_equals_the_record_loop(seed, mode):
+    rows = _mixed_rows(seed)
+    pd.testing.assert_frame_equal(with_mode(rows, mode), _old_with_mode(rows, mode))
+
+
+@pytest.mark.parametrize("mode", ["raw", "per_token", "per_char", "calibrated"])
+def test_choice_table_probabilities_equal_the_record_loop(mode):
+    from promptkit.analysis.selection import ChoiceTable
+
+    rows = _mixed_rows(3)
+    info = {t: {"chance": 0.3, "split": "selection"} for t in ["t0", "t1", "t2", "gen"]}
+    table = ChoiceTable.from_rows(rows, info, mode)
+    probs, correct = _old_choice_probs(rows, mode)
+    assert table.tasks == sorted(probs)
+    for task in table.tasks:
+        assert np.array_equal(table.probs[task], probs[task]) and np.array_equal(table.correct[task], correct[task])
+
+
+def test_analysis_of_a_saved_run_is_unchanged_by_vectorized_rescoring(monkeypatch):
+    """The whole analysis of a stored run (calibrated scores included), old loops against new, to the last bit."""
+    import promptkit.analysis.analyze as an
+    import promptkit.analysis.metrics as metrics
+    from pathlib import Path
+
+    run = pk.load(Path(__file__).parent / "data" / "run_v0_1")
+    new = {m: an.analyze(run, mode=m, n_boot=200) for m in ("raw", "calibrated")}
+    monkeypatch.setattr(an, "with_mode", _old_with_mode)
+    monkeypatch.setattr(metrics, "with_mode", _old_with_mode)
+    for mode, a in new.items():
+        old = an.analyze(run, mode=mode, n_boot=200)
+        for name in ("ranking", "folds", "sensitivity", "modes", "rules"):
+            pd.testing.assert_frame_equal(getattr(a, name), getattr(old, name))
+        assert a.summary == old.summary

@@ -79,20 +79,58 @@ def with_mode(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
     if mode == "calibrated" and ("cf_logprobs" not in rows or rows.loc[_choice_rows(rows), "cf_logprobs"].isna().any()):
         raise PromptkitError("the calibrated mode needs content-free scores: run with --calibrate (calibrate=True)")
     out = rows.copy()
-    preds, correct = [], []
-    for r in rows.to_dict("records"):  # one pass; iterrows builds a Series per row
-        if r.get("kind") in FIXED_KINDS:  # a generated answer has one score; a mean over noise
-            preds.append(r["prediction"])                # conditions keeps one per mode
-            value = r.get(f"accuracy@{mode}")
-            correct.append(r["accuracy"] if value is None or value != value else value)
-            continue
-        pred = int(np.argmax(mode_scores(r, mode)))
-        preds.append(pred)
-        correct.append(float(pred in (r["correct"] if isinstance(r.get("correct"), list) else [r["target"]])))
+    n = len(rows)
+    column = lambda name: rows[name].tolist() if name in rows else [None] * n  # columns, not records: 10x faster
+    kinds, logprobs = column("kind"), column("logprobs")
+    preds: list = [None] * n
+    correct: list = [None] * n
+    stored, acc, acc_mode = column("prediction"), column("accuracy"), column(f"accuracy@{mode}")
+    lists = []  # multiple-choice rows: their prediction comes from their per-choice scores, all at once
+    for i, kind in enumerate(kinds):
+        if kind in FIXED_KINDS:  # a generated answer has one score; a mean over noise conditions keeps one per mode
+            preds[i] = stored[i]
+            value = acc_mode[i]
+            correct[i] = acc[i] if value is None or value != value else value
+        elif isinstance(logprobs[i], (list, tuple, np.ndarray)):
+            lists.append(i)
+        else:  # no list of scores (a malformed row): as mode_scores reads it
+            preds[i] = int(np.argmax(mode_scores(rows.iloc[i], mode)))
+    if lists:
+        for at, scores in mode_score_groups(rows.iloc[lists], mode):
+            for j, pred in zip(at.tolist(), scores.argmax(axis=1).tolist()):
+                preds[lists[j]] = pred
+    right, targets = column("correct"), column("target")
+    for i, kind in enumerate(kinds):
+        if kind not in FIXED_KINDS:
+            correct[i] = float(preds[i] in (right[i] if isinstance(right[i], list) else [targets[i]]))
     out["prediction"] = preds
     out["accuracy"] = correct
     out["mode"] = mode
     return out
+
+
+def mode_score_groups(rows: pd.DataFrame, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-choice scores of `rows` (multiple-choice rows with lists of log-likelihoods) under `mode`, as one
+    (positions, scores) pair per number of choices: scores[j] equals mode_scores(rows.iloc[positions[j]], mode),
+    computed for all rows of that width at once."""
+    if mode not in MODES:
+        raise PromptkitError(f"unknown scoring mode '{mode}'; use one of {', '.join(MODES)}")
+    lp = rows["logprobs"].tolist()
+    other = {"per_token": "n_tokens", "per_char": "n_chars", "calibrated": "cf_logprobs"}.get(mode)
+    extra = rows[other].tolist() if other else None
+    widths = np.fromiter((len(x) for x in lp), dtype=np.int64, count=len(lp))
+    groups = []
+    for width in np.unique(widths).tolist():
+        at = np.flatnonzero(widths == width)
+        matrix = lambda values: np.array([values[i] for i in at.tolist()], dtype=float).reshape(len(at), width)
+        scores = matrix(lp)
+        if mode in ("per_token", "per_char"):
+            scores = scores / np.maximum(matrix(extra), 1)
+        elif mode == "calibrated":
+            cf = matrix(extra)
+            scores = scores - (cf - np.logaddexp.reduce(cf, axis=1, keepdims=True))
+        groups.append((at, scores))
+    return groups
 
 
 def _choice_rows(rows: pd.DataFrame):

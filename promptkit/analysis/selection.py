@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 
 from ..errors import PromptkitError
 from . import adapt
-from .metrics import mode_scores
+from .metrics import mode_score_groups
 
 METHODS = ("single", "mean_prob", "vote")
 FEATURES = ("n_choices", "yes_no", "options_in_input", "answer_chars", "input_chars")
@@ -73,7 +73,8 @@ class ChoiceTable:
         variants = sorted(rows["variant"].unique())
         vindex = {v: i for i, v in enumerate(variants)}
         probs, correct, tasks = {}, {}, []
-        for task in [t for t in tasks_info if t in set(choice_rows["task"])]:
+        present = set(choice_rows["task"])
+        for task in [t for t in tasks_info if t in present]:
             part = choice_rows[choice_rows["task"] == task]
             examples = sorted(part["example"].unique(), key=str)
             eindex = {e: i for i, e in enumerate(examples)}
@@ -81,13 +82,14 @@ class ChoiceTable:
             p = np.full((len(variants), len(examples), width), -1.0)
             c = np.zeros((len(examples), width), dtype=bool)
             seen = np.zeros((len(variants), len(examples)), dtype=bool)
-            for r in part.to_dict("records"):
-                s = mode_scores(r, mode)
-                s = np.exp(s - np.logaddexp.reduce(s))
-                vi, ei = vindex[r["variant"]], eindex[r["example"]]
-                p[vi, ei, : len(s)] = s
-                c[ei, list(r["correct"]) if isinstance(r.get("correct"), (list, tuple, np.ndarray)) else [r["target"]]] = True
-                seen[vi, ei] = True
+            vi = np.array([vindex[v] for v in part["variant"].tolist()], dtype=np.int64)
+            ei = np.array([eindex[e] for e in part["example"].tolist()], dtype=np.int64)
+            for at, s in mode_score_groups(part, mode):  # all rows with the same number of choices at once
+                p[vi[at], ei[at], : s.shape[1]] = np.exp(s - np.logaddexp.reduce(s, axis=1, keepdims=True))
+            right = part["correct"].tolist() if "correct" in part else [None] * len(part)
+            for e, r, target in zip(ei.tolist(), right, part["target"].tolist()):
+                c[e, list(r) if isinstance(r, (list, tuple, np.ndarray)) else [target]] = True
+            seen[vi, ei] = True
             if not seen.all():
                 raise PromptkitError(f"task '{task}': some variants lack scores on some examples; prompt choice "
                                      "needs every variant scored on the same examples")

@@ -23,7 +23,8 @@ class Scores:
     @classmethod
     def from_rows(cls, rows: pd.DataFrame, tasks_info: dict[str, dict], metric: str = "accuracy",
                   tasks: list[str] | None = None) -> "Scores":
-        tasks = [t for t in (tasks or list(tasks_info)) if t in set(rows["task"])]
+        present = set(rows["task"])  # once: inside the comprehension it was rebuilt for every task
+        tasks = [t for t in (tasks or list(tasks_info)) if t in present]
         variants = sorted(rows["variant"].unique())
         matrices = {}
         for task in tasks:
