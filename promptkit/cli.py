@@ -202,12 +202,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from .engine.cache import resume_hint
     from .results.text import format_run
+    from .results.timings import Stopwatch, format_timings
     from .run.evaluate import evaluate
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cache = False if args.no_cache else (args.cache or True)
     analysis = _analysis_from(args)
+    watch = Stopwatch.since_process_start()  # start-up: from the process's start to here (imports, arguments)
     try:
         results = evaluate(
             args.templates, args.suite, _models(args.model), limit=args.limit, max_variants=args.max_variants or None,
@@ -217,7 +219,7 @@ def cmd_run(args) -> int:
             noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
             report=not args.no_report, analysis=analysis, mc_scoring=args.mc_scoring, base_url=args.base_url,
             api_key_env=args.api_key_env, concurrency=args.concurrency, requests_per_minute=args.requests_per_minute,
-            request_timeout=args.request_timeout, model_revision=args.model_revision)
+            request_timeout=args.request_timeout, model_revision=args.model_revision, timings=watch)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the launcher's, when another process of the job fails)
         stop = isinstance(exc, _Stopped)
         why = ("stopped" + (": another process of this job failed" if _rank_tag() else " (SIGTERM)")) if stop else "interrupted"
@@ -236,6 +238,7 @@ def cmd_run(args) -> int:
         for note in results.config["engine"].get("notes", []):
             print(f"promptkit: warning: {note}", file=sys.stderr)
     print(format_run(results, analysis, out, report=not args.no_report))
+    print(format_timings(results.config["timings"]))
     return 0
 
 

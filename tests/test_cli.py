@@ -18,6 +18,47 @@ def test_run_prints_ranking_and_held_out_summary(tiny_model, toy_suite, two_temp
     assert (out / "ranking.csv").read_text().count("\n") == 4  # header + 3 variants
 
 
+def test_run_times_its_stages_into_config_json_and_one_line(tiny_model, toy_suite, two_templates, tmp_path, capsys):
+    import json
+
+    import promptkit as pk
+    from promptkit.results.timings import STAGES
+
+    out = tmp_path / "run"
+    args = ["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates), "--limit", "3",
+            "--max-variants", "3", "--out", str(out), "--quiet", "--bootstrap", "50"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    timings = json.loads((out / "config.json").read_text())["timings"]
+    assert set(timings) == {*STAGES, "total"}
+    assert all(isinstance(v, (int, float)) and v >= 0 for v in timings.values()), timings
+    assert sum(timings[s] for s in STAGES) <= timings["total"]
+    assert all(timings[s] > 0 for s in ("startup", "model_load", "task_load", "scoring", "statistics", "report")), timings
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("time: start-up ") and " · scoring " in last and " · report " in last
+    assert last.endswith(f"total {timings['total']:.2f} s") or last.endswith(f"total {timings['total']:.1f} s")
+    assert pk.load(out).config["timings"] == timings  # written before the manifest: the run directory still checks out
+
+
+def test_stopwatch_stages_never_add_up_past_the_total():
+    import time
+
+    from promptkit.results.timings import Stopwatch, format_timings
+
+    watch = Stopwatch(startup=1.5)
+    with watch.stage("scoring"):
+        with watch.stage("model_load"):  # a stage inside another counts for itself only
+            time.sleep(0.2)
+        time.sleep(0.01)
+    t = watch.as_dict()
+    assert t["startup"] == 1.5 and t["model_load"] >= 0.2 and 0.01 <= t["scoring"] < 0.15 and t["report"] == 0
+    assert sum(v for k, v in t.items() if k != "total") <= t["total"]
+    assert format_timings(t).startswith("time: start-up 1.50 s · model load ")
+    with pytest.raises(ValueError, match="unknown stage"):
+        with watch.stage("nope"):
+            pass
+
+
 def test_render_prints_prompt_and_continuations(toy_suite, two_templates, capsys):
     code = main(["render", "plain", "--templates", str(two_templates), "--suite", str(toy_suite), "--task", "capitals", "--example", "c1"])
     assert code == 0

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..analysis.analyze import AnalysisOptions
 from ..errors import PromptkitError
+from .timings import Stopwatch
 
 ROWS_FILE = "results.jsonl"
 TABLE_FILES = ("config.json", "tasks.json", "variants.json", "versions.json", ROWS_FILE, "ranking.csv", "ranking.json",
@@ -63,14 +64,17 @@ def remove_empty(folders: list[Path]) -> None:
 
 
 def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = None, report: bool = True,
-              log=None) -> Path:
+              log=None, timings: Stopwatch | None = None) -> Path:
     """Write everything about a finished run to `out`: the tables, the synthetic demonstrations (if any), and,
     except for a budgeted search (whose variants saw different examples), the statistics and report.html.
     A run with noise conditions is ranked by `analysis.rank_by`.
 
     An earlier run in `out` is replaced as a whole: manifest.json is first marked incomplete, every file of the
     earlier run is removed, the new files are written, and manifest.json (each file's sha256) is written last, so
-    a run stopped mid-save leaves a directory that read_tables refuses rather than a mix of two runs."""
+    a run stopped mid-save leaves a directory that read_tables refuses rather than a mix of two runs.
+
+    `timings` (the run's Stopwatch) also times the tables, the statistics and the report, and its seconds per stage
+    go into config.json under `timings` (and into `full.config`)."""
     out = Path(out)
     options = analysis if isinstance(analysis, AnalysisOptions) else AnalysisOptions.from_dict(analysis)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,27 +82,34 @@ def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = N
         log(f"warning: {out} holds an earlier run; replacing it")
     _write_json(out / MANIFEST_FILE, {"complete": False})
     clear_run(out)
-    _write_body(full, out, options, report)
+    watch = timings or Stopwatch()
+    _write_body(full, out, options, report, watch)
+    if timings is not None:  # the statistics and the report are done: config.json again, with every stage
+        full.config["timings"] = timings.as_dict()
+        _write_json(out / "config.json", full.config)
     write_manifest(out)
     return out
 
 
-def _write_body(full, out: Path, options: AnalysisOptions, report: bool) -> None:
-    write_tables(full, out)
-    if full.config.get("synthetic"):
-        write_synthetic(full.config["synthetic"], out)
+def _write_body(full, out: Path, options: AnalysisOptions, report: bool, watch: Stopwatch) -> None:
+    with watch.stage("collect"):
+        write_tables(full, out)
+        if full.config.get("synthetic"):
+            write_synthetic(full.config["synthetic"], out)
     if "search" in full.config:
         return
-    ranked = full.view(options.rank_by, options.across, options.model)
-    result = ranked.analyze(**options.analyze_kwargs())
-    write_analysis(result, out)
-    if full.models:
-        write_transfer(full.transfer_analysis(options.aggregate, options.mode, options.cross_model, options.bootstrap,
-                                              options.seed), out)
+    with watch.stage("statistics"):
+        ranked = full.view(options.rank_by, options.across, options.model)
+        result = ranked.analyze(**options.analyze_kwargs())
+        write_analysis(result, out)
+        if full.models:
+            write_transfer(full.transfer_analysis(options.aggregate, options.mode, options.cross_model, options.bootstrap,
+                                                  options.seed), out)
     if report:
         from .report import write_report
 
-        write_report(ranked, out, result, full)
+        with watch.stage("report"):
+            write_report(ranked, out, result, full)
 
 
 def run_files() -> tuple[str, ...]:

@@ -26,7 +26,7 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
              mc_scoring: str = "loglikelihood", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
              concurrency: int = 4, requests_per_minute: float | None = None, request_timeout: float = 60.0,
              model_revision: str | None = None, out: str | Path | None = None, report: bool = True, analysis=None, progress: bool = True,
-             log: Callable[[str], None] = print) -> Results:
+             log: Callable[[str], None] = print, timings=None) -> Results:
     """Score every variant of `templates` on every task of `suite` with `model` and return Results; with
     `out`, also write the run directory (the same files `promptkit run` writes).
 
@@ -43,24 +43,31 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
     values = {k: v for k, v in locals().items() if k not in ("templates", "suite", "model", "started")}
     ranks = distributed.current(device)  # several only under `accelerate launch` / torchrun
     options = options_from({**values, "noise": noise or []}).validated().for_rank(ranks)
+    watch = options.timings  # seconds per stage, into config.json
     with claimed(options.out):  # checked before any scoring; removed again if the run fails before writing it
-        plan = make_plan(templates, suite, options)
+        with watch.stage("task_load"):
+            plan = make_plan(templates, suite, options)
         models, notes = model_list(model)
         for note in plan.notes + notes:
             options.log(f"warning: {note}")
-        work = render_work(plan, options.seed, options.calibrate, options.mc_scoring)  # every prompt, once, before any model loads
-        check_models(models, options)  # every model, before the first is scored
+        with watch.stage("render"):  # every prompt, once, before any model loads
+            work = render_work(plan, options.seed, options.calibrate, options.mc_scoring)
+        with watch.stage("model_load"):
+            check_models(models, options)  # every model, before the first is scored
         runs = [score_model(m, work, plan, options, ranks, started) for m in models]  # one model in memory at a time
         results = combine(runs, [label(m) for m in models], notes)
         if options.out is not None:
-            save(results, options)
+            save(results, options)  # adds the timings, statistics and report included
+        else:
+            results.config["timings"] = watch.as_dict()
     return results
 
 
 def save(results: Results, options: RunOptions) -> None:
     """Write the run directory; if that fails, say where the scores still are."""
     try:
-        write_run(results, options.out, analysis=options.analysis, report=options.report, log=options.log)
+        write_run(results, options.out, analysis=options.analysis, report=options.report, log=options.log,
+                  timings=options.timings)
     except OSError as exc:
         kept = "the scores are in the result cache, so rerunning with another --out costs seconds" if options.cache else \
             "the Results object returned here still holds everything"

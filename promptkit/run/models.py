@@ -54,11 +54,16 @@ def check_models(models: list, options: RunOptions) -> None:
 def score_model(model, work: list[WorkItem], plan: Plan, options: RunOptions, ranks: Ranks, started: float) -> Results:
     """One model through the run: load, apply its chat template, execute, collect; released afterwards unless
     the caller handed in a loaded backend (then it is the caller's to keep)."""
-    backend: Backend = load_backend(model, **options.load_options())
+    watch = options.timings
+    with watch.stage("model_load"):
+        backend: Backend = load_backend(model, **options.load_options())
     try:
-        items = with_chat(work, getattr(backend, "format_chat", None), backend.name)
-        done = execute(items, plan, backend, options, ranks)
-        return collect(plan, done, backend, options, ranks, started)
+        with watch.stage("render"):
+            items = with_chat(work, getattr(backend, "format_chat", None), backend.name)
+        with watch.stage("scoring"):
+            done = execute(items, plan, backend, options, ranks)
+        with watch.stage("collect"):
+            return collect(plan, done, backend, options, ranks, started)
     finally:
         close = getattr(backend, "close", None)
         if close is not None and not is_backend(model):

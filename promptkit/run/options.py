@@ -11,6 +11,7 @@ from typing import Any, Callable
 from ..analysis.analyze import AnalysisOptions
 from ..errors import PromptkitError
 from ..prompts.noise import parse as parse_noise
+from ..results.timings import Stopwatch
 from .search import STRATEGIES
 
 MC_SCORING = ("loglikelihood", "generation")
@@ -47,6 +48,8 @@ class RunOptions:
     out: the run directory to write (None: none); report: also write report.html there;
     analysis: how the run directory's statistics are computed (AnalysisOptions or a dict of its fields).
     progress: progress bars; log: where notes and warnings go.
+    timings: the Stopwatch that times the run's stages (config.json's `timings`); default a new one, started when
+        the options are checked (`promptkit run` passes one that has also counted the process's start-up).
     """
 
     limit: int | None = None
@@ -77,6 +80,7 @@ class RunOptions:
     analysis: AnalysisOptions | dict | None = None
     progress: bool = True
     log: Callable[[str], None] = print
+    timings: Stopwatch | None = field(default_factory=Stopwatch)
 
     def validated(self) -> "RunOptions":
         """A checked copy: unknown strategies, budgets without a search, combinations not supported yet and
@@ -103,7 +107,7 @@ class RunOptions:
         except ValueError as exc:
             raise PromptkitError(f"--noise: {exc}") from None
         analysis = self.analysis if isinstance(self.analysis, AnalysisOptions) else AnalysisOptions.from_dict(self.analysis)
-        return replace(self, search=search, noise=specs, analysis=analysis)
+        return replace(self, search=search, noise=specs, analysis=analysis, timings=self.timings or Stopwatch())
 
     def check_server_options(self) -> None:
         """The scoring mode and the numbers of the server options, each refused with the field named."""
