@@ -2,18 +2,21 @@
 
     python benchmarks/bench_stats.py                      # 128 variants × 12 tasks × 24 examples, median of 3/5
     python benchmarks/bench_stats.py --variants 32 --repeats 1   # a quicker look
+    python benchmarks/bench_stats.py --baseline ../main           # and main's checkout, interleaved
 
 Builds a run directory synthetically with the library's own pieces and no model: real variants of the built-in
-template library (plus one 16-variant family, since the library has 120), synthetic multiple-choice tasks (2–5 choices), one results row per variant × task × example made
-by the run's row builder (`analysis.metrics.example_row`) from random but plausible log-likelihoods (each variant
-has a skill and each task a difficulty, so the ranking has structure), written by the run-directory writer
-(`results.rundir.write_run`, the same files `promptkit run` writes). Then times, as subprocesses:
+template library (plus one 16-variant family, since the library has 120), synthetic multiple-choice tasks (2–5
+choices), one results row per variant × task × example made by the run's row builder (`analysis.metrics.example_row`)
+from random but plausible log-likelihoods (each variant has a skill and each task a difficulty, so the ranking has
+structure), written by the run-directory writer (`results.rundir.write_run`, the same files `promptkit run` writes).
+Then times, as subprocesses (`python -m promptkit` with PYTHONPATH set to the checkout):
 
     promptkit rank RUN      promptkit report RUN      (median of --repeats; target < 10 s each)
     promptkit --help        promptkit render FAMILY --task TASK    (median of --quick-repeats; targets 0.5 s, 2 s)
 
-and prints one table with the targets and the load average before each command. `render` reads the built-in suite
-from the task cache (a first `promptkit run` fills it); when that fails, it renders on a small local suite instead.
+and prints one table with the targets and the load average before each command (on a shared machine, read the
+figures next to it; --baseline times another checkout in the same loop). `render` reads the built-in suite from the
+task cache (a first `promptkit run` fills it); when that fails, it renders on a small local suite instead.
 """
 
 from __future__ import annotations
@@ -118,30 +121,32 @@ def render_argv(out: Path) -> list[str]:
     """The README's `render` example on the built-in suite when its tasks are cached (tried once, untimed: no
     download inside a timing); else the same family on a small local suite."""
     argv = ["render", "qa_labels", "--task", "sports_understanding"]
-    proc = subprocess.run([sys.executable, "-m", "promptkit", *argv], capture_output=True, text=True, env=_env(), timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "promptkit", *argv], capture_output=True, text=True, env=_env(ROOT),
+                          timeout=600)
     if proc.returncode == 0:
         return argv
     suite, task = small_suite(out)
     return ["render", "qa_labels", "--suite", suite, "--task", task]
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def _env(root: Path) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(root)}
 
 
-def timed(argv: list[str], repeats: int) -> tuple[float, list[float], str]:
-    """Median wall seconds of `python -m promptkit ARGV` as a subprocess, the times, and the load average first."""
-    env = _env()
+def timed(argv: list[str], repeats: int, roots: list[Path]) -> tuple[list[list[float]], str]:
+    """Wall seconds of `python -m promptkit ARGV` as a subprocess, `repeats` times for each checkout in `roots`
+    (interleaved, so a change in machine load falls on all of them alike), and the load average before the first."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    times = []
+    times: list[list[float]] = [[] for _ in roots]
     for _ in range(repeats):
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "promptkit", *argv], capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            raise SystemExit(f"promptkit {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return statistics.median(times), times, load
+        for i, root in enumerate(roots):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "promptkit", *argv], capture_output=True, text=True,
+                                  env=_env(root), cwd=root)
+            times[i].append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise SystemExit(f"{root}: promptkit {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return times, load
 
 
 def main() -> None:
@@ -151,27 +156,35 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3, help="runs of rank and report (median)")
     parser.add_argument("--quick-repeats", type=int, default=5, help="runs of --help and render (median)")
+    parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
+                        help="also time another checkout of promptkit (e.g. main's) on the same run, interleaved")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "stats"))
     parser.add_argument("--skip-build", action="store_true", help="reuse the run directory --out already holds")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     run = out / "run"
     if not args.skip_build:
         built = build_run(run, args.variants, args.tasks, args.examples)
         print(f"built {run}: {built['variants']} variants × {built['tasks']} tasks × {args.examples} examples = "
               f"{built['rows']} rows (written, with statistics and report, in {built['write_s']:.1f} s)", flush=True)
+    roots = [ROOT] + ([Path(args.baseline).resolve()] if args.baseline else [])
     render_args = render_argv(out)
-    checks = [("promptkit rank RUN", ["rank", str(run)], args.repeats, 10.0),
-              ("promptkit report RUN", ["report", str(run)], args.repeats, 10.0),
-              ("promptkit --help", ["--help"], args.quick_repeats, 0.5),
-              ("promptkit " + " ".join(render_args[:4]) + (" …" if len(render_args) > 4 else ""), render_args,
+    checks = [("rank RUN", ["rank", str(run)], args.repeats, 10.0),
+              ("report RUN", ["report", str(run), "--out", str(out / "report.html")], args.repeats, 10.0),
+              ("--help", ["--help"], args.quick_repeats, 0.5),
+              (" ".join(render_args[:4]) + (" (local suite)" if len(render_args) > 4 else ""), render_args,
                args.quick_repeats, 2.0)]
-    print(f"\n{'command':<46} {'median s':>9} {'target s':>9}  {'ok':<3} {'runs s':<28} load before")
+    print(f"\nmedian wall seconds of `python -m promptkit COMMAND` ({ROOT}" +
+          (f"; baseline {roots[1]}" if args.baseline else "") + ")")
+    head = f"{'COMMAND':<42} {'median':>7}" + (f" {'baseline':>9}" if args.baseline else "")
+    print(f"{head} {'target':>7}  {'ok':<3} {'runs':<30} load before")
     for label, argv, repeats, target in checks:
-        median, times, load = timed(argv, repeats)
-        runs = ", ".join(f"{t:.2f}" for t in times)
-        print(f"{label:<46} {median:>9.2f} {target:>9.1f}  {'yes' if median < target else 'NO':<3} {runs:<28} {load}",
+        times, load = timed(argv, repeats, roots)
+        median = statistics.median(times[0])
+        base = f" {statistics.median(times[1]):>9.2f}" if args.baseline else ""
+        runs = ", ".join(f"{t:.2f}" for t in times[0])
+        print(f"{label:<42} {median:>7.2f}{base} {target:>7.1f}  {'yes' if median < target else 'NO':<3} {runs:<30} {load}",
               flush=True)
 
 
