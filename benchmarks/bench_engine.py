@@ -1,20 +1,30 @@
 """Scoring-engine benchmark: promptkit vs lm-evaluation-harness 0.4.x's HF backend, same requests, same model.
 
-    python benchmarks/bench_engine.py                      # full size: 4 variants x 4 tasks x 50 examples, 3 reps
-    python benchmarks/bench_engine.py --examples 10 --reps 1   # a quick look
+    python benchmarks/bench_engine.py                         # full size: 50 examples per task, 3 paired reps
+    python benchmarks/bench_engine.py --examples 8 --reps 3   # the quick look
 
-Needs the `bench` extra (pip install -e ".[bench]"). Each engine runs in its own subprocess
-(so each peak RSS is its own), on the same rendered (prompt, continuation) pairs:
-(a) zero-shot variants, (b) 3-shot variants whose demonstrations are shared by every
-example of a variant x task. Prints wall time (median of reps) and the ratio, forward tokens,
-tokens/s, promptkit's achieved FLOP/s against this machine's measured matmul FLOP/s, the
-largest |difference| in log-likelihood, argmax agreement, and peak RSS.
+Needs the `bench` extra (pip install -e ".[bench]"). Workloads (`--workloads`, comma list):
+  zero   4 built-in zero-shot variants x 4 BIG-bench tasks
+  few    the same with 3 demonstrations shared by every example of a variant x task
+  plain  lm-eval's own plain format (`Question: ...\nAnswer:`, each choice a continuation) on 4 tasks whose
+         choices are titles and phrases: many multi-token continuations
+  long   plain format, 3-shot, on tasks with 300+ token inputs: prompts of 1,000-2,000 tokens
+  many   plain format on tasks with 10-25 choices
+The engines run interleaved: each repetition of each engine is its own subprocess (so each peak RSS is its own),
+promptkit and lm-eval alternate (A B, then B A), and before every repetition the script waits (at most
+--max-wait s) for the 1-minute load average to fall to --max-load; a repetition that starts above it is flagged
+and left out of the medians. The ratio is taken per pair (lm-eval time / promptkit time) and reported as the
+median with its range. `--lmeval-batch 8,16,32,auto` first runs lm-eval once at each batch size (on the
+workloads in --sweep-on) and takes the fastest as the baseline. Also printed: forward tokens, tokens/s,
+promptkit's achieved FLOP/s against this machine's measured float32 matmul FLOP/s, the largest |difference| in
+log-likelihood, argmax agreement, and peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -23,22 +33,37 @@ import time
 from pathlib import Path
 
 TASKS = ["sports_understanding", "unit_conversion/unit_identification", "movie_recommendation", "phrase_relatedness"]
+PLAIN_TASKS = ["emoji_movie", "movie_recommendation", "riddle_sense", "ruin_names"]
+LONG_TASKS = ["logic_grid_puzzle", "timedial", "causal_judgment", "gre_reading_comprehension"]
+MANY_TASKS = ["reasoning_about_colored_objects", "color/rgb", "language_identification", "implicit_relations"]
+WORKLOADS = {"zero": ("variants", 0, TASKS), "few": ("variants", 3, TASKS), "plain": ("plain", 0, PLAIN_TASKS),
+             "long": ("plain", 3, LONG_TASKS), "many": ("plain", 0, MANY_TASKS)}
 
 
-def build_requests(n_variants: int, n_examples: int, shots: int, seed: int = 0) -> list[dict]:
-    """Rendered requests: one per variant x task x example, with `shots` shared demonstrations."""
+def load_tasks(names: list[str], n: int, seed: int = 0):
+    from promptkit.tasks.suites import load_tasks as load, suite_from_dict
+
+    suite = suite_from_dict({"name": "bench", "selection": [f"bigbench:{t}" for t in names]}, Path("bench.yaml"))
+    return load(suite, limit=n, seed=seed)
+
+
+def build_requests(workload: str, n_variants: int, n_examples: int, seed: int = 0) -> list[dict]:
+    """Rendered requests: one per (variant x) task x example, with the workload's shared demonstrations."""
     import promptkit as pk
-    from promptkit.tasks.suites import load_task
 
-    families = pk.load_templates()
-    variants = [pk.expand(f)[0] for f in families][:n_variants]
-    suite = pk.load_suite()
-    specs = [suite.task(t) for t in TASKS]
+    kind, shots, names = WORKLOADS[workload]
+    if kind == "plain" and not shots:  # one format instead of n_variants: as many requests per task as the variant workloads
+        n_examples *= n_variants
     requests = []
-    for spec in specs:
-        task = load_task(spec, limit=n_examples + shots, seed=seed)
+    for task in load_tasks(names, n_examples + shots, seed):
         demos, evaluated = task.examples[:shots], task.examples[shots:shots + n_examples]
-        for v in variants:
+        if kind == "plain":  # lm-eval's default multiple-choice format, choices as continuations
+            prefix = "".join(f"Question: {d.input}\nAnswer: {d.choices[d.target]}\n\n" for d in demos)
+            for e in evaluated:
+                requests.append({"prompt": f"{prefix}Question: {e.input}\nAnswer:", "continuations": [" " + c for c in e.choices],
+                                 "target": e.target, "id": f"plain/{task.name}/{e.id}"})
+            continue
+        for v in [pk.expand(f)[0] for f in pk.load_templates()][:n_variants]:
             prefix = ""
             for d in demos:
                 r = pk.render(v, task, d)
@@ -71,7 +96,7 @@ def run_promptkit(model_dir: str, requests, reps: int) -> dict:
             "logprobs": [s.logprob for s in scores], "params": _param_counts(backend.model)}
 
 
-def run_lmeval(model_dir: str, requests, reps: int, batch_size: int) -> dict:
+def run_lmeval(model_dir: str, requests, reps: int, batch_size: int | str) -> dict:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
@@ -129,18 +154,43 @@ def child(args) -> None:
     if args.engine == "promptkit":
         result = run_promptkit(args.model_dir, requests, args.reps)
     else:
-        result = run_lmeval(args.model_dir, requests, args.reps, args.lmeval_batch)
+        batch = args.lmeval_batch if args.lmeval_batch == "auto" else int(args.lmeval_batch)
+        result = run_lmeval(args.model_dir, requests, args.reps, batch)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.result).write_text(json.dumps(result))
+
+
+def wait_idle(max_load: float, max_wait: float) -> float:
+    """Wait (bounded) for the 1-minute load average to fall to `max_load`; the load when the wait ended."""
+    deadline = time.monotonic() + max_wait
+    while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
+def run_child(args, engine: str, workload: str, req_file: Path, model_dir: str, batch: str) -> dict:
+    """One repetition of one engine in its own subprocess, after waiting for an idle machine."""
+    load = wait_idle(args.max_load, args.max_wait)
+    res_file = Path(args.out) / f"result-{workload}-{engine}.json"
+    cmd = [sys.executable, __file__, "--engine", engine, "--requests", str(req_file), "--result", str(res_file),
+           "--model-dir", model_dir, "--reps", "1", "--lmeval-batch", batch]
+    subprocess.run(cmd, check=True, timeout=6 * 3600)
+    result = json.loads(res_file.read_text())
+    result["load"] = load
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--examples", type=int, default=50)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--workloads", default="zero,few", help="comma list of zero,few")
-    parser.add_argument("--lmeval-batch", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=3, help="paired repetitions (each engine once per pair)")
+    parser.add_argument("--workloads", default="zero,few,plain,long,many", help=f"comma list of {','.join(WORKLOADS)}")
+    parser.add_argument("--lmeval-batch", default="8,16,32,auto", help="lm-eval batch sizes to try; the fastest is the baseline")
+    parser.add_argument("--sweep-on", default="all", help="workloads on which to try every lm-eval batch size "
+                        "(others use the fastest found so far)")
+    parser.add_argument("--max-load", type=float, default=0.5, help="1-minute load average a repetition may start at")
+    parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for that load before flagging")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--requests", help=argparse.SUPPRESS)
@@ -155,52 +205,69 @@ def main() -> None:
     model_dir, _ = resolve_model(None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    wait_idle(args.max_load, args.max_wait)
     peak = matmul_peak()
-    print(f"model {model_dir}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    rows = []
+    print(f"model {model_dir}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s; torch threads "
+          f"{os.environ.get('OMP_NUM_THREADS', 'default')}", flush=True)
+    batches = args.lmeval_batch.split(",")
+    best_batch, rows = batches[0], []
     for workload in args.workloads.split(","):
-        shots = 3 if workload == "few" else 0
-        requests = build_requests(args.variants, args.examples, shots)
+        requests = build_requests(workload, args.variants, args.examples)
         req_file = out / f"requests-{workload}.json"
         req_file.write_text(json.dumps(requests))
-        results = {}
-        for engine in ("promptkit", "lmeval"):
-            res_file = out / f"result-{workload}-{engine}.json"
-            cmd = [sys.executable, __file__, "--engine", engine, "--requests", str(req_file), "--result", str(res_file),
-                   "--model-dir", model_dir, "--reps", str(args.reps), "--lmeval-batch", str(args.lmeval_batch)]
-            subprocess.run(cmd, check=True, timeout=6 * 3600)
-            results[engine] = json.loads(res_file.read_text())
-        pk_, lm = results["promptkit"], results["lmeval"]
-        diffs = [abs(a - b) for a, b in zip(pk_["logprobs"], lm["logprobs"])]
-        same, k = 0, 0
-        for r in requests:
-            n = len(r["continuations"])
-            a, b = pk_["logprobs"][k:k + n], lm["logprobs"][k:k + n]
-            same += max(range(n), key=a.__getitem__) == max(range(n), key=b.__getitem__)
-            k += n
-        p = pk_["params"]
-        # model FLOPs actually needed (padding not counted): weights, vocabulary projection, attention
-        flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
-                 + pk_["attention_flops"])
-        t_pk, t_lm = statistics.median(pk_["times"]), statistics.median(lm["times"])
-        rows.append({"workload": workload, "requests": len(requests), "continuations": len(pk_["logprobs"]),
-                     "promptkit_s": t_pk, "lmeval_s": t_lm, "speedup": t_lm / t_pk,
-                     "promptkit_tokens": pk_["forward_tokens"], "lmeval_tokens": lm["forward_tokens"],
-                     "promptkit_tok_s": pk_["forward_tokens"] / t_pk, "lmeval_tok_s": lm["forward_tokens"] / t_lm,
-                     "promptkit_gflops": flops / t_pk / 1e9, "peak_fraction": flops / t_pk / peak,
-                     "max_abs_dll": max(diffs), "same_argmax": same / len(requests),
-                     "promptkit_rss_mb": pk_["peak_rss_mb"], "lmeval_rss_mb": lm["peak_rss_mb"],
-                     "reps": args.reps})
+        if len(batches) > 1 and (args.sweep_on == "all" or workload in args.sweep_on.split(",")):
+            sweep = {b: run_child(args, "lmeval", workload, req_file, model_dir, b) for b in batches}
+            for b, r in sweep.items():
+                print(f"  {workload}: lm-eval batch {b}: {r['times'][0]:.1f} s (load {r['load']:.2f})", flush=True)
+            best_batch = min(batches, key=lambda b: sweep[b]["times"][0])
+        pairs = []
+        for rep in range(args.reps):
+            order = ("promptkit", "lmeval") if rep % 2 == 0 else ("lmeval", "promptkit")
+            got = {e: run_child(args, e, workload, req_file, model_dir, best_batch) for e in order}
+            pairs.append(got)
+            print(f"  {workload} pair {rep + 1}: promptkit {got['promptkit']['times'][0]:.1f} s (load {got['promptkit']['load']:.2f}), "
+                  f"lm-eval {got['lmeval']['times'][0]:.1f} s (load {got['lmeval']['load']:.2f})", flush=True)
+        rows.append(summarize(workload, requests, pairs, peak, args.max_load, best_batch))
     print()
-    header = ["workload", "requests", "promptkit_s", "lmeval_s", "speedup", "promptkit_tokens", "lmeval_tokens",
-              "promptkit_tok_s", "lmeval_tok_s", "promptkit_gflops", "peak_fraction", "max_abs_dll", "same_argmax",
-              "promptkit_rss_mb", "lmeval_rss_mb"]
-    print(" ".join(f"{h:>16}" for h in header))
+    header = ["workload", "requests", "continuations", "promptkit_s", "lmeval_s", "speedup", "speedup_min", "speedup_max",
+              "pairs_ok", "lmeval_batch", "promptkit_tokens", "lmeval_tokens", "promptkit_tok_s", "lmeval_tok_s",
+              "promptkit_gflops", "peak_fraction", "max_abs_dll", "same_argmax", "promptkit_rss_mb", "lmeval_rss_mb"]
+    print(" ".join(f"{h:>14}" for h in header))
     for row in rows:
-        print(" ".join(f"{row[h]:>16.4g}" if isinstance(row[h], float) else f"{row[h]:>16}" for h in header))
-    print(f"\nbaseline: lm-evaluation-harness {_version('lm_eval')} HFLM (batch size {args.lmeval_batch}), same model, float32, "
-          f"median of {args.reps} reps; speedup = lm-eval time / promptkit time")
+        print(" ".join(f"{row[h]:>14.4g}" if isinstance(row[h], float) else f"{row[h]:>14}" for h in header))
+    print(f"\nbaseline: lm-evaluation-harness {_version('lm_eval')} HFLM at its fastest batch size of {args.lmeval_batch}, "
+          f"same model, float32; {args.reps} interleaved pairs per workload, each repetition its own process started at "
+          f"1-minute load <= {args.max_load} (pairs_ok: pairs that did); speedup = median over pairs of lm-eval time / "
+          "promptkit time, with its range")
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
+
+
+def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: float, max_load: float, batch: str) -> dict:
+    ok = [p for p in pairs if max(p["promptkit"]["load"], p["lmeval"]["load"]) <= max_load] or pairs
+    pk_, lm = pairs[-1]["promptkit"], pairs[-1]["lmeval"]
+    diffs = [abs(a - b) for a, b in zip(pk_["logprobs"], lm["logprobs"])]
+    same, k = 0, 0
+    for r in requests:
+        n = len(r["continuations"])
+        a, b = pk_["logprobs"][k:k + n], lm["logprobs"][k:k + n]
+        same += max(range(n), key=a.__getitem__) == max(range(n), key=b.__getitem__)
+        k += n
+    p = pk_["params"]
+    # model FLOPs actually needed (padding not counted): weights, vocabulary projection, attention
+    flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
+             + pk_["attention_flops"])
+    ratios = [q["lmeval"]["times"][0] / q["promptkit"]["times"][0] for q in ok]
+    t_pk = statistics.median(q["promptkit"]["times"][0] for q in ok)
+    t_lm = statistics.median(q["lmeval"]["times"][0] for q in ok)
+    return {"workload": workload, "requests": len(requests), "continuations": len(pk_["logprobs"]),
+            "promptkit_s": t_pk, "lmeval_s": t_lm, "speedup": statistics.median(ratios), "speedup_min": min(ratios),
+            "speedup_max": max(ratios), "pairs_ok": f"{len(ok) if ok is not pairs else 0}/{len(pairs)}", "lmeval_batch": batch,
+            "promptkit_tokens": pk_["forward_tokens"], "lmeval_tokens": lm["forward_tokens"],
+            "promptkit_tok_s": pk_["forward_tokens"] / t_pk, "lmeval_tok_s": lm["forward_tokens"] / t_lm,
+            "promptkit_gflops": flops / t_pk / 1e9, "peak_fraction": flops / t_pk / peak,
+            "max_abs_dll": max(diffs), "same_argmax": same / len(requests),
+            "promptkit_rss_mb": pk_["peak_rss_mb"], "lmeval_rss_mb": lm["peak_rss_mb"],
+            "loads": [[q["promptkit"]["load"], q["lmeval"]["load"]] for q in pairs]}
 
 
 def _version(name: str) -> str:

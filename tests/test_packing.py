@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import train_tokenizer
-from promptkit.backends import hf_compute
+from promptkit.backends import hf_packing
 from promptkit.backends.hf import HFBackend
 
 INSTRUCTION = "Read the input and give the correct answer. Choose the correct answer from the options. "
@@ -98,10 +98,10 @@ def test_first_tokens_of_a_prompt_share_one_projection_row(tiny_backend):
 
 
 def test_rows_are_filled_first_fit_and_batches_keep_similar_widths():
-    assert hf_compute.fill_rows([5, 3, 4, 2, 1], 6) == [[0, 4], [2, 3], [1]]
-    assert hf_compute.fill_rows([9], 4) == [[0]]  # a larger segment gets a row of its own
+    assert hf_packing.fill_rows([5, 3, 4, 2, 1], 6) == [[0, 4], [2, 3], [1]]
+    assert hf_packing.fill_rows([9], 4) == [[0]]  # a larger segment gets a row of its own
     sizes = [700, 680, 400, 390, 100, 90, 30]
-    batches = list(hf_compute.packed_batches(sizes, lambda n: n, width=256, budget=2000))
+    batches = list(hf_packing.packed_batches(sizes, lambda n: n, width=256, budget=2000))
     # 400 would leave rows of 700 half empty; the small trees share rows of the packing width
     assert batches == [[700, 680], [400, 390], [100, 90, 30]]
-    assert list(hf_compute.packed_batches([300] * 5, lambda n: n, width=256, budget=700)) == [[300, 300]] * 2 + [[300]]
+    assert list(hf_packing.packed_batches([300] * 5, lambda n: n, width=256, budget=700)) == [[300, 300]] * 2 + [[300]]

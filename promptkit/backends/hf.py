@@ -7,18 +7,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..errors import ModelError
 from ..launch import launch_env
-from . import hf_compute, hf_generate
+from . import hf_compute, hf_generate, hf_packing
 from .acquire import DEFAULT_MODEL, resolve_model, tokenizer_fingerprint, weights_fingerprint
 from .base import ContinuationScore, Generation
 from .batching import budget_batches, collector, run_halving
-from .hf_compute import _keys_seen, _lcp, _right_pad, _Scored
+from .hf_compute import _keys_seen, _lcp, _Scored
 from .hf_generate import cut_at_stop
 
 # the result types, resolve_model and cut_at_stop are re-exported: callers and tests import them from here
@@ -182,7 +181,7 @@ class HFBackend:
         layer_types = set(getattr(getattr(self.model.config, "get_text_config", lambda: self.model.config)(), "layer_types", None) or [])
         self.sliding_masks = self.window < self.max_length and "sliding_attention" in layer_types
         self.pack_depth = self.max_length if self.sliding_masks or self.window >= self.max_length else self.share_limit
-        self.attention_per_key = _attention_per_key(self.model)
+        self.attention_per_key = hf_packing.attention_per_key(self.model)
 
     @property
     def name(self) -> str:
@@ -242,7 +241,7 @@ class HFBackend:
         each batch's results as soon as they exist (the engine commits them to the cache).
         """
         if self.seq2seq:
-            return self._loglikelihood_seq2seq(pairs, progress, on_scores)
+            return hf_compute.loglikelihood_seq2seq(self, pairs, progress, on_scores, _scores_of(pairs))
         encoded = [self.encode(p, c) for p, c in pairs]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (ctx, _) in enumerate(encoded):
@@ -255,7 +254,7 @@ class HFBackend:
             return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
 
         def alone_size(g):  # tokens of a prompt group as a tree of its own in score_packed
-            return hf_compute.tree_size([g[0]], [[encoded[j][1] for j in g[1]]], 0)
+            return hf_packing.tree_size([g[0]], [[encoded[j][1] for j in g[1]]], 0)
 
         packable, shared, single = [], [], []
         for ctx, members in groups.items():
@@ -306,7 +305,7 @@ class HFBackend:
         def tree(t):  # a planned tree → score_packed's (prompt, continuations) pairs
             return [(list(ctx), [encoded[j][1] for j in m]) for ctx, m in t]
 
-        for batch in hf_compute.packed_batches(self._plan_trees(packable, lambda g: [encoded[j][1] for j in g[1]]),
+        for batch in hf_packing.packed_batches(hf_packing.plan_trees(self, packable, lambda g: [encoded[j][1] for j in g[1]]),
                                                lambda t: t.size, self.pack_tokens, self.batch_tokens):
             self._run(batch, lambda b: self._score_packed([tree(t.groups) for t in b]),
                       lambda b: [j for t in b for _, m in t.groups for j in m], defer)
@@ -320,78 +319,10 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
 
-    def _loglikelihood_seq2seq(self, pairs, progress, on_scores) -> list[ContinuationScore]:
-        """Encoder-decoder scoring: the prompt is the encoder's input and the continuation the decoder's
-        target; one padded row per pair, batches under the token budget."""
-        tok = self.tokenizer
-        encoded = []
-        for prompt, continuation in pairs:
-            target = tok(continuation, add_special_tokens=False)["input_ids"]
-            if not target:
-                raise ModelError(f"the continuation {continuation!r} has no tokens for this tokenizer; a continuation must contain the answer")
-            encoded.append((tok(prompt.strip(), add_special_tokens=True)["input_ids"][-self.max_length:], target))
-        results: list[ContinuationScore | None] = [None] * len(pairs)
-        start = self.model.config.decoder_start_token_id
-        start = self._pad_id() if start is None else start
-
-        @torch.inference_mode()
-        def compute(batch: list[int]) -> list[tuple[float, int, bool]]:
-            enc, enc_mask = _right_pad([encoded[j][0] for j in batch], self._pad_id())
-            dec, dec_mask = _right_pad([[start] + encoded[j][1][:-1] for j in batch], self._pad_id())
-            self.forward_tokens += int(enc_mask.sum() + dec_mask.sum())
-            logits = self.model(input_ids=enc.to(self.device), attention_mask=enc_mask.to(self.device),
-                                decoder_input_ids=dec.to(self.device), decoder_attention_mask=dec_mask.to(self.device)).logits
-            rows = [r for r, j in enumerate(batch) for _ in encoded[j][1]]
-            cols = [c for j in batch for c in range(len(encoded[j][1]))]
-            lp, greedy = self._project(logits[torch.tensor(rows), torch.tensor(cols)],
-                                       torch.tensor([t for j in batch for t in encoded[j][1]]), is_logits=True)
-            out, k = [], 0
-            for j in batch:
-                n = len(encoded[j][1])
-                out.append((float(lp[k:k + n].sum()), n, bool(greedy[k:k + n].all())))
-                k += n
-            return out
-
-        finish = collector(results, on_scores, progress, _scores_of(pairs))
-        order = sorted(range(len(pairs)), key=lambda j: -sum(map(len, encoded[j])))
-        for batch in budget_batches(order, lambda j: sum(map(len, encoded[j])), self.batch_tokens, padded=True):
-            self._run(batch, compute, lambda b: list(b), finish)
-        return results  # type: ignore[return-value]
-
     def generate(self, specs: list[tuple], progress: Callable[[int], None] | None = None,
                  on_results: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
         """Generation for (prompt, stop sequences, max new tokens[, temperature, seed]) specs; see hf_generate.generate."""
         return hf_generate.generate(self, specs, progress, on_results)
-
-    def _plan_trees(self, groups: list, conts_of: Callable) -> list[_Tree]:
-        """Prompt groups → the trees of score_packed, largest first. Neighbours in lexicographic order that share at
-        least `min_shared_prefix` tokens go into one tree while that lowers the cost per prompt: each prompt added
-        saves running the shared prefix again but widens the packed row, and a packed row's attention costs
-        (width × `attention_per_key`) per token on top of the weights."""
-        trees: list[_Tree] = []
-        for ctx, members in sorted(groups, key=lambda g: g[0]):
-            if trees:
-                last = trees[-1]
-                lcp = min(last.lcp, _lcp(last.groups[-1][0], ctx)) if len(last.groups) > 1 else \
-                    min(_lcp(last.groups[0][0], ctx), len(last.groups[0][0]) - 1)
-                grown = _Tree(last.groups + [(ctx, members)], lcp, 0)
-                grown.size = self._tree_tokens(grown, conts_of)
-                if lcp >= self.min_shared_prefix and grown.size <= self.batch_tokens and \
-                        self._tree_cost(grown) / len(grown.groups) < self._tree_cost(last) / len(last.groups):
-                    trees[-1] = grown
-                    continue
-            t = _Tree([(ctx, members)], len(ctx), 0)
-            t.size = self._tree_tokens(t, conts_of)
-            trees.append(t)
-        return sorted(trees, key=lambda t: -t.size)
-
-    def _tree_tokens(self, t: _Tree, conts_of: Callable) -> int:
-        shared = min(t.lcp, min(len(c) for c, _ in t.groups) - 1) if len(t.groups) > 1 else 0
-        return hf_compute.tree_size([list(c) for c, _ in t.groups], [conts_of(g) for g in t.groups],
-                                    shared if shared >= self.min_shared_prefix else 0)
-
-    def _tree_cost(self, t: _Tree) -> float:
-        return t.size * (1 + self.attention_per_key * t.size)
 
     def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
         """Batches of prompt groups, longest first under the token budget. Each group is tagged with
@@ -437,7 +368,7 @@ class HFBackend:
         return hf_compute.score_shared(self, items)
 
     def _score_packed(self, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
-        return hf_compute.score_packed(self, trees, self.pack_tokens)
+        return hf_packing.score_packed(self, trees, self.pack_tokens)
 
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> _Scored:
         return hf_compute.score_batch(self, items)
@@ -445,26 +376,6 @@ class HFBackend:
     def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
                  rows: torch.Tensor | None = None):
         return hf_compute.project(self, vectors, targets, is_logits, chunk, rows)
-
-
-@dataclass
-class _Tree:
-    """Prompt groups scored as one tree of score_packed: their common prefix (`lcp` tokens) runs once."""
-
-    groups: list
-    lcp: int
-    size: int
-
-
-def _attention_per_key(model) -> float:
-    """FLOPs of attention per key a token attends to, as a share of the FLOPs of the weights per token."""
-    cfg = getattr(model.config, "get_text_config", lambda: model.config)()
-    heads = int(getattr(cfg, "num_attention_heads", 8) or 8)
-    head_dim = int(getattr(cfg, "head_dim", None) or int(getattr(cfg, "hidden_size", 512)) // heads)
-    layers = int(getattr(cfg, "num_hidden_layers", 12) or 12)
-    emb = model.get_input_embeddings().weight.numel()
-    weights = max(1, sum(p.numel() for p in model.parameters()) - emb)
-    return 4 * heads * head_dim * layers / (2 * weights)
 
 
 def _scores_of(pairs: list[tuple[str, str]]) -> Callable:

@@ -5,11 +5,12 @@ Each kernel takes the backend (model, device, token budget, counters) as its fir
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..errors import ModelError
+from .batching import budget_batches, collector
 
 if TYPE_CHECKING:
     from .hf import HFBackend
@@ -300,145 +301,40 @@ def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is
     return (target_logit - lse[rows]).cpu(), (best_at[rows] == targets).cpu()
 
 
+def loglikelihood_seq2seq(backend: HFBackend, pairs, progress, on_scores, make: Callable) -> list:
+    """Encoder-decoder scoring: the prompt is the encoder's input and the continuation the decoder's
+    target; one padded row per pair, batches under the token budget."""
+    tok = backend.tokenizer
+    encoded = []
+    for prompt, continuation in pairs:
+        target = tok(continuation, add_special_tokens=False)["input_ids"]
+        if not target:
+            raise ModelError(f"the continuation {continuation!r} has no tokens for this tokenizer; a continuation must contain the answer")
+        encoded.append((tok(prompt.strip(), add_special_tokens=True)["input_ids"][-backend.max_length:], target))
+    results: list = [None] * len(pairs)
+    start = backend.model.config.decoder_start_token_id
+    start = backend._pad_id() if start is None else start
 
-def tree_size(ctxs: list[list[int]], conts: list[list[list[int]]], shared: int) -> int:
-    """Tokens of one tree of score_packed: the shared prefix once, the rest of every prompt, every continuation
-    but its last token."""
-    return shared + sum(len(c) - shared for c in ctxs) + sum(len(x) - 1 for group in conts for x in group)
+    @torch.inference_mode()
+    def compute(batch: list[int]) -> list[tuple[float, int, bool]]:
+        enc, enc_mask = _right_pad([encoded[j][0] for j in batch], backend._pad_id())
+        dec, dec_mask = _right_pad([[start] + encoded[j][1][:-1] for j in batch], backend._pad_id())
+        backend.forward_tokens += int(enc_mask.sum() + dec_mask.sum())
+        logits = backend.model(input_ids=enc.to(backend.device), attention_mask=enc_mask.to(backend.device),
+                            decoder_input_ids=dec.to(backend.device), decoder_attention_mask=dec_mask.to(backend.device)).logits
+        rows = [r for r, j in enumerate(batch) for _ in encoded[j][1]]
+        cols = [c for j in batch for c in range(len(encoded[j][1]))]
+        lp, greedy = backend._project(logits[torch.tensor(rows), torch.tensor(cols)],
+                                   torch.tensor([t for j in batch for t in encoded[j][1]]), is_logits=True)
+        out, k = [], 0
+        for j in batch:
+            n = len(encoded[j][1])
+            out.append((float(lp[k:k + n].sum()), n, bool(greedy[k:k + n].all())))
+            k += n
+        return out
 
-
-def shared_prefix(backend: HFBackend, ctxs: list[list[int]]) -> int:
-    """Tokens that the prompts of one tree share and run once (0 for a lone prompt or a short common prefix);
-    every prompt keeps at least its last token, whose position predicts its continuations."""
-    if len(ctxs) < 2:
-        return 0
-    shared = min(_lcp_all(ctxs), min(len(c) for c in ctxs) - 1)
-    return shared if shared >= backend.min_shared_prefix else 0
-
-
-def fill_rows(sizes: list[int], width: int) -> list[list[int]]:
-    """Segments (by size) into rows of `width` tokens (a larger segment gets a row of its own), first fit in
-    decreasing size; the segment indices of each row."""
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for g in sorted(range(len(sizes)), key=lambda g: -sizes[g]):
-        for r, room in enumerate(free):
-            if sizes[g] <= room:
-                rows[r].append(g)
-                free[r] -= sizes[g]
-                break
-        else:
-            rows.append([g])
-            free.append(width - sizes[g])
-    return rows
-
-
-def packed_batches(trees: list, size, width: int, budget: int, fill: float = 0.75):
-    """Trees (largest first) in batches for score_packed: at most `budget` tokens, and rows as wide as the largest
-    tree (at least `width`) are not filled with trees much smaller than that (< `fill` of the row), which would
-    leave the row mostly padding; smaller trees start a batch with narrower rows."""
-    batch, total, row = [], 0, width
-    for t in trees:
-        n = size(t)
-        if batch and (total + n > budget or (row > width and n < fill * row)):
-            yield batch
-            batch, total = [], 0
-        if not batch:
-            row = max(width, n)
-        batch.append(t)
-        total += n
-    if batch:
-        yield batch
-
-
-@torch.inference_mode()
-def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list[int]]]]], width: int) -> _Scored:
-    """One forward pass, no key/value cache. A tree is prompts with their continuations: their shared prefix
-    (the instruction, the demonstrations) once, then each prompt's remaining tokens, then each continuation but
-    its last token. Trees are packed side by side into rows of `width` tokens (a larger tree gets a row of its
-    own). A 4D mask lets every token see exactly its ancestors (a continuation token: its prompt and the earlier
-    tokens of its own continuation) and positions count the depth in the tree, so each token sees what it sees
-    in a row of its own; sliding-window layers get the same mask cut to the window. Compared with padded rows
-    and cached passes this saves the padding, the cache copies and most per-pass overhead."""
-    dev = backend.device
-    shares = [shared_prefix(backend, [ctx for ctx, _ in tree]) for tree in trees]
-    sizes = [tree_size([ctx for ctx, _ in tree], [conts for _, conts in tree], k) for tree, k in zip(trees, shares)]
-    placement = fill_rows(sizes, width)
-    used = max(sum(sizes[t] for t in row) for row in placement)
-    ids = torch.full((len(placement), used), backend._pad_id(), dtype=torch.long)
-    pos = torch.zeros((len(placement), used), dtype=torch.long)
-    allowed = torch.zeros((len(placement), used, used), dtype=torch.bool)
-    # scored vectors: (row, column) of each position that predicts a token; targets in continuation order
-    vec: list[tuple[int, int]] = []
-    targets: list[int] = []
-    target_rows: list[int] = []
-    layout: list[list[int]] = []
-    spans: dict[int, list] = {}  # tree → its pieces, filled in row order, read back in tree order
-
-    def span(r: int, at: int, tokens: list[int], depth: int, parents: list[tuple[int, int]]) -> int:
-        n = len(tokens)
-        if n:
-            ids[r, at:at + n] = torch.tensor(tokens)
-            pos[r, at:at + n] = torch.arange(depth, depth + n)
-            for a, b in parents:
-                allowed[r, at:at + n, a:b] = True
-            allowed[r, at:at + n, at:at + n] = torch.ones(n, n, dtype=torch.bool).tril()
-        return at + n
-
-    for r, row in enumerate(placement):
-        at = 0
-        for t in row:
-            tree, k = trees[t], shares[t]
-            prefix = (at, at + k)
-            at = span(r, at, tree[0][0][:k], 0, [])
-            pieces = []
-            for ctx, conts in tree:
-                start = at
-                at = span(r, at, ctx[k:], k, [prefix])
-                prompt = [prefix, (start, at)]
-                last = (r, at - 1)
-                starts = []
-                for cont in conts:
-                    starts.append(at)
-                    at = span(r, at, cont[:-1], len(ctx), prompt)
-                pieces.append((last, starts))
-            spans[t] = pieces
-        if at < used:  # padding attends to itself only (its outputs are never read)
-            idx = torch.arange(at, used)
-            allowed[r, idx, idx] = True
-    for t, tree in enumerate(trees):
-        for (_, conts), (last, starts) in zip(tree, spans[t]):
-            first = len(vec)
-            vec.append(last)
-            r = last[0]
-            for cont, q in zip(conts, starts):
-                layout.append(list(range(len(targets), len(targets) + len(cont))))
-                targets += cont
-                target_rows.append(first)
-                for j in range(len(cont) - 1):
-                    target_rows.append(len(vec))
-                    vec.append((r, q + j))
-    masks = _attention_masks(backend, allowed, pos)
-    del allowed
-    hidden = backend.model.base_model(input_ids=ids.to(dev), attention_mask=masks, position_ids=pos.to(dev), use_cache=False)[0]
-    backend.forward_tokens += sum(sizes)
-    for tree, k in zip(trees, shares):
-        backend._count_keys([(0, k)] + [(k, len(ctx) - k) for ctx, _ in tree] + [(len(ctx), len(c) - 1) for ctx, conts in tree for c in conts])
-    rows_t = torch.tensor([r for r, _ in vec], dtype=torch.long).to(dev)
-    cols_t = torch.tensor([c for _, c in vec], dtype=torch.long).to(dev)
-    return _Scored(hidden[rows_t, cols_t], torch.tensor(targets), layout, rows=torch.tensor(target_rows, dtype=torch.long))
-
-
-def _attention_masks(backend: HFBackend, allowed: torch.Tensor, pos: torch.Tensor):
-    """Additive 4D masks for `allowed` (rows × queries × keys): one tensor, or, for a model with sliding-window
-    layers, one per layer type with keys further back than the window cut in the sliding one."""
-    def additive(ok: torch.Tensor) -> torch.Tensor:
-        bias = torch.zeros(ok.shape, dtype=backend.dtype)
-        bias.masked_fill_(~ok, torch.finfo(backend.dtype).min)
-        return bias[:, None].to(backend.device)
-
-    if not backend.sliding_masks:
-        return additive(allowed)
-    near = (pos[:, :, None] - pos[:, None, :]) < backend.window
-    diagonal = torch.eye(allowed.shape[1], dtype=torch.bool)  # padding keeps attending to itself
-    return {"full_attention": additive(allowed), "sliding_attention": additive(allowed & (near | diagonal))}
+    finish = collector(results, on_scores, progress, make)
+    order = sorted(range(len(pairs)), key=lambda j: -sum(map(len, encoded[j])))
+    for batch in budget_batches(order, lambda j: sum(map(len, encoded[j])), backend.batch_tokens, padded=True):
+        backend._run(batch, compute, lambda b: list(b), finish)
+    return results  # type: ignore[return-value]
