@@ -38,6 +38,30 @@ def test_default_model_loglikelihoods_equal_direct_forward(gemma):
     assert checked >= 24
 
 
+def test_prompts_longer_than_the_sliding_window_are_shared_exactly(gemma):
+    """Three demonstrations of logic_grid_puzzle make prompts of 1,000+ tokens, past Gemma 3's 512-token sliding
+    window: packed as one tree (the demonstrations once), they must still match a direct forward pass."""
+    from pathlib import Path
+
+    from promptkit.tasks.suites import load_tasks, suite_from_dict
+
+    suite = suite_from_dict({"name": "long", "selection": ["bigbench:logic_grid_puzzle"]}, Path("long.yaml"))
+    task = load_tasks(suite, limit=5)[0]
+    demos, evaluated = task.examples[:3], task.examples[3:5]
+    prefix = "".join(f"Question: {d.input}\nAnswer: {d.choices[d.target]}\n\n" for d in demos)
+    pairs = [(f"{prefix}Question: {e.input}\nAnswer:", " " + c) for e in evaluated for c in e.choices[:3]]
+    assert len(gemma.encode(*pairs[0])[0]) > 2 * gemma.window
+    before = gemma.forward_tokens
+    scores = gemma.loglikelihood(pairs)
+    assert gemma.forward_tokens - before < 1.5 * len(gemma.encode(*pairs[0])[0])  # the demonstrations ran once
+    for (prompt, cont), score in zip(pairs, scores):
+        ctx_ids, cont_ids = gemma.encode(prompt, cont)
+        with torch.no_grad():
+            logprobs = torch.log_softmax(gemma.model(input_ids=torch.tensor([ctx_ids + cont_ids])).logits[0].float(), dim=-1)
+        expected = sum(float(logprobs[len(ctx_ids) - 1 + i, t]) for i, t in enumerate(cont_ids))
+        assert score.logprob == pytest.approx(expected, abs=2e-3), (prompt[-60:], cont)
+
+
 def test_default_model_is_cached_and_fingerprinted(gemma):
     info = gemma.describe()
     assert info["class"] == "Gemma3ForCausalLM" and info["dtype"] == "float32"
