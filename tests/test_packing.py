@@ -105,3 +105,18 @@ def test_rows_are_filled_first_fit_and_batches_keep_similar_widths():
     # 400 would leave rows of 700 half empty; the small trees share rows of the packing width
     assert batches == [[700, 680], [400, 390], [100, 90, 30]]
     assert list(hf_packing.packed_batches([300] * 5, lambda n: n, width=256, budget=700)) == [[300, 300]] * 2 + [[300]]
+
+
+def test_groups_wider_than_the_widest_packed_row_take_the_other_paths(tiny_model, monkeypatch):
+    """A packed row's masks grow with its width squared, so a prompt group wider than MAX_TREE is not packed."""
+    pairs = mixed_pairs()
+    monkeypatch.setattr(hf_packing, "MAX_TREE", 24)
+    packed = HFBackend(tiny_model, dtype="float32", device="cpu")
+    widths = []
+    real = packed._score_packed
+    monkeypatch.setattr(packed, "_score_packed", lambda trees: widths.extend(
+        hf_packing.tree_size([c for c, _ in t], [x for _, x in t], hf_packing.shared_prefix(packed, [c for c, _ in t]))
+        for t in trees) or real(trees))
+    unshared = HFBackend(tiny_model, dtype="float32", device="cpu", share_prompts=False)
+    assert_same(packed.loglikelihood(pairs), unshared.loglikelihood(pairs), pairs)
+    assert widths and max(widths) <= 24

@@ -260,7 +260,7 @@ class HFBackend:
         for ctx, members in groups.items():
             longest = max(len(encoded[j][1]) for j in members)
             if self.pack_tokens and self.share_prompts and len(ctx) + longest <= self.pack_depth \
-                    and alone_size((ctx, members)) <= self.batch_tokens:
+                    and alone_size((ctx, members)) <= hf_packing.max_tree(self):
                 packable.append((ctx, members))
                 continue
             fits = self.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= self.share_limit

@@ -24,6 +24,14 @@ class Tree:
     size: int
 
 
+MAX_TREE = 4096  # widest packed row: its masks hold width² entries per layer type (64 MiB each at 4,096 in float32)
+
+
+def max_tree(backend: HFBackend) -> int:
+    """Most tokens in one tree (one packed row); larger prompt groups take the cached or the unshared path."""
+    return min(backend.batch_tokens, MAX_TREE)
+
+
 def attention_per_key(model) -> float:
     """FLOPs of attention per key a token attends to, as a share of the FLOPs of the weights per token."""
     cfg = getattr(model.config, "get_text_config", lambda: model.config)()
@@ -48,7 +56,7 @@ def plan_trees(backend: HFBackend, groups: list, conts_of: Callable) -> list[Tre
                 min(_lcp(last.groups[0][0], ctx), len(last.groups[0][0]) - 1)
             grown = Tree(last.groups + [(ctx, members)], lcp, 0)
             grown.size = _tree_tokens(backend, grown, conts_of)
-            if lcp >= backend.min_shared_prefix and grown.size <= backend.batch_tokens and \
+            if lcp >= backend.min_shared_prefix and grown.size <= max_tree(backend) and \
                     _tree_cost(backend, grown) / len(grown.groups) < _tree_cost(backend, last) / len(last.groups):
                 trees[-1] = grown
                 continue
