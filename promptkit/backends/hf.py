@@ -173,8 +173,8 @@ class HFBackend:
         self.backoffs = 0
         self.min_shared_prefix = min_shared_prefix
         self.project_rows = 128  # rows gathered before one vocabulary projection (one chunk of _project)
-        # width of the rows that score_packed fills with short prompts and their continuations (a prompt group
-        # larger than this goes through the cached passes): attention in a packed row costs width² per layer
+        # narrowest row of score_packed: small trees (lone short prompts) share rows of this width; a larger tree
+        # gets a row as wide as itself, up to hf_packing.max_tree (wider groups take the cached or unshared path)
         self.pack_tokens = 256 if pack_prompts and not self.seq2seq else 0
         # sliding-window layers get a mask of their own when the model takes one mask per layer type (transformers'
         # `layer_types`); otherwise a packed tree stays inside the window, where the two masks are the same
