@@ -15,6 +15,6 @@ def _early(signum, frame):
 signal.signal(signal.SIGINT, _early)
 signal.signal(signal.SIGTERM, _early)
 
-from .cli import main  # noqa: E402
+from .cli import console  # noqa: E402
 
-sys.exit(main())
+console()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import PromptkitError
+from .launch import exit_now
 
 DEFAULT_MAX_VARIANTS = 16
 
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _received: list[int] = []
+
+
+def console() -> None:
+    """The `promptkit` command: main(), then exit at once with its status (see launch.exit_now)."""
+    exit_now(main())
 
 
 def _on_signal(signum, frame):
@@ -69,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"seeded sample of at most N variants, spread over families (default {DEFAULT_MAX_VARIANTS}; 0 = all)")
     run.add_argument("--seed", type=int, default=0, help="seed for variant and example sampling (default 0)")
     run.add_argument("--out", default=None, help="run directory to write (default runs/<timestamp>)")
-    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: float32 on CPU)")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "bf16-mixed"],
+                     help="model dtype (auto: float32 on CPU); bf16-mixed: float32 weights, bfloat16 matrix products")
     run.add_argument("--device", default="auto", help="torch device (auto: cuda if available; under accelerate launch, this process's GPU)")
     run.add_argument("--device-map", default=None,
                      help="spread a model too big for one GPU over this machine's GPUs (transformers' device_map, e.g. auto)")

@@ -192,3 +192,49 @@ def test_an_undefined_name_points_at_its_own_line_in_a_block(toy_suite, tmp_path
     assert main(["render", "lines", "--templates", str(family), "--suite", str(toy_suite), "--task", "even"]) == 2
     err = capsys.readouterr().err
     assert f"{family}:5:" in err and "'hint' is undefined" in err
+
+
+RERUN = """
+import sys
+from promptkit.cli import main
+code = main(sys.argv[1:])
+print("imported:", "torch" in sys.modules, "transformers" in sys.modules)
+sys.exit(code)
+"""
+
+
+def test_a_fully_cached_rerun_loads_neither_the_model_nor_torch(tiny_model, toy_suite, two_templates, tmp_path):
+    """The result cache is keyed by the model's files, so a run whose every request is cached needs no weights,
+    no tokenizer, and neither torch nor transformers (a second of imports each)."""
+    import json
+
+    def run(out):
+        args = ["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                "--limit", "3", "--max-variants", "3", "--out", str(tmp_path / out), "--cache", str(tmp_path / "c.sqlite"),
+                "--device", "cpu", "--quiet", "--bootstrap", "50"]
+        done = subprocess.run([sys.executable, "-c", RERUN, *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1], json.loads((tmp_path / out / "config.json").read_text())
+
+    first, computed = run("first")
+    assert first == "imported: True True"
+    again, cached = run("again")
+    assert again == "imported: False False"
+    assert cached["engine"]["cache_hits"] > 0 and cached["engine"]["forward_tokens"] == 0
+    # the run records the same model either way
+    assert cached["model"] == computed["model"] and cached["model"]["class"] == "LlamaForCausalLM"
+    assert (tmp_path / "first" / "ranking.csv").read_text() == (tmp_path / "again" / "ranking.csv").read_text()
+
+
+def test_the_command_exits_at_once_with_everything_written(tiny_model, toy_suite, two_templates, tmp_path):
+    """`promptkit` ends with os._exit after main(): its output still arrives whole, through a pipe, and so do its files."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "promptkit", "run", "--model", tiny_model, "--suite", str(toy_suite),
+                           "--templates", str(two_templates), "--limit", "3", "--max-variants", "3", "--out", str(out),
+                           "--bootstrap", "50", "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("time: start-up ")
+    assert "sel_mean" in done.stdout and (out / "report.html").read_text().rstrip().endswith("</html>")
+    bad = subprocess.run([sys.executable, "-m", "promptkit", "run", "--templates", str(tmp_path / "missing.yaml"),
+                          "--suite", str(toy_suite)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr

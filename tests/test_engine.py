@@ -88,8 +88,14 @@ def test_cache_hit_is_identical_and_other_fingerprints_miss(tiny_model, tmp_path
     assert other.get_many([request_key(p, c) for p, c in few_shot_pairs()]) == {}
 
 
-def test_fingerprint_tracks_weights_dtype_and_tokenizer(tiny_model, tmp_path):
+@pytest.mark.parametrize("sampled", [False, True], ids=["hashed-whole", "sampled-like-a-large-file"])
+def test_fingerprint_tracks_weights_dtype_and_tokenizer(tiny_model, tmp_path, monkeypatch, sampled):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptkit.backends import acquire
+
+    if sampled:  # the tiny model's weights are hashed whole; a real model's (over 64 MiB) are sampled per tensor
+        monkeypatch.setattr(acquire, "FULL_HASH_BYTES", 0)
 
     base = HFBackend(tiny_model, dtype="float32", device="cpu")
     assert HFBackend(tiny_model, dtype="float32", device="cpu").fingerprint == base.fingerprint
@@ -100,6 +106,47 @@ def test_fingerprint_tracks_weights_dtype_and_tokenizer(tiny_model, tmp_path):
     model.save_pretrained(tmp_path / "tuned")
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "tuned")
     assert HFBackend(str(tmp_path / "tuned"), dtype="float32", device="cpu").fingerprint != base.fingerprint
+
+
+def test_the_backend_knows_its_model_from_the_files_and_loads_it_only_to_score(tiny_model, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu")
+    info = backend.describe()
+    assert backend._model is None and backend._tokenizer is None  # fingerprint and description come from the files
+    assert info["class"] == "LlamaForCausalLM" and info["dtype"] == "float32" and info["device"] == "cpu"
+    assert backend.loglikelihood([]) == [] and backend._model is None
+    scores = backend.loglikelihood([("Q: what is 2+2?\nA:", " 4")])
+    assert backend._model is not None and len(scores) == 1 and scores[0].logprob < 0
+    assert info["parameters"] == sum(p.numel() for p in backend.model.parameters())
+    assert backend.describe() == info  # the same record whether or not the weights were loaded
+    # the same files elsewhere are the same model; another tokenizer is another model
+    shutil.copytree(tiny_model, tmp_path / "copy")
+    assert HFBackend(str(tmp_path / "copy"), dtype="float32", device="cpu").fingerprint == backend.fingerprint
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.add_tokens(["<extra>"])
+    tok.save_pretrained(tmp_path / "copy")
+    assert HFBackend(str(tmp_path / "copy"), dtype="float32", device="cpu").fingerprint != backend.fingerprint
+    backend.close()
+    with pytest.raises(pk.PromptkitError, match="released"):
+        backend.loglikelihood([("Q:", " 4")])
+
+
+def test_a_damaged_safetensors_header_is_a_clear_error_before_anything_runs(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    from promptkit.backends import acquire
+
+    shutil.copytree(tiny_model, tmp_path / "bad")
+    weights = tmp_path / "bad" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:16] = b"not json"
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(acquire, "FULL_HASH_BYTES", 0)  # the tiny model's file is small; read it as a large one is
+    with pytest.raises(pk.PromptkitError, match="model.safetensors.*damaged"):
+        HFBackend(str(tmp_path / "bad"), dtype="float32", device="cpu")
 
 
 def test_corrupt_cache_file_is_a_clear_error(tmp_path):
@@ -156,7 +203,7 @@ def test_killed_run_resumes_from_the_cache(tiny_model, toy_suite, two_templates,
 
 
 def test_attended_keys_are_counted_with_and_without_a_window():
-    from promptkit.backends.hf import _keys_seen
+    from promptkit.backends.hf_compute import _keys_seen
 
     for past in range(0, 12):
         for n in range(0, 9):

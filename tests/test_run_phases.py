@@ -157,7 +157,14 @@ def test_render_gives_one_work_list_with_roles(toy_suite, two_templates):
     assert all(w.example.input == "N/A" and not w.reported for w in free)
     assert all(w.request.prompt and w.reported for w in evaluated)
     # chat formatting is the backend's capability, applied to chat items only
-    assert with_chat(work, None, "m") == work  # no chat variants: nothing to format, no capability needed
+    class NoTemplate:  # a backend whose chat template must not even be looked up when no variant is a chat
+        name = "m"
+
+        @property
+        def format_chat(self):
+            raise AssertionError("format_chat was looked up")
+
+    assert with_chat(work, NoTemplate()) == work  # no chat variants: nothing to format, no capability needed
 
 
 def test_synthetic_variants_are_marked_for_rendering_again(gen_suite, tmp_path):

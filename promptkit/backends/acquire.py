@@ -309,3 +309,64 @@ def tokenizer_fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+FULL_HASH_BYTES = 64 << 20  # files up to this size are hashed whole; larger ones are sampled
+SAMPLES_PER_TENSOR = 16  # evenly spaced 512-byte pieces of every tensor of a safetensors file
+SAMPLES_PER_FILE = 1024  # evenly spaced 4 KiB pieces of another large file
+
+
+def files_fingerprint(folder: str | Path) -> tuple[str, int | None]:
+    """Identity of a model folder from its files, without loading them: (digest, parameters in its safetensors
+    files, or None when its weights are in another format). Every top-level file counts, by name and size; files up
+    to 64 MiB (configuration, tokenizer, chat template, remote code) are hashed whole; a safetensors file by its
+    header (every tensor's name, dtype and shape) and 16 pieces of every tensor; another large file by 1,024 pieces.
+    Two checkpoints that differ in training differ in practically every byte of the tensors they changed, so the
+    pieces catch a fine-tune of a single matrix, as the fingerprint of the loaded weights did."""
+    digest, parameters, other_weights = hashlib.sha256(), 0, False
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        size = path.stat().st_size
+        digest.update(f"{path.name}|{size}|".encode())
+        with path.open("rb") as f:
+            if path.suffix == ".safetensors":
+                parameters += _sample_safetensors(f, size, digest, path, whole=size <= FULL_HASH_BYTES)
+            elif size <= FULL_HASH_BYTES:
+                digest.update(bytes.fromhex(_sha256(path)))
+            else:
+                other_weights = True
+                piece = min(4096, size)
+                for k in range(SAMPLES_PER_FILE):
+                    f.seek(k * (size - piece) // (SAMPLES_PER_FILE - 1))
+                    digest.update(f.read(piece))
+    return digest.hexdigest(), (parameters or None) if not other_weights else None
+
+
+def _sample_safetensors(f, size: int, digest, path: Path, whole: bool) -> int:
+    """Hash a safetensors file's header and pieces of each tensor (all of it if `whole`) into `digest`; returns its
+    parameter count."""
+    try:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length)) if 0 < length < size else None
+        if not isinstance(header, dict):
+            raise ValueError(header)
+    except Exception:
+        raise ModelError(f"{path} is not a readable safetensors file (its header is damaged); download or convert "
+                         "the model again") from None
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    if whole:
+        f.seek(0)
+        digest.update(bytes.fromhex(_sha256(path)))
+    start, parameters = 8 + length, 0
+    for name, info in sorted(header.items()):
+        if name == "__metadata__" or not isinstance(info, dict):
+            continue
+        begin, end = info.get("data_offsets", (0, 0))
+        n = 1
+        for dim in info.get("shape", ()):
+            n *= int(dim)
+        parameters += n
+        piece = min(512, end - begin)
+        for k in range(SAMPLES_PER_TENSOR if piece and not whole else 0):
+            f.seek(start + begin + k * (end - begin - piece) // max(SAMPLES_PER_TENSOR - 1, 1))
+            digest.update(f.read(piece))
+    return parameters

@@ -1,24 +1,30 @@
 """Hugging Face transformers backend: load a causal or encoder-decoder LM (hub id, local dir, GGUF) and
 serve the backend contract with it: token counts, the chat template, batched scoring and generation.
-The compute kernels live in hf_compute.py and hf_generate.py; model files in acquire.py."""
+The scoring plan is in hf_score.py, the kernels in hf_packing.py, hf_compute.py and hf_generate.py, model files in
+acquire.py. Nothing here imports torch or transformers until it is needed: a run whose every request is in the result
+cache reads the model's files and never loads either."""
 
 from __future__ import annotations
 
 import hashlib
 import inspect
 import json
-from typing import Callable
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ModelError
 from ..launch import launch_env
-from . import hf_compute, hf_generate, hf_packing
-from .acquire import DEFAULT_MODEL, resolve_model, tokenizer_fingerprint, weights_fingerprint
-from .base import ContinuationScore, Generation
-from .batching import budget_batches, collector, run_halving
-from .hf_compute import _keys_seen, _lcp, _Scored
-from .hf_generate import cut_at_stop
+from .acquire import (DEFAULT_MODEL, _cached_snapshot, files_fingerprint, resolve_model, tokenizer_fingerprint,
+                      weights_fingerprint)
+from .base import ContinuationScore, Generation, cut_at_stop
+from .batching import run_halving
+from .hf_setup import (LOAD_AS, _architecture, _Fields, _read_config, auto_batch_tokens, device_name, dtype_name,
+                       pick_device, pick_dtype)
+
+if TYPE_CHECKING:
+    import torch
+
+    from .hf_compute import _Scored
 
 # the result types, resolve_model and cut_at_stop are re-exported: callers and tests import them from here
 __all__ = ["BACKEND_VERSION", "DEFAULT_MODEL", "ContinuationScore", "Generation", "HFBackend", "auto_batch_tokens",
@@ -32,17 +38,8 @@ def load(target: str | None, *, dtype: str = "auto", device: str = "auto", batch
          log: Callable[[str], None] = print, **ignored) -> HFBackend:
     """The backend for `target` (None: the default model), as `backends.base.load_backend` asks for it;
     transformers' own loading bars show only when `progress` is wanted. Options of other backends are ignored."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()
-    try:
-        return HFBackend(target, dtype=dtype, device=device, batch_tokens=batch_tokens,
-                         trust_remote_code=trust_remote_code, device_map=device_map, log=log)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    return HFBackend(target, dtype=dtype, device=device, batch_tokens=batch_tokens,
+                     trust_remote_code=trust_remote_code, device_map=device_map, progress=progress, log=log)
 
 
 def check(target: str | None, *, log: Callable[[str], None] = print, **ignored) -> None:
@@ -63,109 +60,29 @@ def chat_formatter(tokenizer) -> Callable[[tuple[tuple[str, str], ...]], str] | 
     return format_chat
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in table:
-        raise ModelError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
-    return table[dtype]
-
-
-def auto_batch_tokens(model, device: torch.device, budget_bytes: int | None = None) -> int:
-    """Padded tokens per batch that keep activations and key/value copies inside a memory budget
-    (a quarter of free memory, at most 4 GiB on CPU); the batch is halved on out-of-memory anyway."""
-    cfg = getattr(model.config, "get_text_config", lambda: model.config)()
-    hidden = int(getattr(cfg, "hidden_size", 1024))
-    inter = int(getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden)
-    layers = int(getattr(cfg, "num_hidden_layers", 12))
-    heads = int(getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 8))
-    head_dim = int(getattr(cfg, "head_dim", None) or hidden // max(int(getattr(cfg, "num_attention_heads", 8)), 1))
-    width = next(model.parameters()).element_size()
-    per_token = width * (layers * 2 * heads * head_dim + 6 * hidden + 3 * inter)
-    if budget_bytes is None:
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            budget_bytes = int(free * 0.5)
-        else:
-            try:
-                import psutil
-
-                # processes of one job on this machine share its memory
-                share = max(1, launch_env()[2])
-                budget_bytes = min(int(psutil.virtual_memory().available * 0.25 / share), 4 << 30)
-            except ImportError:
-                budget_bytes = 2 << 30
-    tokens = budget_bytes // max(per_token, 1)
-    cap = 4096 if device.type == "cpu" else 65536  # CPU matmuls gain nothing from bigger batches
-    return int(max(256, min(cap, tokens)))
-
-
 class HFBackend:
-    """A causal LM from transformers; `loglikelihood` scores (prompt, continuation) pairs."""
+    """A causal LM from transformers; `loglikelihood` scores (prompt, continuation) pairs.
+
+    The weights and the tokenizer load when first needed: a model in a local folder (a built-in model, a converted
+    GGUF, a directory, a cached hub snapshot) is fingerprinted from its files, so a run whose every request is in
+    the result cache never loads it."""
 
     def __init__(self, model: str | None = None, dtype: str = "auto", device: str = "auto",
                  batch_tokens: int | str = "auto", share_prompts: bool = True, min_shared_prefix: int = 16,
-                 pack_prompts: bool = True,
-                 trust_remote_code: bool = False, device_map: str | dict | None = None,
+                 pack_prompts: bool = True, trust_remote_code: bool = False, device_map: str | dict | None = None, progress: bool = True,
                  log: Callable[[str], None] = print):
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
         self.spec = model or DEFAULT_MODEL
         if device_map and launch_env()[2] > 1:
             raise ModelError(f"--device-map {device_map} spreads one model over all GPUs of a machine, but this machine runs "
                              f"{launch_env()[2]} processes of the job; launch one process per machine "
                              "(accelerate launch --num_processes = number of machines), or drop --device-map to give each "
                              "process its own GPU")
-        location, identity = resolve_model(model, log)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
-        try:
-            # code shipped inside a model repository runs only when the user says so
-            self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-            placement = {"device_map": device_map} if device_map else {}
-            config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
-            # encoder-decoder models (T5 family) go through the same interface: the prompt is the
-            # encoder's input, continuations and generations are the decoder's
-            self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-            loader = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-            self.model = loader.from_pretrained(location, dtype=self.dtype, trust_remote_code=trust_remote_code, **placement)
-        except (OSError, ValueError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(
-                f"could not load model '{self.spec}': {first}. Pass a hub id (needs the Hub), a local model "
-                "directory or a .gguf file."
-            ) from None
-        if device_map:  # accelerate placed the layers; inputs go where the embeddings are
-            self.device = self.model.get_input_embeddings().weight.device
-        else:
-            self.model.to(self.device)
-        self.model.eval()
-        self.batch_tokens = auto_batch_tokens(self.model, self.device) if batch_tokens == "auto" else int(batch_tokens)
-        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
-        # prompt sharing reads continuations from the prompt's key/value cache; keep it inside
-        # the smallest attention window so sliding-window layers see exactly what a full pass sees
-        window = getattr(self.model.config, "sliding_window", None) or self.max_length
-        self.share_limit = min(self.max_length, int(window) - 1)
-        self.window = int(window)
-        self.share_prompts = share_prompts and not self.seq2seq and self.model.base_model is not self.model
-        # transformers 5.x renamed the forward argument `past_key_values` to `cache`
-        params = inspect.signature(self.model.base_model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        # the result cache is keyed by this: weights, dtype, tokenizer, model class, backend version
-        self.fingerprint = hashlib.sha256(json.dumps([
-            weights_fingerprint(self.model), str(self.dtype), tokenizer_fingerprint(self.tokenizer),
-            type(self.model).__name__, BACKEND_VERSION]).encode()).hexdigest()[:24]
-        self.identity = identity
-        self.format_chat = chat_formatter(self.tokenizer)  # None: the model has no chat template
+        self.location, self.identity = resolve_model(model, log)
+        self._device = device_name(device)
+        self._dtype = dtype_name(dtype, self._device)
+        self._remote, self._device_map, self._bars = trust_remote_code, device_map, progress
+        self._asked = {"batch_tokens": batch_tokens, "share_prompts": share_prompts, "pack_prompts": pack_prompts}
+        self._model, self._tokenizer, self._closed = None, None, False
         self.forward_tokens = 0
         # keys that the forwarded tokens attended to, summed (full layers / sliding-window layers):
         # with forward_tokens this gives the model FLOPs actually done, attention included
@@ -173,15 +90,157 @@ class HFBackend:
         self.backoffs = 0
         self.min_shared_prefix = min_shared_prefix
         self.project_rows = 128  # rows gathered before one vocabulary projection (one chunk of _project)
-        # narrowest row of score_packed: small trees (lone short prompts) share rows of this width; a larger tree
-        # gets a row as wide as itself, up to hf_packing.max_tree (wider groups take the cached or unshared path)
-        self.pack_tokens = 256 if pack_prompts and not self.seq2seq else 0
+        # the result cache is keyed by this: the files (weights, configuration, tokenizer), dtype, which class loads
+        # them, backend version. A model in a local folder is read as files, without transformers (a fully cached run
+        # never loads it); one still to come from the Hub, or with code of its own, loads now
+        folder = Path(self.location) if Path(self.location).is_dir() else None
+        raw = _read_config(folder) if folder else {}
+        # encoder-decoder models (T5 family) go through the same interface: the prompt is the
+        # encoder's input, continuations and generations are the decoder's
+        self.seq2seq = bool(raw.get("is_encoder_decoder"))
+        self._class_name = _architecture(raw, self.seq2seq)
+        kind = ["seq2seq" if self.seq2seq else "causal", raw.get("model_type")]
+        if folder is None or (trust_remote_code and raw.get("auto_map")):
+            self._configure()
+            self._load()
+            kind = [type(self._model).__name__]
+            folder = folder or _cached_snapshot(self.location)
+        files = files_fingerprint(folder) if folder else None
+        self._parameters = files[1] if files else None
+        weights = files[0] if files else [weights_fingerprint(self.model), tokenizer_fingerprint(self.tokenizer)]
+        self.fingerprint = hashlib.sha256(json.dumps([weights, f"torch.{self._dtype}", kind, BACKEND_VERSION]).encode()).hexdigest()[:24]
+        sizes = _Fields(raw) if raw else self.config
+        self.batch_tokens = auto_batch_tokens(sizes, self._dtype, self._device) if batch_tokens == "auto" else int(batch_tokens)
+
+    # settings read from the model's configuration (transformers' AutoConfig), computed on first use
+    _CONFIGURED = frozenset({"config", "max_length", "window", "share_limit", "share_prompts", "pack_tokens",
+                             "sliding_masks", "pack_depth"})
+
+    def __getattr__(self, name: str):
+        if name in HFBackend._CONFIGURED and "_configured" not in self.__dict__ and "_asked" in self.__dict__:
+            self._configure()
+            return getattr(self, name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def _configure(self) -> None:
+        """The settings that follow from the model's configuration; a value already set on the instance stays."""
+        from transformers import AutoConfig
+
+        self.__dict__["_configured"] = True
+        try:
+            config = AutoConfig.from_pretrained(self.location, trust_remote_code=self._remote)
+        except (OSError, ValueError) as exc:
+            raise self._load_error(exc) from None
+        asked, own = self._asked, self.__dict__
+        own["seq2seq"] = bool(getattr(config, "is_encoder_decoder", False))
+        max_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        # prompt sharing reads continuations from the prompt's key/value cache; keep it inside
+        # the smallest attention window so sliding-window layers see exactly what a full pass sees
+        window = int(getattr(config, "sliding_window", None) or max_length)
+        share_limit = min(max_length, window - 1)
         # sliding-window layers get a mask of their own when the model takes one mask per layer type (transformers'
         # `layer_types`); otherwise a packed tree stays inside the window, where the two masks are the same
-        layer_types = set(getattr(getattr(self.model.config, "get_text_config", lambda: self.model.config)(), "layer_types", None) or [])
-        self.sliding_masks = self.window < self.max_length and "sliding_attention" in layer_types
-        self.pack_depth = self.max_length if self.sliding_masks or self.window >= self.max_length else self.share_limit
-        self.attention_per_key = hf_packing.attention_per_key(self.model)
+        layer_types = set(getattr(getattr(config, "get_text_config", lambda: config)(), "layer_types", None) or [])
+        sliding_masks = window < max_length and "sliding_attention" in layer_types
+        values = {
+            "config": config, "max_length": max_length, "window": window, "share_limit": share_limit,
+            "share_prompts": asked["share_prompts"] and not self.seq2seq,
+            # narrowest row of score_packed: small trees (lone short prompts) share rows of this width; a larger tree
+            # gets a row as wide as itself, up to hf_packing.max_tree (wider groups take the cached or unshared path)
+            "pack_tokens": 256 if asked["pack_prompts"] and not self.seq2seq else 0,
+            "sliding_masks": sliding_masks,
+            "pack_depth": max_length if sliding_masks or window >= max_length else share_limit,
+        }
+        for key, value in values.items():
+            own.setdefault(key, value)
+
+    def _load_error(self, exc: Exception) -> ModelError:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ModelError(f"could not load model '{self.spec}': {first}. Pass a hub id (needs the Hub), a local model "
+                          "directory or a .gguf file.")
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:  # code shipped inside a model repository runs only when the user says so
+                self._tokenizer = AutoTokenizer.from_pretrained(self.location, trust_remote_code=self._remote)
+            except (OSError, ValueError) as exc:
+                raise self._load_error(exc) from None
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        return torch.device(self._device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights (bf16-mixed keeps them in float32; see precision())."""
+        import torch
+
+        return getattr(torch, LOAD_AS.get(self._dtype, self._dtype))
+
+    def precision(self):
+        """The context the model computes in: bf16-mixed runs the layers' matrix products in bfloat16 under
+        torch.autocast (float32 stays where it is asked for, e.g. the vocabulary projection); other dtypes as loaded."""
+        import contextlib
+
+        import torch
+
+        if self._dtype != "bf16-mixed":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    @property
+    def model(self):
+        return self.load_weights()
+
+    def load_weights(self):
+        """The model, loaded on first use."""
+        if self._model is None:
+            self._load()
+        return self._model
+
+    def _load(self) -> None:
+        """Load the weights (once), where they will run."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+        from transformers.utils import logging as hf_logging
+
+        if self._closed:
+            raise ModelError(f"model '{self.spec}' was released (close()); load it again to score with it")
+        loader = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
+        placement = {"device_map": self._device_map} if self._device_map else {}
+        bars = hf_logging.is_progress_bar_enabled()
+        if not self._bars:  # transformers' own loading bars show only when progress is wanted
+            hf_logging.disable_progress_bar()
+        try:
+            model = loader.from_pretrained(self.location, dtype=self.dtype, trust_remote_code=self._remote, **placement)
+        except (OSError, ValueError) as exc:
+            raise self._load_error(exc) from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        if self._device_map:  # accelerate placed the layers; inputs go where the embeddings are
+            self._device = str(model.get_input_embeddings().weight.device)
+        else:
+            model.to(self.device)
+        model.eval()
+        self._model, self._class_name = model, type(model).__name__
+        self.share_prompts = getattr(self, "share_prompts", True) and model.base_model is not model
+        # transformers 5.x renamed the forward argument `past_key_values` to `cache`
+        params = inspect.signature(model.base_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        from . import hf_packing
+
+        self.attention_per_key = hf_packing.attention_per_key(model)
+
+    @property
+    def format_chat(self) -> Callable[[tuple[tuple[str, str], ...]], str] | None:
+        """The tokenizer's chat template as a function of (role, text) turns; None when it has none."""
+        return chat_formatter(self.tokenizer)
 
     @property
     def name(self) -> str:
@@ -191,15 +250,24 @@ class HFBackend:
         """Release the weights (a run with several models holds one at a time); the backend is unusable afterwards."""
         import gc
 
-        self.model = None
+        self._model, self._closed = None, True
         gc.collect()
-        if self.device.type == "cuda":
+        if self._device.startswith("cuda"):
+            import torch
+
             torch.cuda.empty_cache()
 
     def describe(self) -> dict:
-        return {"model": self.spec, "class": type(self.model).__name__, "dtype": str(self.dtype).removeprefix("torch."),
-                "device": str(self.device), "fingerprint": self.fingerprint,
-                "parameters": sum(p.numel() for p in self.model.parameters())}
+        parameters = self._parameters
+        if parameters is None and self._model is not None:
+            parameters = sum(p.numel() for p in self._model.parameters())
+        if self._class_name is None:  # config.json names no causal LM class: the one transformers' table maps it to
+            from transformers.models.auto import modeling_auto as auto
+
+            table = auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES if self.seq2seq else auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            self._class_name = table.get(getattr(self.config, "model_type", None))
+        return {"model": self.spec, "class": self._class_name, "dtype": self._dtype,
+                "device": self._device, "fingerprint": self.fingerprint, "parameters": parameters}
 
     def encode(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt (with BOS) and of the continuation as it follows that prompt."""
@@ -240,108 +308,23 @@ class HFBackend:
         vocabulary projection runs only where log-probabilities are needed. `on_scores` gets
         each batch's results as soon as they exist (the engine commits them to the cache).
         """
-        if self.seq2seq:
-            return hf_compute.loglikelihood_seq2seq(self, pairs, progress, on_scores, _scores_of(pairs))
-        encoded = [self.encode(p, c) for p, c in pairs]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (ctx, _) in enumerate(encoded):
-            groups.setdefault(tuple(ctx), []).append(i)
-        results: list[ContinuationScore | None] = [None] * len(pairs)
-        finish = collector(results, on_scores, progress, _scores_of(pairs))
+        if pairs:
+            self.load_weights()  # here, when there is something to score
+        from . import hf_score
 
-        def group_cost(g):  # the prompt, plus per continuation the keys it attends to (its prompt) and its tokens;
-            # this keeps a batch to about one cluster of similar prompts, which keeps padding small
-            return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
-
-        def alone_size(g):  # tokens of a prompt group as a tree of its own in score_packed
-            return hf_packing.tree_size([g[0]], [[encoded[j][1] for j in g[1]]], 0)
-
-        packable, shared, single = [], [], []
-        for ctx, members in groups.items():
-            longest = max(len(encoded[j][1]) for j in members)
-            if self.pack_tokens and self.share_prompts and len(ctx) + longest <= self.pack_depth \
-                    and alone_size((ctx, members)) <= hf_packing.max_tree(self):
-                packable.append((ctx, members))
-                continue
-            fits = self.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= self.share_limit
-            if fits and group_cost((ctx, members)) > self.batch_tokens:
-                # too many continuations for one batch: chunks whose memory (the prompt's cache per packed row,
-                # the continuation tokens) fits the budget, so that memory does not grow with their number
-                chunks = hf_compute.split_group(self, len(ctx), [len(encoded[j][1]) for j in members])
-                shared += [(ctx, [members[i] for i in chunk]) for chunk in chunks]
-            else:
-                (shared if fits else single).append((ctx, members))
-
-        # the vocabulary projection reads the whole output matrix, so rows wait here and are
-        # projected a few hundred at a time rather than a few dozen per batch
-        pending: list[tuple[list[int], _Scored]] = []
-        pending_rows = [0]
-
-        def project() -> None:
-            if not pending:
-                return
-            pending_rows[0] = 0
-            offsets = [0]
-            for _, sc in pending:
-                offsets.append(offsets[-1] + len(sc.vectors))
-            token_lp, greedy = self._project(torch.cat([sc.vectors for _, sc in pending]),
-                                             torch.cat([sc.targets for _, sc in pending]), is_logits=pending[0][1].is_logits,
-                                             rows=torch.cat([sc.target_rows() + o for (_, sc), o in zip(pending, offsets)]))
-            lp, gr, base = token_lp.tolist(), greedy.tolist(), 0
-            for indices, sc in pending:
-                finish(indices, [(sum(lp[base + r] for r in rows), len(rows), all(gr[base + r] for r in rows))
-                                 for rows in sc.layout])
-                base += len(sc.targets)
-            pending.clear()
-
-        def defer(indices: list[int], scored: _Scored) -> None:
-            if pending and pending[0][1].is_logits != scored.is_logits:
-                project()
-            pending.append((indices, scored))
-            pending_rows[0] += len(scored.vectors)
-            if scored.is_logits or pending_rows[0] >= self.project_rows:
-                project()
-
-        def tree(t):  # a planned tree → score_packed's (prompt, continuations) pairs
-            return [(list(ctx), [encoded[j][1] for j in m]) for ctx, m in t]
-
-        for batch in hf_packing.packed_batches(hf_packing.plan_trees(self, packable, lambda g: [encoded[j][1] for j in g[1]]),
-                                               lambda t: t.size, self.pack_tokens, self.batch_tokens):
-            self._run(batch, lambda b: self._score_packed([tree(t.groups) for t in b]),
-                      lambda b: [j for t in b for _, m in t.groups for j in m], defer)
-        for batch in self._plan_shared(shared, group_cost):
-            self._run(batch, lambda b: self._score_shared([(list(ctx), [encoded[j][1] for j in m], c) for ctx, m, c in b]),
-                      lambda b: [j for _, m, _ in b for j in m], defer)
-        rest = sorted((j for _, members in single for j in members), key=lambda j: -sum(map(len, encoded[j])))
-        for batch in budget_batches(rest, lambda j: min(sum(map(len, encoded[j])), self.max_length), self.batch_tokens, padded=True):
-            self._run(batch, lambda b: self._score_batch([encoded[j] for j in b]), lambda b: list(b), defer)
-        project()
-        return results  # type: ignore[return-value]
+        with self.precision():
+            return hf_score.loglikelihood(self, pairs, progress, on_scores)
 
 
     def generate(self, specs: list[tuple], progress: Callable[[int], None] | None = None,
                  on_results: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
         """Generation for (prompt, stop sequences, max new tokens[, temperature, seed]) specs; see hf_generate.generate."""
-        return hf_generate.generate(self, specs, progress, on_results)
+        from . import hf_generate
 
-    def _plan_shared(self, groups: list, cost: Callable) -> list[list]:
-        """Batches of prompt groups, longest first under the token budget. Each group is tagged with
-        a cluster: neighbours in lexicographic order that share at least `min_shared_prefix` tokens,
-        so that inside a batch every cluster's common prefix runs once."""
-        ordered = sorted(groups, key=lambda g: g[0])  # lexicographic: shared prefixes become neighbours
-        tagged, cluster = [], 0
-        for i, (ctx, members) in enumerate(ordered):
-            if i and _lcp(ordered[i - 1][0], ctx) < self.min_shared_prefix:
-                cluster += 1
-            tagged.append((ctx, members, cluster))
-        sizes: dict[int, int] = {}
-        for _, _, c in tagged:
-            sizes[c] = sizes.get(c, 0) + 1
-        # clusters stay together (their prefix then runs once), longest prompt first inside each;
-        # prompts that share nothing are pooled and sorted by length to keep padding small
-        clustered = sorted((g for g in tagged if sizes[g[2]] > 1), key=lambda g: (g[2], -len(g[0])))
-        alone = sorted((g for g in tagged if sizes[g[2]] == 1), key=lambda g: -len(g[0]))
-        return list(budget_batches(clustered + alone, cost, self.batch_tokens))
+        if specs:
+            self.load_weights()
+        with self.precision():
+            return hf_generate.generate(self, specs, progress, on_results)
 
     def _run(self, batch: list, compute: Callable, indices: Callable, finish: Callable) -> None:
         """Compute one batch; on out-of-memory, halve the budget and split the batch instead of failing."""
@@ -349,13 +332,17 @@ class HFBackend:
 
     def _shrink(self) -> None:
         """After an out-of-memory error: free the allocator's cached blocks and halve the token budget."""
-        if self.device.type == "cuda":
+        if self._device.startswith("cuda"):
+            import torch
+
             torch.cuda.empty_cache()
         self.batch_tokens = max(64, self.batch_tokens // 2)
         self.backoffs += 1
 
     def _count_keys(self, spans) -> None:
         """Add the keys attended to by `n` tokens that follow `past` earlier ones, for each (past, n)."""
+        from .hf_compute import _keys_seen
+
         for past, n in spans:
             self.attention_keys[0] += _keys_seen(past, n, None)
             self.attention_keys[1] += _keys_seen(past, n, self.window)
@@ -363,22 +350,25 @@ class HFBackend:
     def _pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    # the compute kernels, called through the instance so that a test can replace one on it
+    # the compute kernels, called through the instance so that a test can replace one on it (imported here: they
+    # import torch)
     def _score_shared(self, items: list[tuple[list[int], list[list[int]], int]]) -> _Scored:
-        return hf_compute.score_shared(self, items)
+        from .hf_compute import score_shared
+
+        return score_shared(self, items)
 
     def _score_packed(self, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
-        return hf_packing.score_packed(self, trees, self.pack_tokens)
+        from .hf_packing import score_packed
+
+        return score_packed(self, trees, self.pack_tokens)
 
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> _Scored:
-        return hf_compute.score_batch(self, items)
+        from .hf_compute import score_batch
+
+        return score_batch(self, items)
 
     def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
                  rows: torch.Tensor | None = None):
-        return hf_compute.project(self, vectors, targets, is_logits, chunk, rows)
+        from .hf_compute import project
 
-
-def _scores_of(pairs: list[tuple[str, str]]) -> Callable:
-    """(log-prob, tokens, greedy) triples of a batch → ContinuationScores (characters from the pair's continuation)."""
-    return lambda indices, out: [ContinuationScore(lp, n, len(pairs[j][1]), g) for j, (lp, n, g) in zip(indices, out)]
-
+        return project(self, vectors, targets, is_logits, chunk, rows)

@@ -252,9 +252,16 @@ def score_batch(backend: HFBackend, items: list[tuple[list[int], list[int]]]) ->
     return _Scored(hidden[rows_t, pos_t], torch.tensor(targets), layout)
 
 
-@torch.inference_mode()
 def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
             rows: torch.Tensor | None = None):
+    """_project, in the precision of the vectors (bf16-mixed's autocast stops here: the projection is float32)."""
+    with torch.autocast(vectors.device.type, enabled=False):
+        return _project(backend, vectors, targets, is_logits, chunk, rows)
+
+
+@torch.inference_mode()
+def _project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
+             rows: torch.Tensor | None = None):
     """Log-probability of each target token and whether it is the argmax, from final hidden
     states (projected onto the vocabulary here) or from logits; `rows[i]` is the vector that predicts
     target i (default: vector i), so a vector that predicts several targets is projected once.

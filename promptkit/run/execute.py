@@ -49,8 +49,7 @@ def execute(work: list[WorkItem], plan: Plan, backend: Backend, options: RunOpti
     try:
         if any(w.role == SYNTHETIC_DEMO for w in work):
             synthetic = synthesize(plan, backend, options, store, stats, ranks)
-            work = rerender(work, options.seed, getattr(backend, "format_chat", None), backend.name,
-                            options.mc_scoring)
+            work = rerender(work, options.seed, backend, options.mc_scoring)
         if options.search is None:
             scores = score_all([w.request for w in work], backend, store, stats, options.progress, ranks)
         else:

@@ -59,7 +59,7 @@ def score_model(model, work: list[WorkItem], plan: Plan, options: RunOptions, ra
         backend: Backend = load_backend(model, **options.load_options())
     try:
         with watch.stage("render"):
-            items = with_chat(work, getattr(backend, "format_chat", None), backend.name)
+            items = with_chat(work, backend)
         with watch.stage("scoring"):
             done = execute(items, plan, backend, options, ranks)
         with watch.stage("collect"):

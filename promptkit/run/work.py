@@ -83,17 +83,20 @@ def duplicate_notes(work: list[WorkItem]) -> list[str]:
     return notes
 
 
-def with_chat(work: list[WorkItem], format_chat, model: str) -> list[WorkItem]:
-    """The items with chat variants' prompts written in the model's chat template."""
-    requests = apply_chat([w.request for w in work], format_chat, model)
+def with_chat(work: list[WorkItem], backend) -> list[WorkItem]:
+    """The items with chat variants' prompts written in the backend's chat template (its `format_chat`, looked up
+    only when there are chat items: a backend may load its tokenizer for it)."""
+    if not any(w.request.messages is not None for w in work):
+        return work
+    requests = apply_chat([w.request for w in work], getattr(backend, "format_chat", None), backend.name)
     return [w if r is w.request else replace(w, request=r) for w, r in zip(work, requests)]
 
 
-def rerender(work: list[WorkItem], seed: int, format_chat, model: str, mc_scoring: str = "loglikelihood") -> list[WorkItem]:
+def rerender(work: list[WorkItem], seed: int, backend, mc_scoring: str = "loglikelihood") -> list[WorkItem]:
     """The items whose prompts show synthetic demonstrations, rendered again now that the tasks hold them."""
     again = [i for i, w in enumerate(work) if w.role == SYNTHETIC_DEMO]
     fresh = with_chat([replace(work[i], request=render_item(work[i].variant, work[i].task, work[i].example, seed, mc_scoring))
-                       for i in again], format_chat, model)
+                       for i in again], backend)
     out = list(work)
     for i, item in zip(again, fresh):
         out[i] = item

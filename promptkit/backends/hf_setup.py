@@ -1,0 +1,120 @@
+"""What the Hugging Face backend settles before it loads a model, without importing torch or transformers where it
+can: the device, the dtype, the token budget of a batch, and the model's config.json read as plain JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError
+from ..launch import launch_env
+
+if TYPE_CHECKING:
+    import torch
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    import torch
+
+    return torch.device(device_name(device))
+
+
+def device_name(device: str = "auto") -> str:
+    """'auto' → 'cuda' where a GPU is usable, else 'cpu'; other names as given. On Linux without the device nodes
+    that CUDA and ROCm open, there is no GPU to find, and torch is not imported to learn that."""
+    if device != "auto":
+        return device
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and \
+            not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2, "bf16-mixed": 4}  # name → bytes per value
+# bf16-mixed: float32 weights, residual stream, norms and vocabulary projection; the layers' matrix products in
+# bfloat16 (torch.autocast), which is where the time goes
+LOAD_AS = {"bf16-mixed": "float32"}
+
+
+def dtype_name(dtype: str, device: str) -> str:
+    """'auto' → bfloat16 (or float16 without bfloat16) on a GPU, float32 on CPU; other names checked."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16, float16 or bf16-mixed")
+    return dtype
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
+    name = dtype_name(dtype, str(device))
+    return getattr(torch, LOAD_AS.get(name, name))
+
+
+def auto_batch_tokens(config, dtype: str, device: str, budget_bytes: int | None = None) -> int:
+    """Padded tokens per batch that keep activations and key/value copies inside a memory budget
+    (a quarter of free memory, at most 4 GiB on CPU); the batch is halved on out-of-memory anyway."""
+    cfg = getattr(config, "get_text_config", lambda: config)()
+    hidden = int(getattr(cfg, "hidden_size", 1024))
+    inter = int(getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden)
+    layers = int(getattr(cfg, "num_hidden_layers", 12))
+    heads = int(getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 8))
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // max(int(getattr(cfg, "num_attention_heads", 8)), 1))
+    width = DTYPES[str(dtype).removeprefix("torch.")]
+    per_token = width * (layers * 2 * heads * head_dim + 6 * hidden + 3 * inter)
+    if budget_bytes is None:
+        if str(device).startswith("cuda"):
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            budget_bytes = int(free * 0.5)
+        else:
+            try:
+                import psutil
+
+                # processes of one job on this machine share its memory
+                share = max(1, launch_env()[2])
+                budget_bytes = min(int(psutil.virtual_memory().available * 0.25 / share), 4 << 30)
+            except ImportError:
+                budget_bytes = 2 << 30
+    tokens = budget_bytes // max(per_token, 1)
+    cap = 65536 if str(device).startswith("cuda") else 4096  # CPU matmuls gain nothing from bigger batches
+    return int(max(256, min(cap, tokens)))
+
+
+def _read_config(folder: Path) -> dict:
+    """A model folder's config.json as JSON (no transformers needed); {} where it cannot be read as an object."""
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+class _Fields:
+    """A config.json's fields as attributes (what auto_batch_tokens reads), its `text_config` as the text config."""
+
+    def __init__(self, raw: dict):
+        self.__dict__.update(raw)
+
+    def get_text_config(self):
+        text = self.__dict__.get("text_config")
+        return _Fields(text) if isinstance(text, dict) else self
+
+
+def _architecture(raw: dict, seq2seq: bool) -> str | None:
+    """The class a config.json names, where it is the kind this backend loads (a causal or seq2seq LM); None
+    otherwise (then the loaded model's class is reported)."""
+    names = raw.get("architectures") or []
+    name = names[0] if names and isinstance(names[0], str) else None
+    return name if name and name.endswith("ForConditionalGeneration" if seq2seq else "ForCausalLM") else None
