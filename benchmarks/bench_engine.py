@@ -79,10 +79,10 @@ def pairs_of(requests):
     return [(r["prompt"], c) for r in requests for c in r["continuations"]]
 
 
-def run_promptkit(model_dir: str, requests, reps: int) -> dict:
+def run_promptkit(model_dir: str, requests, reps: int, dtype: str = "float32") -> dict:
     from promptkit.backends.hf import HFBackend
 
-    backend = HFBackend(model_dir, dtype="float32", device="cpu")
+    backend = HFBackend(model_dir, dtype=dtype, device="cpu")
     pairs = pairs_of(requests)
     times, scores = [], None
     for _ in range(reps):
@@ -152,7 +152,7 @@ def matmul_peak(dtype: str = "float32", n: int = 2048, reps: int = 10) -> float:
 def child(args) -> None:
     requests = json.loads(Path(args.requests).read_text())
     if args.engine == "promptkit":
-        result = run_promptkit(args.model_dir, requests, args.reps)
+        result = run_promptkit(args.model_dir, requests, args.reps, args.dtype)
     else:
         batch = args.lmeval_batch if args.lmeval_batch == "auto" else int(args.lmeval_batch)
         result = run_lmeval(args.model_dir, requests, args.reps, batch)
@@ -173,7 +173,7 @@ def run_child(args, engine: str, workload: str, req_file: Path, model_dir: str, 
     load = wait_idle(args.max_load, args.max_wait)
     res_file = Path(args.out) / f"result-{workload}-{engine}.json"
     cmd = [sys.executable, __file__, "--engine", engine, "--requests", str(req_file), "--result", str(res_file),
-           "--model-dir", model_dir, "--reps", "1", "--lmeval-batch", batch]
+           "--model-dir", model_dir, "--reps", "1", "--lmeval-batch", batch, "--dtype", args.dtype]
     subprocess.run(cmd, check=True, timeout=6 * 3600)
     result = json.loads(res_file.read_text())
     result["load"] = load
@@ -191,6 +191,8 @@ def main() -> None:
                         "(others use the fastest found so far)")
     parser.add_argument("--max-load", type=float, default=0.5, help="1-minute load average a repetition may start at")
     parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for that load before flagging")
+    parser.add_argument("--dtype", default="float32", help="promptkit's dtype (lm-eval stays float32): float32 or "
+                        "bf16-mixed; the peak fraction is always against the float32 matmul peak")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--requests", help=argparse.SUPPRESS)
@@ -235,8 +237,8 @@ def main() -> None:
     print(" ".join(f"{h:>14}" for h in header))
     for row in rows:
         print(" ".join(f"{row[h]:>14.4g}" if isinstance(row[h], float) else f"{row[h]:>14}" for h in header))
-    print(f"\nbaseline: lm-evaluation-harness {_version('lm_eval')} HFLM at its fastest batch size of {args.lmeval_batch}, "
-          f"same model, float32; {args.reps} interleaved pairs per workload, each repetition its own process started at "
+    print(f"\npromptkit in {args.dtype}; baseline: lm-evaluation-harness {_version('lm_eval')} HFLM at its fastest batch "
+          f"size of {args.lmeval_batch}, same model, float32; {args.reps} interleaved pairs per workload, each repetition its own process started at "
           f"1-minute load <= {args.max_load} (pairs_ok: pairs that did); speedup = median over pairs of lm-eval time / "
           "promptkit time, with its range")
     (out / "summary.json").write_text(json.dumps(rows, indent=2))

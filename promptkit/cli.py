@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for variant and example sampling (default 0)")
     run.add_argument("--out", default=None, help="run directory to write (default runs/<timestamp>)")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "bf16-mixed"],
-                     help="model dtype (auto: float32 on CPU); bf16-mixed: float32 weights, bfloat16 matrix products")
+                     help="auto: bf16-mixed (bfloat16 matrix products, float32 elsewhere) on CPUs with bf16 instructions, else float32; bfloat16 on GPUs")
     run.add_argument("--device", default="auto", help="torch device (auto: cuda if available; under accelerate launch, this process's GPU)")
     run.add_argument("--device-map", default=None,
                      help="spread a model too big for one GPU over this machine's GPUs (transformers' device_map, e.g. auto)")

@@ -28,7 +28,8 @@ GATED = Path(__file__).with_name("gated_backend.py")  # `promptkit` with a backe
 
 def _argv(templates, suite, model, cache, out) -> list[str]:
     return [sys.executable, "-m", "promptkit", "run", "--templates", str(templates), "--suite", str(suite), "--model", model,
-            "--cache", str(cache), "--out", str(out), "--batch-tokens", "48", "--max-variants", "0", "--quiet", "--no-report"]
+            "--cache", str(cache), "--out", str(out), "--batch-tokens", "48", "--max-variants", "0", "--quiet", "--no-report",
+            "--dtype", "float32"]  # float32: results must not depend on how requests were batched (bf16-mixed: ~1e-5)
 
 
 def _rows(out: Path) -> pd.DataFrame:
@@ -60,7 +61,8 @@ def templates(two_templates):
 
 @pytest.fixture()
 def reference(tiny_model, toy_suite, templates):
-    return pk.evaluate(templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False).to_pandas()
+    return pk.evaluate(templates, toy_suite, tiny_model, cache=False, batch_tokens=48, progress=False,
+                       dtype="float32").to_pandas()
 
 
 def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny_model, toy_suite, templates, tmp_path, reference):

@@ -37,7 +37,8 @@ def _launch(templates, suite, model, cache, out, processes: int = 2) -> list[str
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", str(_free_port()), "-m", "promptkit", "run", "--templates", str(templates),
             "--suite", str(suite), "--model", model, "--cache", str(cache), "--out", str(out), "--batch-tokens", "48",
-            "--max-variants", "0", "--quiet", "--no-report", "--device", "cpu"]
+            "--max-variants", "0", "--quiet", "--no-report", "--device", "cpu",
+            "--dtype", "float32"]  # float32: the shards' batches differ from one process's, and results must not
 
 
 def _env() -> dict:

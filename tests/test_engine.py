@@ -237,3 +237,38 @@ def test_sliced_vocabulary_projection_equals_full_log_softmax(tiny_backend, monk
     lp, greedy = tiny_backend._project(tied, torch.tensor([3, 8]), is_logits=True, chunk=4)
     assert greedy.tolist() == [True, False]
     assert torch.allclose(lp, torch.log_softmax(tied, -1)[:, 3])
+
+
+def test_bf16_mixed_rounds_only_the_matrix_products(tiny_model, tmp_path):
+    """bf16-mixed: the layers' linear maps in bfloat16, the rest float32; answers close to float32's, its own cache key."""
+    pairs = [(f"Question {i}: is {i} even?\nAnswer:", c) for i in range(6) for c in (" yes", " no", " it is not")]
+    full = HFBackend(tiny_model, dtype="float32", device="cpu")
+    mixed = HFBackend(tiny_model, dtype="bf16-mixed", device="cpu")
+    assert mixed.fingerprint != full.fingerprint and mixed.describe()["dtype"] == "bf16-mixed"
+    a, b = full.loglikelihood(pairs), mixed.loglikelihood(pairs)
+    model = mixed.model
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.get_output_embeddings()]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    assert model.get_output_embeddings().weight.dtype == torch.float32  # the vocabulary projection stays float32
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    diffs = [abs(x.logprob - y.logprob) for x, y in zip(a, b)]
+    assert 0 < max(diffs) < 0.05, diffs  # rounded, so not identical, but close
+    assert not torch.is_autocast_enabled("cpu")  # the context ends with the call
+    out = mixed.generate([("Question 1: is 1 even?\nAnswer:", ("\n",), 4)])
+    assert len(out) == 1 and out[0].n_tokens <= 4
+
+
+def test_auto_dtype_is_bf16_mixed_only_on_a_cpu_with_bf16_instructions(tmp_path, monkeypatch):
+    from promptkit.backends import hf_setup
+
+    with_bf16, without = tmp_path / "epyc", tmp_path / "old"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert hf_setup.cpu_has_bf16(str(with_bf16)) and not hf_setup.cpu_has_bf16(str(without))
+    assert not hf_setup.cpu_has_bf16(str(tmp_path / "absent"))  # not Linux: float32
+    monkeypatch.setattr(hf_setup, "cpu_has_bf16", lambda: True)
+    assert hf_setup.dtype_name("auto", "cpu") == "bf16-mixed" and hf_setup.dtype_name("float32", "cpu") == "float32"
+    monkeypatch.setattr(hf_setup, "cpu_has_bf16", lambda: False)
+    assert hf_setup.dtype_name("auto", "cpu") == "float32"
+    with pytest.raises(pk.PromptkitError, match="bf16-mixed"):
+        hf_setup.dtype_name("float8", "cpu")

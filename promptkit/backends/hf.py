@@ -81,7 +81,7 @@ class HFBackend:
         self._device = device_name(device)
         self._dtype = dtype_name(dtype, self._device)
         self._remote, self._device_map, self._bars = trust_remote_code, device_map, progress
-        self._asked = {"batch_tokens": batch_tokens, "share_prompts": share_prompts, "pack_prompts": pack_prompts}
+        self._asked = {"dtype": dtype, "batch_tokens": batch_tokens, "share_prompts": share_prompts, "pack_prompts": pack_prompts}
         self._model, self._tokenizer, self._closed = None, None, False
         self.forward_tokens = 0
         # keys that the forwarded tokens attended to, summed (full layers / sliding-window layers):
@@ -206,6 +206,7 @@ class HFBackend:
 
     def _load(self) -> None:
         """Load the weights (once), where they will run."""
+        import torch
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
         from transformers.utils import logging as hf_logging
 
@@ -228,6 +229,11 @@ class HFBackend:
         else:
             model.to(self.device)
         model.eval()
+        if self._dtype == "bf16-mixed":  # the layers' weights once in bfloat16, not cast again by autocast per forward
+            head = model.get_output_embeddings()
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and module is not head:
+                    module.to(torch.bfloat16)
         self._model, self._class_name = model, type(model).__name__
         self.share_prompts = getattr(self, "share_prompts", True) and model.base_model is not model
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
@@ -267,7 +273,7 @@ class HFBackend:
             table = auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES if self.seq2seq else auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
             self._class_name = table.get(getattr(self.config, "model_type", None))
         return {"model": self.spec, "class": self._class_name, "dtype": self._dtype,
-                "device": self._device, "fingerprint": self.fingerprint, "parameters": parameters}
+                "dtype_asked": self._asked["dtype"], "device": self._device, "fingerprint": self.fingerprint, "parameters": parameters}
 
     def encode(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt (with BOS) and of the continuation as it follows that prompt."""
