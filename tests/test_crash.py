@@ -120,7 +120,7 @@ def test_two_runs_sharing_one_cache_at_once(tiny_model, toy_suite, templates, tm
         stored = con.execute("SELECT COUNT(*) FROM loglikelihood").fetchone()[0]
     unique = {(r.variant, r.task, r.example) for r in reference.itertuples()}
     assert stored >= len(unique)  # every continuation of every request is there (no lost writes)
-    again = pk.evaluate(templates, toy_suite, tiny_model, cache=db, batch_tokens=48, progress=False)
+    again = pk.evaluate(templates, toy_suite, tiny_model, cache=db, batch_tokens=48, progress=False, dtype="float32")
     assert again.config["engine"]["computed"] == 0
 
 

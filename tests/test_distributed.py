@@ -149,7 +149,8 @@ def test_sharded_engine_equals_one_rank_in_process(tiny_backend, world):
 
 def test_generation_under_two_processes_equals_one_process(tiny_model, gen_suite, fewshot_templates, tmp_path):
     """Generation requests are sharded, gathered and cached like scores."""
-    single = pk.evaluate(fewshot_templates, gen_suite, tiny_model, progress=False, cache=False, batch_tokens=48)
+    single = pk.evaluate(fewshot_templates, gen_suite, tiny_model, progress=False, cache=False, batch_tokens=48,
+                         dtype="float32")
     db, out = tmp_path / "cache.sqlite", tmp_path / "run"
     run = subprocess.run(_launch(fewshot_templates, gen_suite, tiny_model, db, out), capture_output=True, text=True,
                          timeout=LAUNCH_TIMEOUT_S, env=_env())

@@ -252,7 +252,7 @@ def test_the_phases_compute_what_the_old_pipeline_computed(tmp_path):
     (tmp_path / "plain.yaml").write_text("name: plain\naxes:\n  label: ['Question:', 'Q:']\n"
                                          "prompt: '{{ label }} {{ input }} Answer:'\ncontinuation: ' {{ choice }}'\n")
     new = pk.evaluate(str(tmp_path / "plain.yaml"), str(tmp_path / "suite.yaml"), str(model), cache=False,
-                      calibrate=True, progress=False, log=lambda m: None)
+                      calibrate=True, progress=False, log=lambda m: None, dtype="float32")  # the old pipeline's CPU dtype
     old = pk.load(OLD_RUN)
     assert list(new.rows.columns) == list(old.rows.columns)
     for a, b in zip(new.rows.to_dict("records"), old.rows.to_dict("records")):

@@ -165,8 +165,11 @@ def test_remote_code_is_off_unless_asked(tiny_model, monkeypatch):
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: seen.append(k) or real_tok(*a, **k))
     from promptkit.backends.hf import HFBackend
 
-    HFBackend(tiny_model, dtype="float32", device="cpu", log=lambda *_: None)
-    assert seen and all(k.get("trust_remote_code") is False for k in seen)
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu", log=lambda *_: None)
+    assert not seen  # the files are read, nothing is loaded until it is used
+    backend.load_weights(), backend.tokenizer
+    assert len(seen) == 2 and all(k.get("trust_remote_code") is False for k in seen)
     seen.clear()
-    HFBackend(tiny_model, dtype="float32", device="cpu", trust_remote_code=True, log=lambda *_: None)
-    assert seen and all(k.get("trust_remote_code") is True for k in seen)
+    trusted = HFBackend(tiny_model, dtype="float32", device="cpu", trust_remote_code=True, log=lambda *_: None)
+    trusted.load_weights(), trusted.tokenizer
+    assert len(seen) == 2 and all(k.get("trust_remote_code") is True for k in seen)
