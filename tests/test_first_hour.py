@@ -240,6 +240,33 @@ def test_cached_hub_model_loads_without_the_hub(tiny_model, tmp_path):
     assert "identity hub:org/cached" in done.stdout
 
 
+HUB_LOADED = """
+import sys
+import promptkit.backends.hf as hf
+hf.resolve_model = lambda spec, log=print: (spec, "hub:" + spec)  # as when the Hub answers: transformers gets the id
+b = hf.HFBackend("org/cached", dtype="float32", device="cpu", log=print)
+local = hf.HFBackend(sys.argv[1], dtype="float32", device="cpu", log=print)
+print("loaded", b._model is not None, local._model is not None)
+print("same", b.fingerprint == local.fingerprint, b.describe()["parameters"] == local.describe()["parameters"])
+"""
+
+
+def test_a_hub_model_has_one_cache_key_whether_it_came_from_the_hub_or_the_local_cache(tiny_model, tmp_path):
+    """A hub id given to transformers loads at once (its files are not local before), then its snapshot is
+    fingerprinted: the same key as the same snapshot read lazily from the local cache."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--org--cached"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    done = subprocess.run([sys.executable, "-c", HUB_LOADED, str(repo / "snapshots" / commit)], capture_output=True,
+                          text=True, timeout=120, env=_clean_env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    assert "loaded True False" in done.stdout and "same True True" in done.stdout
+
+
 def test_reachable_hub_keeps_the_hub_path_and_is_asked_once(local_server, monkeypatch):
     local_server.routes["/"] = (200, {}, b"")
     monkeypatch.setenv("HF_ENDPOINT", local_server.url)

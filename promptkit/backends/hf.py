@@ -99,12 +99,15 @@ class HFBackend:
         # encoder's input, continuations and generations are the decoder's
         self.seq2seq = bool(raw.get("is_encoder_decoder"))
         self._class_name = _architecture(raw, self.seq2seq)
-        kind = ["seq2seq" if self.seq2seq else "causal", raw.get("model_type")]
-        if folder is None or (trust_remote_code and raw.get("auto_map")):
+        own_code = bool(trust_remote_code and raw.get("auto_map"))
+        if folder is None or own_code:
             self._configure()
             self._load()
-            kind = [type(self._model).__name__]
             folder = folder or _cached_snapshot(self.location)
+        # which class loads the files: (kind, model_type) as transformers maps it, the same whether the files came from
+        # the Hub just now or from a local copy; for code shipped with the model, the class that code defined
+        kind = [type(self._model).__name__] if own_code else \
+            ["seq2seq" if self.seq2seq else "causal", raw.get("model_type") if raw else self.config.model_type]
         files = files_fingerprint(folder) if folder else None
         self._parameters = files[1] if files else None
         weights = files[0] if files else [weights_fingerprint(self.model), tokenizer_fingerprint(self.tokenizer)]
