@@ -33,7 +33,9 @@ def test_run_times_its_stages_into_config_json_and_one_line(tiny_model, toy_suit
     assert set(timings) == {*STAGES, "total"}
     assert all(isinstance(v, (int, float)) and v >= 0 for v in timings.values()), timings
     assert sum(timings[s] for s in STAGES) <= timings["total"]
-    assert all(timings[s] > 0 for s in ("startup", "model_load", "task_load", "scoring", "statistics", "report")), timings
+    # model_load is only reading the model's files now (the weights load inside scoring): for the tiny model that can
+    # round to 0.000 s
+    assert all(timings[s] > 0 for s in ("startup", "task_load", "scoring", "statistics", "report")), timings
     last = text.rstrip().splitlines()[-1]
     assert last.startswith("time: start-up ") and " · scoring " in last and " · report " in last
     assert last.endswith(f"total {timings['total']:.2f} s") or last.endswith(f"total {timings['total']:.1f} s")
