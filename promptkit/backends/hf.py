@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["BACKEND_VERSION", "DEFAULT_MODEL", "ContinuationScore", "Generation", "HFBackend", "auto_batch_tokens",
            "chat_formatter", "check", "cut_at_stop", "load", "pick_device", "pick_dtype", "resolve_model"]
 
-BACKEND_VERSION = "hf-4"
+BACKEND_VERSION = "hf-5"
 
 
 def load(target: str | None, *, dtype: str = "auto", device: str = "auto", batch_tokens: int | str = "auto",
@@ -83,6 +83,7 @@ class HFBackend:
         self._remote, self._device_map, self._bars = trust_remote_code, device_map, progress
         self._asked = {"dtype": dtype, "batch_tokens": batch_tokens, "share_prompts": share_prompts, "pack_prompts": pack_prompts}
         self._model, self._tokenizer, self._closed = None, None, False
+        self._head16 = None  # bf16-mixed: the output matrix for the shifted bfloat16 projection (hf_project.py)
         self.forward_tokens = 0
         # keys that the forwarded tokens attended to, summed (full layers / sliding-window layers):
         # with forward_tokens this gives the model FLOPs actually done, attention included
@@ -237,6 +238,9 @@ class HFBackend:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module is not head:
                     module.to(torch.bfloat16)
+            from .hf_project import shifted_head
+
+            self._head16 = shifted_head(model)
         self._model, self._class_name = model, type(model).__name__
         self.share_prompts = getattr(self, "share_prompts", True) and model.base_model is not model
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
@@ -259,7 +263,7 @@ class HFBackend:
         """Release the weights (a run with several models holds one at a time); the backend is unusable afterwards."""
         import gc
 
-        self._model, self._closed = None, True
+        self._model, self._head16, self._closed = None, None, True
         gc.collect()
         if self._device.startswith("cuda"):
             import torch
@@ -378,6 +382,6 @@ class HFBackend:
 
     def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
                  rows: torch.Tensor | None = None):
-        from .hf_compute import project
+        from .hf_project import project
 
         return project(self, vectors, targets, is_logits, chunk, rows)

@@ -1,5 +1,5 @@
 """The transformers compute behind HFBackend's scoring: the three-pass shared-prefix forward, the unshared
-padded forward, and the vocabulary projection sliced so that memory holds a slice of logits, not all of them.
+padded forward and the encoder-decoder path (the vocabulary projection is in hf_project.py).
 Each kernel takes the backend (model, device, token budget, counters) as its first argument."""
 
 from __future__ import annotations
@@ -250,62 +250,6 @@ def score_batch(backend: HFBackend, items: list[tuple[list[int], list[int]]]) ->
         return _Scored(logits, torch.tensor(targets), layout, is_logits=True)
     hidden = backend.model.base_model(input_ids=ids, attention_mask=mask)[0]
     return _Scored(hidden[rows_t, pos_t], torch.tensor(targets), layout)
-
-
-def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
-            rows: torch.Tensor | None = None):
-    """_project, in the precision of the vectors (bf16-mixed's autocast stops here: the projection is float32)."""
-    with torch.autocast(vectors.device.type, enabled=False):
-        return _project(backend, vectors, targets, is_logits, chunk, rows)
-
-
-@torch.inference_mode()
-def _project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
-             rows: torch.Tensor | None = None):
-    """Log-probability of each target token and whether it is the argmax, from final hidden
-    states (projected onto the vocabulary here) or from logits; `rows[i]` is the vector that predicts
-    target i (default: vector i), so a vector that predicts several targets is projected once.
-
-    The vocabulary is walked in slices of `chunk` entries with a running log-sum-exp and
-    argmax, inside one reused buffer: all rows share one read of the output matrix, memory
-    holds (rows × chunk) logits instead of (rows × vocabulary) — 1 MiB per row for a 262k
-    vocabulary — and no large block is freed and reallocated per slice (on glibc such
-    churn fragments the heap and the process keeps growing)."""
-    head = None if is_logits else backend.model.get_output_embeddings()
-    cap = None if is_logits else getattr(backend.model.config, "final_logit_softcapping", None)
-    vocab = vectors.shape[1] if is_logits else head.weight.shape[0]
-    n, device = len(vectors), vectors.device
-    rows = torch.arange(len(targets)) if rows is None else rows
-    rows, targets = rows.to(device), targets.to(device)
-    width = min(chunk, vocab)
-    space = torch.empty(n * width, dtype=vectors.dtype, device=device)
-    lse = torch.full((n,), -float("inf"), device=device)
-    target_logit = torch.zeros(len(targets), device=device)
-    best = torch.full((n,), -float("inf"), device=device)
-    best_at = torch.zeros(n, dtype=torch.long, device=device)
-    for start in range(0, vocab, width):
-        stop = min(vocab, start + width)
-        buf = space[: n * (stop - start)].view(n, stop - start)
-        if is_logits:
-            buf.copy_(vectors[:, start:stop])
-        else:
-            torch.mm(vectors, head.weight[start:stop].t(), out=buf)
-            if head.bias is not None:
-                buf.add_(head.bias[start:stop])
-        logits = buf if buf.dtype == torch.float32 else buf.float()
-        if cap:
-            logits.div_(cap).tanh_().mul_(cap)
-        inside = (targets >= start) & (targets < stop)
-        if inside.any():
-            target_logit[inside] = logits[rows[inside], targets[inside] - start]
-        top, at = logits.max(dim=-1)
-        better = top > best  # strictly: the first maximum wins, as argmax does
-        best = torch.where(better, top, best)
-        best_at = torch.where(better, at + start, best_at)
-        # log-sum-exp of this slice, in place, merged into the running one
-        part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
-        lse = torch.logaddexp(lse, part)
-    return (target_logit - lse[rows]).cpu(), (best_at[rows] == targets).cpu()
 
 
 def loglikelihood_seq2seq(backend: HFBackend, pairs, progress, on_scores, make: Callable) -> list:
