@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import train_tokenizer
-from promptkit.backends import hf_packing
+from promptkit.backends import hf_attention, hf_packing
 from promptkit.backends.hf import HFBackend
 
 INSTRUCTION = "Read the input and give the correct answer. Choose the correct answer from the options. "
@@ -31,8 +31,18 @@ def assert_same(a, b, pairs, tol=1e-5):
         assert (x.n_tokens, x.n_chars, x.is_greedy) == (y.n_tokens, y.n_chars, y.is_greedy), (p, c)
 
 
-def test_packed_trees_equal_unshared_rows(tiny_model, monkeypatch):
+def blocks(monkeypatch, block: int) -> list:
+    """Attention by blocks of `block` queries (hf_attention.py; 10**6: never); the spans it computed, to check it ran."""
+    monkeypatch.setattr(hf_attention, "BLOCK", block)
+    seen, real = [], hf_attention.key_spans
+    monkeypatch.setattr(hf_attention, "key_spans", lambda mask: seen.append(real(mask)) or seen[-1])
+    return seen
+
+
+@pytest.mark.parametrize("block", [4, 10**6])
+def test_packed_trees_equal_unshared_rows(tiny_model, monkeypatch, block):
     pairs = mixed_pairs()
+    spans = blocks(monkeypatch, block)
     packed = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=300)
     unshared = HFBackend(tiny_model, dtype="float32", device="cpu", share_prompts=False)
     calls = []
@@ -42,6 +52,9 @@ def test_packed_trees_equal_unshared_rows(tiny_model, monkeypatch):
     assert calls and sum(calls) < len({p for p, _ in pairs})  # the instruction cluster became one tree
     # each prompt ran once (the cluster's instruction once), not once per continuation
     assert packed.forward_tokens < unshared.forward_tokens / 2
+    # with small blocks, attention ran by blocks, and some block skipped keys (above the diagonal, earlier trees)
+    assert bool(spans) == (block == 4)
+    assert block != 4 or any(lo > 0 or hi < s[-1][1] for s in spans for _, _, lo, hi in s)  # s[-1][1]: the row's width
 
 
 def test_the_cached_passes_still_serve_groups_too_large_to_pack(tiny_model):
@@ -71,14 +84,17 @@ def tiny_sliding_model(tmp_path_factory) -> str:
     return str(folder)
 
 
-def test_packed_trees_past_the_sliding_window_equal_unshared_rows(tiny_sliding_model, monkeypatch):
+@pytest.mark.parametrize("block", [4, 10**6])
+def test_packed_trees_past_the_sliding_window_equal_unshared_rows(tiny_sliding_model, monkeypatch, block):
     pairs = mixed_pairs()
+    spans = blocks(monkeypatch, block)
     packed = HFBackend(tiny_sliding_model, dtype="float32", device="cpu")
     unshared = HFBackend(tiny_sliding_model, dtype="float32", device="cpu", share_prompts=False)
     assert packed.window == 6 and packed.sliding_masks and packed.pack_depth == 256
     assert len(packed.tokenizer(INSTRUCTION)["input_ids"]) > 3 * packed.window
     reference = unshared.loglikelihood(pairs)
     assert_same(packed.loglikelihood(pairs), reference, pairs)
+    assert bool(spans) == (block == 4)
     # the sliding layers' own mask is what makes this exact: one mask for both layer types is not
     monkeypatch.setattr(packed, "sliding_masks", False)
     wrong = packed.loglikelihood(pairs)

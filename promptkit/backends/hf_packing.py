@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from .hf_attention import blocked
 from .hf_compute import _lcp, _lcp_all, _Scored
 
 if TYPE_CHECKING:
@@ -196,7 +197,8 @@ def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list
                     target_rows.append(len(vec))
                     vec.append((r, q + j))
     masks = _attention_masks(backend, allowed, pos)
-    hidden = backend.model.base_model(input_ids=ids.to(dev), attention_mask=masks, position_ids=pos.to(dev), use_cache=False)[0]
+    with blocked(backend.model):  # attention by blocks of queries, over the keys their masks open (hf_attention.py)
+        hidden = backend.model.base_model(input_ids=ids.to(dev), attention_mask=masks, position_ids=pos.to(dev), use_cache=False)[0]
     backend.forward_tokens += sum(sizes)
     for tree, k in zip(trees, shares):
         backend._count_keys([(0, k)] + [(k, len(ctx) - k) for ctx, _ in tree] + [(len(ctx), len(c) - 1) for ctx, conts in tree for c in conts])

@@ -1,0 +1,66 @@
+"""Attention by blocks of queries for packed rows (backends/hf_attention.py): the spans of keys each block may see,
+and the scope of the override of transformers' `sdpa` function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptkit.backends import hf_attention
+from promptkit.backends.hf import HFBackend
+
+
+def additive(allowed: torch.Tensor) -> torch.Tensor:
+    bias = torch.zeros(allowed.shape)
+    bias.masked_fill_(~allowed, torch.finfo(torch.float32).min)
+    return bias[:, None]
+
+
+def test_key_spans_cover_exactly_the_keys_a_block_may_see(monkeypatch):
+    monkeypatch.setattr(hf_attention, "BLOCK", 4)
+    # one row: a causal tree of 6 tokens, then one of 6 tokens that sees only itself; a second row: causal over 12
+    first = torch.zeros(12, 12, dtype=torch.bool)
+    first[:6, :6] = torch.ones(6, 6, dtype=torch.bool).tril()
+    first[6:, 6:] = torch.ones(6, 6, dtype=torch.bool).tril()
+    assert hf_attention.key_spans(additive(first[None])) == [(0, 4, 0, 4), (4, 8, 0, 8), (8, 12, 6, 12)]
+    both = torch.stack([first, torch.ones(12, 12, dtype=torch.bool).tril()])
+    assert hf_attention.key_spans(additive(both)) == [(0, 4, 0, 4), (4, 8, 0, 8), (8, 12, 0, 12)]  # any row counts
+
+
+def test_the_override_is_scoped_and_undone_after_an_error(tiny_model):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model = HFBackend(tiny_model, dtype="float32", device="cpu").model
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+    with hf_attention.blocked(model):
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not sdpa_attention_forward
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+    with pytest.raises(RuntimeError), hf_attention.blocked(model):
+        raise RuntimeError("a failed forward")
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+    model.config._attn_implementation_internal = "eager"  # a model that does not attend through sdpa: untouched
+    try:
+        with hf_attention.blocked(model):
+            assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+    finally:
+        model.config._attn_implementation_internal = "sdpa"
+
+
+def test_blocked_attention_equals_the_dense_call(tiny_model, monkeypatch):
+    """One attention call on a packed mask: by blocks of 4 queries = the dense call, to float rounding."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    monkeypatch.setattr(hf_attention, "BLOCK", 4)
+    model = HFBackend(tiny_model, dtype="float32", device="cpu").model
+    module = model.model.layers[0].self_attn  # grouped heads: 4 query heads, 2 key/value heads
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 13, 8), torch.randn(2, 2, 13, 8), torch.randn(2, 2, 13, 8)
+    allowed = torch.ones(13, 13, dtype=torch.bool).tril()
+    allowed[7:, :5] = False  # the second tree of each row does not see the first
+    mask = additive(allowed.expand(2, 13, 13).clone())
+    want = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)[0]
+    with hf_attention.blocked(model):
+        got = ALL_ATTENTION_FUNCTIONS["sdpa"](module, q, k, v, mask, scaling=0.3)[0]
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
