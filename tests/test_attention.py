@@ -18,13 +18,22 @@ def additive(allowed: torch.Tensor) -> torch.Tensor:
 
 def test_key_spans_cover_exactly_the_keys_a_block_may_see(monkeypatch):
     monkeypatch.setattr(hf_attention, "BLOCK", 4)
+    monkeypatch.setattr(hf_attention, "KEYS", 2)
     # one row: a causal tree of 6 tokens, then one of 6 tokens that sees only itself; a second row: causal over 12
     first = torch.zeros(12, 12, dtype=torch.bool)
     first[:6, :6] = torch.ones(6, 6, dtype=torch.bool).tril()
     first[6:, 6:] = torch.ones(6, 6, dtype=torch.bool).tril()
-    assert hf_attention.key_spans(additive(first[None])) == [(0, 4, 0, 4), (4, 8, 0, 8), (8, 12, 6, 12)]
+    assert hf_attention.key_spans(additive(first[None])) == [(0, 4, slice(0, 4)), (4, 8, slice(0, 8)), (8, 12, slice(6, 12))]
     both = torch.stack([first, torch.ones(12, 12, dtype=torch.bool).tril()])
-    assert hf_attention.key_spans(additive(both)) == [(0, 4, 0, 4), (4, 8, 0, 8), (8, 12, 0, 12)]  # any row counts
+    assert [k for _, _, k in hf_attention.key_spans(additive(both))] == [slice(0, 4), slice(0, 8), slice(0, 12)]  # any row
+    # a tree: a prefix (0-3) and two prompts (4-7, 8-11) that see the prefix and themselves, not each other
+    tree = torch.zeros(12, 12, dtype=torch.bool)
+    for lo, hi in ((0, 4), (4, 8), (8, 12)):
+        tree[lo:hi, lo:hi] = torch.ones(hi - lo, hi - lo, dtype=torch.bool).tril()
+    tree[4:, :4] = True
+    spans = hf_attention.key_spans(additive(tree[None]))
+    assert spans[1][2] == slice(0, 8)  # prefix and own prompt: contiguous
+    assert spans[2][2].tolist() == [0, 1, 2, 3, 8, 9, 10, 11]  # the other prompt's keys are not gathered
 
 
 def test_the_override_is_scoped_and_undone_after_an_error(tiny_model):

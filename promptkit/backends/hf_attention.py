@@ -2,8 +2,10 @@
 only, and ancestors come earlier in the row, so most of the (width × width) score matrix is masked: the part above
 the diagonal, and the trees packed before a block's own. torch's CPU attention kernel computes every masked entry
 (a 3,000-token row: 233 ms per layer with the mask, 129 ms causal). Here each block of BLOCK queries attends only
-to the span of keys that its rows' masks open (from the first key any of its queries may see to the last), through
-transformers' own `sdpa` function, so every model that uses it keeps its handling (grouped heads, scaling, ...)."""
+to the keys that its rows' masks open: the span from the first key any of its queries may see to the last, or, where
+that span holds large closed stretches (a prompt's tokens do not see the other prompts of its tree, only the shared
+prefix), the open pieces of KEYS keys gathered; through transformers' own `sdpa` function, so every model that uses
+it keeps its handling (grouped heads, scaling, ...)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Iterator
 import torch
 
 BLOCK = 128  # queries per block: fewer blocks waste less on masked keys, more cost Python and smaller products
+KEYS = 64  # keys are gathered in pieces of this many
+GATHER_BELOW = 0.75  # gather the open pieces when they are less than this share of the span (else slice the span)
 
 
 @contextlib.contextmanager
@@ -27,7 +31,7 @@ def blocked(model) -> Iterator[None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward as sdpa
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    spans: dict[int, tuple[torch.Tensor, list[tuple[int, int, int, int]]]] = {}  # per mask (one per layer type)
+    spans: dict[int, tuple[torch.Tensor, list]] = {}  # per mask (one per layer type)
 
     def attend(module, query, key, value, attention_mask, **kwargs):
         width = query.shape[2]
@@ -37,8 +41,13 @@ def blocked(model) -> Iterator[None]:
         seen = spans.get(id(attention_mask))
         if seen is None or seen[0] is not attention_mask:
             seen = spans[id(attention_mask)] = (attention_mask, key_spans(attention_mask))
-        parts = [sdpa(module, query[:, :, a:b], key[:, :, lo:hi], value[:, :, lo:hi], attention_mask[:, :, a:b, lo:hi],
-                      **kwargs)[0] for a, b, lo, hi in seen[1]]
+        parts = []
+        for a, b, keys in seen[1]:
+            if isinstance(keys, slice):
+                k, v, m = key[:, :, keys], value[:, :, keys], attention_mask[:, :, a:b, keys]
+            else:
+                k, v, m = key.index_select(2, keys), value.index_select(2, keys), attention_mask[:, :, a:b].index_select(3, keys)
+            parts.append(sdpa(module, query[:, :, a:b], k, v, m, **kwargs)[0])
         return torch.cat(parts, dim=1), None
 
     before = ALL_ATTENTION_FUNCTIONS._local_mapping.get("sdpa")
@@ -52,14 +61,25 @@ def blocked(model) -> Iterator[None]:
             ALL_ATTENTION_FUNCTIONS["sdpa"] = before
 
 
-def key_spans(mask: torch.Tensor) -> list[tuple[int, int, int, int]]:
-    """(first query, end, first key, end) of each block of BLOCK queries of an additive mask (rows × 1 × queries ×
-    keys): the keys from the first to the last that any row lets a query of the block see."""
+def key_spans(mask: torch.Tensor) -> list[tuple[int, int, slice | torch.Tensor]]:
+    """(first query, end, keys) of each block of BLOCK queries of an additive mask (rows × 1 × queries × keys): the
+    keys that any row lets a query of the block see, as the span from the first to the last, or as the indices of the
+    pieces of KEYS keys with any open entry when those are less than GATHER_BELOW of the span."""
     ok = mask[:, 0] > torch.finfo(mask.dtype).min / 2
     width = ok.shape[1]
     out = []
     for a in range(0, width, BLOCK):
         b = min(width, a + BLOCK)
-        keys = ok[:, a:b].any(dim=1).any(dim=0).nonzero()
-        out.append((a, b, int(keys[0]), int(keys[-1]) + 1) if len(keys) else (a, b, a, b))
+        cols = ok[:, a:b].any(dim=1).any(dim=0)
+        at = cols.nonzero()
+        if not len(at):  # nothing open (not made by score_packed): the block's own keys, all masked
+            out.append((a, b, slice(a, b)))
+            continue
+        lo, hi = int(at[0]), int(at[-1]) + 1
+        pieces = [(k, min(hi, k + KEYS)) for k in range(lo, hi, KEYS) if bool(cols[k:k + KEYS].any())]
+        kept = sum(e - k for k, e in pieces)
+        if kept < GATHER_BELOW * (hi - lo):
+            out.append((a, b, torch.cat([torch.arange(k, e) for k, e in pieces]).to(mask.device)))
+        else:
+            out.append((a, b, slice(lo, hi)))
     return out
