@@ -189,7 +189,8 @@ class HFBackend:
 
     def precision(self):
         """The context the model computes in: bf16-mixed runs the layers' matrix products in bfloat16 under
-        torch.autocast (float32 stays where it is asked for, e.g. the vocabulary projection); other dtypes as loaded."""
+        torch.autocast (the vocabulary projection turns it off and makes its own shifted bfloat16 product,
+        hf_project.py); other dtypes as loaded."""
         import contextlib
 
         import torch

@@ -36,8 +36,9 @@ def device_name(device: str = "auto") -> str:
 
 
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2, "bf16-mixed": 4}  # name → bytes per value
-# bf16-mixed: float32 weights, residual stream, norms and vocabulary projection; the layers' matrix products in
-# bfloat16 (torch.autocast), which is where the time goes
+# bf16-mixed: loaded in float32 (residual stream, norms, embeddings); the layers' linear maps then stored in bfloat16
+# and their products run in bfloat16 (torch.autocast), the vocabulary projection as a shifted bfloat16 product with
+# its top logits in float32 (hf_project.py): the matrix products are where the time goes
 LOAD_AS = {"bf16-mixed": "float32"}
 
 
