@@ -73,6 +73,9 @@ def test_the_shifted_projection_applies_only_to_a_plain_linear_head(mixed, monke
     monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
     assert hf_project.shifted_head(model) is None  # tanh of the logits is not a shift of them
     monkeypatch.setattr(model.config, "final_logit_softcapping", None, raising=False)
+    monkeypatch.setattr(model.config, "is_encoder_decoder", True, raising=False)
+    assert hf_project.shifted_head(model) is None  # scored from its logits: the copy would only take memory
+    monkeypatch.setattr(model.config, "is_encoder_decoder", False, raising=False)
     monkeypatch.setattr(model.get_output_embeddings(), "bias", torch.nn.Parameter(torch.zeros(head_rows(model))))
     assert hf_project.shifted_head(model) is None
 

@@ -38,11 +38,11 @@ def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is
 
 def shifted_head(model) -> torch.Tensor | None:
     """The output matrix in bfloat16 with a column of ones appended (the shift's column), or None where the shifted
-    bfloat16 projection does not apply: no separate output matrix, a bias, or soft-capped logits (tanh of the logits
-    is not a shift of them)."""
+    bfloat16 projection does not apply: no separate output matrix, a bias, soft-capped logits (tanh of the logits
+    is not a shift of them), or an encoder-decoder model (scored from its logits)."""
     head = model.get_output_embeddings()
     if head is None or model.base_model is model or getattr(head, "bias", None) is not None \
-            or getattr(model.config, "final_logit_softcapping", None):
+            or getattr(model.config, "final_logit_softcapping", None) or getattr(model.config, "is_encoder_decoder", False):
         return None
     weight = head.weight.detach()
     out = torch.ones((weight.shape[0], weight.shape[1] + 1), dtype=torch.bfloat16, device=weight.device)
