@@ -76,12 +76,8 @@ def test_the_shifted_projection_applies_only_to_a_plain_linear_head(mixed, monke
     monkeypatch.setattr(model.config, "is_encoder_decoder", True, raising=False)
     assert hf_project.shifted_head(model) is None  # scored from its logits: the copy would only take memory
     monkeypatch.setattr(model.config, "is_encoder_decoder", False, raising=False)
-    monkeypatch.setattr(model.get_output_embeddings(), "bias", torch.nn.Parameter(torch.zeros(head_rows(model))))
+    monkeypatch.setattr(model.get_output_embeddings(), "bias", torch.nn.Parameter(torch.zeros(model.get_output_embeddings().weight.shape[0])))
     assert hf_project.shifted_head(model) is None
-
-
-def head_rows(model) -> int:
-    return model.get_output_embeddings().weight.shape[0]
 
 
 def test_float32_keeps_the_float32_projection_and_close_releases_the_copy(tiny_model):

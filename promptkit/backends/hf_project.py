@@ -30,9 +30,8 @@ def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is
     float32, or bfloat16 with a shift when the backend made a shifted output matrix (shifted_head)."""
     rows = torch.arange(len(targets)) if rows is None else rows
     with torch.autocast(vectors.device.type, enabled=False):
-        head16 = None if is_logits else getattr(backend, "_head16", None)
-        if head16 is not None:
-            return _project_shifted(backend, head16, vectors.float(), targets, chunk, rows)
+        if backend._head16 is not None and not is_logits:
+            return _project_shifted(backend, vectors.float(), targets, chunk, rows)
         return _project(backend, vectors, targets, is_logits, chunk, rows)
 
 
@@ -51,8 +50,7 @@ def shifted_head(model) -> torch.Tensor | None:
 
 
 @torch.inference_mode()
-def _project_shifted(backend: HFBackend, head16: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, chunk: int,
-                     rows: torch.Tensor):
+def _project_shifted(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, chunk: int, rows: torch.Tensor):
     """bf16-mixed's projection (see the module's docstring). The first shift of a row is the largest float32 logit
     among its targets (a gather, no product with the whole matrix); a slice whose largest l - s comes out above
     REDO_ABOVE is multiplied again for those rows with s raised to it, so every logit near the row's maximum is
@@ -62,7 +60,7 @@ def _project_shifted(backend: HFBackend, head16: torch.Tensor, vectors: torch.Te
     The argmax is the largest of those float32 logits."""
     n, device, dim = len(vectors), vectors.device, vectors.shape[1]
     rows, targets = rows.to(device), targets.to(device)
-    head = backend.model.get_output_embeddings().weight
+    head, head16 = backend.model.get_output_embeddings().weight, backend._head16
     exact = (vectors[rows] * head[targets].float()).sum(-1)  # float32 logit of every target
     shift = torch.full((n,), -float("inf"), device=device).scatter_reduce(0, rows, exact, "amax")
     shift = torch.where(torch.isfinite(shift), shift, 0.0).bfloat16()  # exact in bfloat16, so [h, -s]·[w, 1] is l - s
