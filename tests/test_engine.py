@@ -1,5 +1,6 @@
 """The scoring engine: prefix sharing, batching, the result cache, out-of-memory back-off, resume after SIGKILL."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -274,3 +275,44 @@ def test_auto_dtype_is_bf16_mixed_only_on_a_cpu_with_bf16_instructions(tmp_path,
     assert hf_setup.dtype_name("auto", "cpu") == "float32"
     with pytest.raises(pk.PromptkitError, match="bf16-mixed"):
         hf_setup.dtype_name("float8", "cpu")
+
+
+
+ALLOC_CYCLES = """
+import json, resource, sys, torch
+from promptkit.backends.hf import HFBackend
+if sys.argv[1] != "-":
+    HFBackend(sys.argv[1], dtype="float32", device="cpu").load_weights()
+from promptkit.backends import hf_setup
+
+def batch():  # a batch's activations: blocks of 4 to 24 MiB held through the forward, then freed
+    held = [torch.empty(n << 20).fill_(1.0) for n in range(1, 7)]
+
+batch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    batch()
+print(json.dumps({"tuned": hf_setup._malloc_tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+@pytest.mark.parametrize("env", [{}, {"PROMPTKIT_MALLOC": "system"}, {"MALLOC_ARENA_MAX": "2"}], ids=["tuned", "opt-out", "user-set"])
+def test_loading_on_cpu_keeps_freed_activation_memory_for_the_next_batch(tiny_model, env):
+    """glibc returns blocks above its (adaptive) mmap threshold and heap tops above twice it to the system on free,
+    so a batch's activations could come as fresh pages the kernel faults in and zeroes (the few-shot benchmark:
+    260,000-720,000 faults). Loading a model on CPU makes glibc keep blocks up to 32 MiB, unless the user chose how
+    memory is allocated; then nothing is changed."""
+    import platform
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("PROMPTKIT_MALLOC", "LD_PRELOAD", "GLIBC_TUNABLES")}
+    runs = {}
+    for model in (tiny_model, "-"):
+        out = subprocess.run([sys.executable, "-c", ALLOC_CYCLES, model], env={**base, **env}, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        runs[model] = json.loads(out.stdout.strip().splitlines()[-1])
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert runs["-"]["tuned"] is None  # nothing changes until a model is loaded
+    assert runs[tiny_model]["tuned"] is (glibc and not env)
+    if runs[tiny_model]["tuned"]:
+        assert runs[tiny_model]["faults"] < 21504  # ten batches of 84 MiB (21,504 pages each), on pages already there

@@ -19,7 +19,7 @@ from .acquire import (DEFAULT_MODEL, _cached_snapshot, files_fingerprint, resolv
 from .base import ContinuationScore, Generation, cut_at_stop
 from .batching import run_halving
 from .hf_setup import (LOAD_AS, _architecture, _Fields, _read_config, auto_batch_tokens, device_name, dtype_name,
-                       pick_device, pick_dtype)
+                       pick_device, pick_dtype, tune_malloc)
 
 if TYPE_CHECKING:
     import torch
@@ -218,6 +218,8 @@ class HFBackend:
         if self._closed:
             raise ModelError(f"model '{self.spec}' was released (close()); load it again to score with it")
         loader = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
+        if self._device == "cpu":
+            tune_malloc()
         placement = {"device_map": self._device_map} if self._device_map else {}
         bars = hf_logging.is_progress_bar_enabled()
         if not self._bars:  # transformers' own loading bars show only when progress is wanted
