@@ -16,8 +16,9 @@ promptkit and lm-eval alternate (A B, then B A), and before every repetition the
 and left out of the medians. The ratio is taken per pair (lm-eval time / promptkit time) and reported as the
 median with its range. `--lmeval-batch 8,16,32,auto` first runs lm-eval once at each batch size (on the
 workloads in --sweep-on) and takes the fastest as the baseline. Also printed: forward tokens, tokens/s,
-promptkit's achieved FLOP/s against this machine's measured float32 matmul FLOP/s, the largest |difference| in
-log-likelihood, argmax agreement, and peak RSS.
+promptkit's achieved FLOP/s against this machine's float32 matmul FLOP/s (measured in the same process right after
+each repetition, since the machine's speed drifts; median over pairs), the largest |difference| in log-likelihood,
+argmax agreement, and peak RSS.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def child(args) -> None:
     requests = json.loads(Path(args.requests).read_text())
     if args.engine == "promptkit":
         result = run_promptkit(args.model_dir, requests, args.reps, args.dtype)
+        # the machine's speed drifts (up to 25% within an hour here): the peak this repetition is measured against is
+        # taken in the same process right after it
+        result["peak"] = matmul_peak()
     else:
         batch = args.lmeval_batch if args.lmeval_batch == "auto" else int(args.lmeval_batch)
         result = run_lmeval(args.model_dir, requests, args.reps, batch)
@@ -169,13 +173,21 @@ def wait_idle(max_load: float, max_wait: float) -> float:
     return os.getloadavg()[0]
 
 
-def run_child(args, engine: str, workload: str, req_file: Path, model_dir: str, batch: str) -> dict:
-    """One repetition of one engine in its own subprocess, after waiting for an idle machine."""
+def run_child(args, engine: str, workload: str, req_file: Path, model_dir: str, batch: str, tag: str) -> dict | None:
+    """One repetition of one engine in its own subprocess, after waiting for an idle machine; its result stays in
+    result-<workload>-<engine>-<tag>.json. None (said on stdout) when the process failed, e.g. killed for memory:
+    the other repetitions and workloads go on."""
     load = wait_idle(args.max_load, args.max_wait)
-    res_file = Path(args.out) / f"result-{workload}-{engine}.json"
+    res_file = Path(args.out) / f"result-{workload}-{engine}-{tag}.json"
     cmd = [sys.executable, __file__, "--engine", engine, "--requests", str(req_file), "--result", str(res_file),
            "--model-dir", model_dir, "--reps", "1", "--lmeval-batch", batch, "--dtype", args.dtype]
-    subprocess.run(cmd, check=True, timeout=6 * 3600)
+    try:
+        subprocess.run(cmd, check=True, timeout=6 * 3600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        why = "timed out" if isinstance(exc, subprocess.TimeoutExpired) else \
+            f"exit {exc.returncode}" + (" (killed: out of memory?)" if exc.returncode == -9 else "")
+        print(f"  {workload}: {engine} (lm-eval batch {batch}) failed, {why}; left out", flush=True)
+        return None
     result = json.loads(res_file.read_text())
     result["load"] = load
     return result
@@ -219,18 +231,25 @@ def main() -> None:
         req_file = out / f"requests-{workload}.json"
         req_file.write_text(json.dumps(requests))
         if len(batches) > 1 and (args.sweep_on == "all" or workload in args.sweep_on.split(",")):
-            sweep = {b: run_child(args, "lmeval", workload, req_file, model_dir, b) for b in batches}
+            sweep = {b: run_child(args, "lmeval", workload, req_file, model_dir, b, f"batch{b}") for b in batches}
             for b, r in sweep.items():
-                print(f"  {workload}: lm-eval batch {b}: {r['times'][0]:.1f} s (load {r['load']:.2f})", flush=True)
-            best_batch = min(batches, key=lambda b: sweep[b]["times"][0])
+                if r:
+                    print(f"  {workload}: lm-eval batch {b}: {r['times'][0]:.1f} s (load {r['load']:.2f})", flush=True)
+            if not any(sweep.values()):
+                continue
+            best_batch = min((b for b in batches if sweep[b]), key=lambda b: sweep[b]["times"][0])
         pairs = []
         for rep in range(args.reps):
             order = ("promptkit", "lmeval") if rep % 2 == 0 else ("lmeval", "promptkit")
-            got = {e: run_child(args, e, workload, req_file, model_dir, best_batch) for e in order}
+            got = {e: run_child(args, e, workload, req_file, model_dir, best_batch, f"pair{rep + 1}") for e in order}
+            if not all(got.values()):
+                continue
             pairs.append(got)
             print(f"  {workload} pair {rep + 1}: promptkit {got['promptkit']['times'][0]:.1f} s (load {got['promptkit']['load']:.2f}), "
                   f"lm-eval {got['lmeval']['times'][0]:.1f} s (load {got['lmeval']['load']:.2f})", flush=True)
-        rows.append(summarize(workload, requests, pairs, peak, args.max_load, best_batch))
+        if pairs:
+            rows.append(summarize(workload, requests, pairs, peak, args.max_load, best_batch))
+            (out / "summary.json").write_text(json.dumps(rows, indent=2))  # kept as each workload ends
     print()
     header = ["workload", "requests", "continuations", "promptkit_s", "lmeval_s", "speedup", "speedup_min", "speedup_max",
               "pairs_ok", "lmeval_batch", "promptkit_tokens", "lmeval_tokens", "promptkit_tok_s", "lmeval_tok_s",
@@ -242,7 +261,6 @@ def main() -> None:
           f"size of {args.lmeval_batch}, same model, float32; {args.reps} interleaved pairs per workload, each repetition its own process started at "
           f"1-minute load <= {args.max_load} (pairs_ok: pairs that did); speedup = median over pairs of lm-eval time / "
           "promptkit time, with its range")
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
 
 
 def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: float, max_load: float, batch: str) -> dict:
@@ -260,6 +278,7 @@ def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: floa
     flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
              + pk_["attention_flops"])
     ratios = [q["lmeval"]["times"][0] / q["promptkit"]["times"][0] for q in ok]
+    fractions = [flops / q["promptkit"]["times"][0] / q["promptkit"].get("peak", peak) for q in ok]
     t_pk = statistics.median(q["promptkit"]["times"][0] for q in ok)
     t_lm = statistics.median(q["lmeval"]["times"][0] for q in ok)
     return {"workload": workload, "requests": len(requests), "continuations": len(pk_["logprobs"]),
@@ -267,10 +286,11 @@ def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: floa
             "speedup_max": max(ratios), "pairs_ok": f"{len(ok) if ok is not pairs else 0}/{len(pairs)}", "lmeval_batch": batch,
             "promptkit_tokens": pk_["forward_tokens"], "lmeval_tokens": lm["forward_tokens"],
             "promptkit_tok_s": pk_["forward_tokens"] / t_pk, "lmeval_tok_s": lm["forward_tokens"] / t_lm,
-            "promptkit_gflops": flops / t_pk / 1e9, "peak_fraction": flops / t_pk / peak,
+            "promptkit_gflops": flops / t_pk / 1e9, "peak_fraction": statistics.median(fractions),
             "max_abs_dll": max(diffs), "same_argmax": same / len(requests),
             "promptkit_rss_mb": pk_["peak_rss_mb"], "lmeval_rss_mb": lm["peak_rss_mb"],
-            "loads": [[q["promptkit"]["load"], q["lmeval"]["load"]] for q in pairs]}
+            "loads": [[q["promptkit"]["load"], q["lmeval"]["load"]] for q in pairs],
+            "peaks_gflops": [q["promptkit"].get("peak", peak) / 1e9 for q in pairs]}
 
 
 def _version(name: str) -> str:
