@@ -248,7 +248,7 @@ def main() -> None:
             print(f"  {workload} pair {rep + 1}: promptkit {got['promptkit']['times'][0]:.1f} s (load {got['promptkit']['load']:.2f}), "
                   f"lm-eval {got['lmeval']['times'][0]:.1f} s (load {got['lmeval']['load']:.2f})", flush=True)
         if pairs:
-            rows.append(summarize(workload, requests, pairs, peak, args.max_load, best_batch))
+            rows.append(summarize(workload, requests, pairs, args.max_load, best_batch))
             (out / "summary.json").write_text(json.dumps(rows, indent=2))  # kept as each workload ends
     print()
     header = ["workload", "requests", "continuations", "promptkit_s", "lmeval_s", "speedup", "speedup_min", "speedup_max",
@@ -263,7 +263,7 @@ def main() -> None:
           "promptkit time, with its range")
 
 
-def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: float, max_load: float, batch: str) -> dict:
+def summarize(workload: str, requests: list[dict], pairs: list[dict], max_load: float, batch: str) -> dict:
     ok = [p for p in pairs if max(p["promptkit"]["load"], p["lmeval"]["load"]) <= max_load] or pairs
     pk_, lm = pairs[-1]["promptkit"], pairs[-1]["lmeval"]
     diffs = [abs(a - b) for a, b in zip(pk_["logprobs"], lm["logprobs"])]
@@ -278,7 +278,7 @@ def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: floa
     flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
              + pk_["attention_flops"])
     ratios = [q["lmeval"]["times"][0] / q["promptkit"]["times"][0] for q in ok]
-    fractions = [flops / q["promptkit"]["times"][0] / q["promptkit"].get("peak", peak) for q in ok]
+    fractions = [flops / q["promptkit"]["times"][0] / q["promptkit"]["peak"] for q in ok]
     t_pk = statistics.median(q["promptkit"]["times"][0] for q in ok)
     t_lm = statistics.median(q["lmeval"]["times"][0] for q in ok)
     return {"workload": workload, "requests": len(requests), "continuations": len(pk_["logprobs"]),
@@ -290,7 +290,7 @@ def summarize(workload: str, requests: list[dict], pairs: list[dict], peak: floa
             "max_abs_dll": max(diffs), "same_argmax": same / len(requests),
             "promptkit_rss_mb": pk_["peak_rss_mb"], "lmeval_rss_mb": lm["peak_rss_mb"],
             "loads": [[q["promptkit"]["load"], q["lmeval"]["load"]] for q in pairs],
-            "peaks_gflops": [q["promptkit"].get("peak", peak) / 1e9 for q in pairs]}
+            "peaks_gflops": [q["promptkit"]["peak"] / 1e9 for q in pairs]}
 
 
 def _version(name: str) -> str:
