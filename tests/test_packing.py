@@ -114,14 +114,29 @@ def test_first_tokens_of_a_prompt_share_one_projection_row(tiny_backend):
     assert greedy.tolist() == (full.argmax(1) == targets).tolist()
 
 
-def test_rows_are_filled_first_fit_and_batches_keep_similar_widths():
+def test_rows_and_batches_are_filled_first_fit_in_decreasing_size():
     assert hf_packing.fill_rows([5, 3, 4, 2, 1], 6) == [[0, 4], [2, 3], [1]]
     assert hf_packing.fill_rows([9], 4) == [[0]]  # a larger segment gets a row of its own
+    # batches are filled like rows (score_packed then packs a batch into as few rows as it can, without padding,
+    # so a small tree may join a large one): a budget of 2,000 holds the seven trees in two batches (the old rule, rows of similar width, made three)
     sizes = [700, 680, 400, 390, 100, 90, 30]
-    batches = list(hf_packing.packed_batches(sizes, lambda n: n, width=256, budget=2000))
-    # 400 would leave rows of 700 half empty; the small trees share rows of the packing width
-    assert batches == [[700, 680], [400, 390], [100, 90, 30]]
-    assert list(hf_packing.packed_batches([300] * 5, lambda n: n, width=256, budget=700)) == [[300, 300]] * 2 + [[300]]
+    batches = hf_packing.packed_batches(sizes, lambda n: n, budget=2000)
+    assert batches == [[700, 680, 400, 100, 90, 30], [390]]
+    assert all(sum(b) <= 2000 for b in batches)
+    assert hf_packing.packed_batches([300] * 5, lambda n: n, budget=700) == [[300, 300]] * 2 + [[300]]
+
+
+def test_a_batch_of_unequal_trees_runs_in_one_row_without_padding(tiny_model, monkeypatch):
+    """Rows used to be as wide as a batch's largest tree, so trees of unequal size left padding at the end of
+    each row (12.6% of the token slots on the benchmark's few-shot workload); now a batch that fits in one row
+    runs as one row with no padding, and gives what unshared rows give."""
+    pairs = mixed_pairs()
+    packed = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=4096)
+    unshared = HFBackend(tiny_model, dtype="float32", device="cpu", share_prompts=False)
+    shapes, real = [], packed.model.base_model.forward
+    monkeypatch.setattr(packed.model.base_model, "forward", lambda *a, **k: shapes.append(tuple(k["input_ids"].shape)) or real(*a, **k))
+    assert_same(packed.loglikelihood(pairs), unshared.loglikelihood(pairs), pairs)
+    assert shapes == [(1, packed.forward_tokens)]  # one row, every slot a real token
 
 
 def test_groups_wider_than_the_widest_packed_row_take_the_other_paths(tiny_model, monkeypatch):
@@ -137,3 +152,23 @@ def test_groups_wider_than_the_widest_packed_row_take_the_other_paths(tiny_model
     unshared = HFBackend(tiny_model, dtype="float32", device="cpu", share_prompts=False)
     assert_same(packed.loglikelihood(pairs), unshared.loglikelihood(pairs), pairs)
     assert widths and max(widths) <= 24
+
+
+def test_sliding_layers_share_the_full_mask_when_no_tree_reaches_past_the_window():
+    """Building a second mask for a 4,096-token row costs ~0.1 s; it is built only when some key is further back
+    than the window, and then cuts exactly those keys."""
+    import types
+
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril()[None]
+    pos = torch.arange(6)[None]
+    low = torch.finfo(torch.float32).min
+    shallow = hf_packing._attention_masks(types.SimpleNamespace(dtype=torch.float32, device="cpu", sliding_masks=True,
+                                                                window=6), allowed, pos)
+    assert shallow["sliding_attention"] is shallow["full_attention"]
+    assert torch.equal(shallow["full_attention"][0, 0] == 0, allowed[0])
+    deep = hf_packing._attention_masks(types.SimpleNamespace(dtype=torch.float32, device="cpu", sliding_masks=True,
+                                                             window=3), allowed, pos)
+    assert torch.equal(deep["full_attention"], shallow["full_attention"])
+    open_keys = deep["sliding_attention"][0, 0] > low / 2
+    assert open_keys[5].tolist() == [False, False, False, True, True, True]  # the window's 3 keys: 3, 4 and itself
+    assert torch.equal(open_keys, allowed[0] & (pos[0][:, None] - pos[0][None] < 3))

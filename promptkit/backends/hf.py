@@ -117,7 +117,7 @@ class HFBackend:
         self.batch_tokens = auto_batch_tokens(sizes, self._dtype, self._device) if batch_tokens == "auto" else int(batch_tokens)
 
     # settings read from the model's configuration (transformers' AutoConfig), computed on first use
-    _CONFIGURED = frozenset({"config", "max_length", "window", "share_limit", "share_prompts", "pack_tokens",
+    _CONFIGURED = frozenset({"config", "max_length", "window", "share_limit", "share_prompts", "pack_prompts",
                              "sliding_masks", "pack_depth"})
 
     def __getattr__(self, name: str):
@@ -149,9 +149,9 @@ class HFBackend:
         values = {
             "config": config, "max_length": max_length, "window": window, "share_limit": share_limit,
             "share_prompts": asked["share_prompts"] and not self.seq2seq,
-            # narrowest row of score_packed: small trees (lone short prompts) share rows of this width; a larger tree
-            # gets a row as wide as itself, up to hf_packing.max_tree (wider groups take the cached or unshared path)
-            "pack_tokens": 256 if asked["pack_prompts"] and not self.seq2seq else 0,
+            # score_packed packs prompt groups up to hf_packing.max_tree tokens (wider ones take the cached or
+            # unshared path) into rows as wide as a batch
+            "pack_prompts": asked["pack_prompts"] and not self.seq2seq,
             "sliding_masks": sliding_masks,
             "pack_depth": max_length if sliding_masks or window >= max_length else share_limit,
         }
@@ -374,9 +374,9 @@ class HFBackend:
         return score_shared(self, items)
 
     def _score_packed(self, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
-        from .hf_packing import score_packed
+        from .hf_packing import max_tree, score_packed
 
-        return score_packed(self, trees, self.pack_tokens)
+        return score_packed(self, trees, max_tree(self))
 
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> _Scored:
         from .hf_compute import score_batch

@@ -1,6 +1,7 @@
 """Packed scoring for HFBackend: prompts, the prefix they share and their continuations as trees, packed side by
 side into rows and run in one forward pass with a 4D mask (no key/value cache, little padding). The planner
-groups prompts into trees, the batcher keeps rows of similar width, the kernel builds the rows and the masks."""
+groups prompts into trees, the batcher fills batches of a token budget, the kernel packs each batch into as few rows
+as it can and builds the masks."""
 
 from __future__ import annotations
 
@@ -111,30 +112,19 @@ def fill_rows(sizes: list[int], width: int) -> list[list[int]]:
     return rows
 
 
-def packed_batches(trees: list, size, width: int, budget: int, fill: float = 0.75):
-    """Trees (largest first) in batches for score_packed: at most `budget` tokens, and rows as wide as the largest
-    tree (at least `width`) are not filled with trees much smaller than that (< `fill` of the row), which would
-    leave the row mostly padding; smaller trees start a batch with narrower rows."""
-    batch, total, row = [], 0, width
-    for t in trees:
-        n = size(t)
-        if batch and (total + n > budget or (row > width and n < fill * row)):
-            yield batch
-            batch, total = [], 0
-        if not batch:
-            row = max(width, n)
-        batch.append(t)
-        total += n
-    if batch:
-        yield batch
+def packed_batches(trees: list, size, budget: int) -> list[list]:
+    """Trees in batches for score_packed of at most `budget` tokens each (fill_rows: first fit in decreasing size).
+    score_packed packs a batch into as few rows as it can, so mixing large and small trees costs no padding."""
+    return [[trees[i] for i in batch] for batch in fill_rows([size(t) for t in trees], budget)]
 
 
 @torch.inference_mode()
 def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list[int]]]]], width: int) -> _Scored:
     """One forward pass, no key/value cache. A tree is prompts with their continuations: their shared prefix
     (the instruction, the demonstrations) once, then each prompt's remaining tokens, then each continuation but
-    its last token. Trees are packed side by side into rows of `width` tokens (a larger tree gets a row of its
-    own). A 4D mask lets every token see exactly its ancestors (a continuation token: its prompt and the earlier
+    its last token. Trees are packed side by side into rows of at most `width` tokens (a larger tree gets a row
+    of its own), first fit in decreasing size; a row is as wide as what it holds, so a batch that fits in one row
+    runs without padding (attention by blocks keeps a wide row's masked work small). A 4D mask lets every token see exactly its ancestors (a continuation token: its prompt and the earlier
     tokens of its own continuation) and positions count the depth in the tree, so each token sees what it sees
     in a row of its own; sliding-window layers get the same mask cut to the window. Compared with padded rows
     and cached passes this saves the padding, the cache copies and most per-pass overhead."""
@@ -209,14 +199,18 @@ def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list
 
 def _attention_masks(backend: HFBackend, allowed: torch.Tensor, pos: torch.Tensor):
     """Additive 4D masks for `allowed` (rows × queries × keys): one tensor, or, for a model with sliding-window
-    layers, one per layer type with keys further back than the window cut in the sliding one."""
+    layers, one per layer type with keys further back than the window cut in the sliding one (the same tensor for
+    both when no tree is deeper than the window: nothing to cut)."""
     def additive(ok: torch.Tensor) -> torch.Tensor:
-        bias = torch.zeros(ok.shape, dtype=backend.dtype)
-        bias.masked_fill_(~ok, torch.finfo(backend.dtype).min)
-        return bias[:, None].to(backend.device)
+        zero, low = torch.zeros((), dtype=backend.dtype), torch.tensor(torch.finfo(backend.dtype).min, dtype=backend.dtype)
+        return torch.where(ok, zero, low)[:, None].to(backend.device)
 
+    full = additive(allowed)
     if not backend.sliding_masks:
-        return additive(allowed)
+        return full
+    if int(pos.max()) < backend.window:
+        return {"full_attention": full, "sliding_attention": full}
+    pos = pos.to(torch.int32)
     near = (pos[:, :, None] - pos[:, None, :]) < backend.window
-    diagonal = torch.eye(allowed.shape[1], dtype=torch.bool)  # padding keeps attending to itself
-    return {"full_attention": additive(allowed), "sliding_attention": additive(allowed & (near | diagonal))}
+    near |= torch.eye(allowed.shape[1], dtype=torch.bool)  # padding keeps attending to itself
+    return {"full_attention": full, "sliding_attention": additive(allowed & near)}

@@ -39,7 +39,7 @@ def loglikelihood(backend: HFBackend, pairs: list[tuple[str, str]], progress: Ca
     packable, shared, single = [], [], []
     for ctx, members in groups.items():
         longest = max(len(encoded[j][1]) for j in members)
-        if backend.pack_tokens and backend.share_prompts and len(ctx) + longest <= backend.pack_depth \
+        if backend.pack_prompts and backend.share_prompts and len(ctx) + longest <= backend.pack_depth \
                 and alone_size((ctx, members)) <= hf_packing.max_tree(backend):
             packable.append((ctx, members))
             continue
@@ -86,7 +86,7 @@ def loglikelihood(backend: HFBackend, pairs: list[tuple[str, str]], progress: Ca
         return [(list(ctx), [encoded[j][1] for j in m]) for ctx, m in t]
 
     for batch in hf_packing.packed_batches(hf_packing.plan_trees(backend, packable, lambda g: [encoded[j][1] for j in g[1]]),
-                                           lambda t: t.size, backend.pack_tokens, backend.batch_tokens):
+                                           lambda t: t.size, backend.batch_tokens):
         backend._run(batch, lambda b: backend._score_packed([tree(t.groups) for t in b]),
                   lambda b: [j for t in b for _, m in t.groups for j in m], defer)
     for batch in plan_shared(backend, shared, group_cost):
