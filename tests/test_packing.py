@@ -118,7 +118,8 @@ def test_rows_and_batches_are_filled_first_fit_in_decreasing_size():
     assert hf_packing.fill_rows([5, 3, 4, 2, 1], 6) == [[0, 4], [2, 3], [1]]
     assert hf_packing.fill_rows([9], 4) == [[0]]  # a larger segment gets a row of its own
     # batches are filled like rows (score_packed then packs a batch into as few rows as it can, without padding,
-    # so a small tree may join a large one): a budget of 2,000 holds the seven trees in two batches (the old rule, rows of similar width, made three)
+    # so a small tree may join a large one): a budget of 2,000 holds the seven trees in two batches (the old rule,
+    # rows of similar width, made three)
     sizes = [700, 680, 400, 390, 100, 90, 30]
     batches = hf_packing.packed_batches(sizes, lambda n: n, budget=2000)
     assert batches == [[700, 680, 400, 100, 90, 30], [390]]
@@ -134,7 +135,8 @@ def test_a_batch_of_unequal_trees_runs_in_one_row_without_padding(tiny_model, mo
     packed = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=4096)
     unshared = HFBackend(tiny_model, dtype="float32", device="cpu", share_prompts=False)
     shapes, real = [], packed.model.base_model.forward
-    monkeypatch.setattr(packed.model.base_model, "forward", lambda *a, **k: shapes.append(tuple(k["input_ids"].shape)) or real(*a, **k))
+    monkeypatch.setattr(packed.model.base_model, "forward",
+                        lambda *a, **k: shapes.append(tuple(k["input_ids"].shape)) or real(*a, **k))
     assert_same(packed.loglikelihood(pairs), unshared.loglikelihood(pairs), pairs)
     assert shapes == [(1, packed.forward_tokens)]  # one row, every slot a real token
 

@@ -374,9 +374,9 @@ class HFBackend:
         return score_shared(self, items)
 
     def _score_packed(self, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
-        from .hf_packing import max_tree, score_packed
+        from .hf_packing import score_packed
 
-        return score_packed(self, trees, max_tree(self))
+        return score_packed(self, trees)
 
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> _Scored:
         from .hf_compute import score_batch

@@ -119,19 +119,20 @@ def packed_batches(trees: list, size, budget: int) -> list[list]:
 
 
 @torch.inference_mode()
-def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list[int]]]]], width: int) -> _Scored:
+def score_packed(backend: HFBackend, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
     """One forward pass, no key/value cache. A tree is prompts with their continuations: their shared prefix
     (the instruction, the demonstrations) once, then each prompt's remaining tokens, then each continuation but
-    its last token. Trees are packed side by side into rows of at most `width` tokens (a larger tree gets a row
-    of its own), first fit in decreasing size; a row is as wide as what it holds, so a batch that fits in one row
-    runs without padding (attention by blocks keeps a wide row's masked work small). A 4D mask lets every token see exactly its ancestors (a continuation token: its prompt and the earlier
-    tokens of its own continuation) and positions count the depth in the tree, so each token sees what it sees
-    in a row of its own; sliding-window layers get the same mask cut to the window. Compared with padded rows
-    and cached passes this saves the padding, the cache copies and most per-pass overhead."""
+    its last token. Trees are packed side by side into rows of at most `max_tree` tokens, first fit in decreasing
+    size; a row is as wide as what it holds, so a batch that fits in one row runs without padding (attention by
+    blocks keeps a wide row's masked work small). A 4D mask lets every token see exactly its ancestors (a
+    continuation token: its prompt and the earlier tokens of its own continuation) and positions count the depth
+    in the tree, so each token sees what it sees in a row of its own; sliding-window layers get the same mask cut
+    to the window. Compared with padded rows and cached passes this saves the padding, the cache copies and most
+    per-pass overhead."""
     dev = backend.device
     shares = [shared_prefix(backend, [ctx for ctx, _ in tree]) for tree in trees]
     sizes = [tree_size([ctx for ctx, _ in tree], [conts for _, conts in tree], k) for tree, k in zip(trees, shares)]
-    placement = fill_rows(sizes, width)
+    placement = fill_rows(sizes, max_tree(backend))
     used = max(sum(sizes[t] for t in row) for row in placement)
     ids = torch.full((len(placement), used), backend._pad_id(), dtype=torch.long)
     pos = torch.zeros((len(placement), used), dtype=torch.long)
