@@ -88,12 +88,15 @@ def run_promptkit(model_dir: str, requests, reps: int, dtype: str = "float32") -
     pairs = pairs_of(requests)
     times, scores = [], None
     for _ in range(reps):
-        backend.forward_tokens, backend.attention_keys = 0, [0, 0]
+        backend.forward_tokens, backend.attention_keys, backend.projected_rows = 0, [0, 0], 0
         start = time.perf_counter()
         scores = backend.loglikelihood(pairs)
         times.append(time.perf_counter() - start)
     projected = sum(s.n_tokens for s in scores)
+    # FLOPs count the projection once per position projected (one for all the choices a prompt's last position
+    # predicts), not once per target token: the work done, not the work avoided
     return {"times": times, "forward_tokens": backend.forward_tokens, "projected_tokens": projected,
+            "projected_rows": backend.projected_rows,
             "attention_flops": _attention_flops(backend.model.config, backend.attention_keys),
             "logprobs": [s.logprob for s in scores], "params": _param_counts(backend.model)}
 
@@ -275,8 +278,10 @@ def summarize(workload: str, requests: list[dict], pairs: list[dict], max_load: 
         k += n
     p = pk_["params"]
     # model FLOPs actually needed (padding not counted): weights, vocabulary projection, attention
-    flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_tokens"]
+    flops = (2 * (p["total"] - p["embedding"]) * pk_["forward_tokens"] + 2 * p["hidden"] * p["vocab"] * pk_["projected_rows"]
              + pk_["attention_flops"])
+    # before 2026-12-03 the projection was counted once per target token; kept in the JSON to compare old figures
+    per_target = flops + 2 * p["hidden"] * p["vocab"] * (pk_["projected_tokens"] - pk_["projected_rows"])
     ratios = [q["lmeval"]["times"][0] / q["promptkit"]["times"][0] for q in ok]
     fractions = [flops / q["promptkit"]["times"][0] / q["promptkit"]["peak"] for q in ok]
     t_pk = statistics.median(q["promptkit"]["times"][0] for q in ok)
@@ -287,6 +292,7 @@ def summarize(workload: str, requests: list[dict], pairs: list[dict], max_load: 
             "promptkit_tokens": pk_["forward_tokens"], "lmeval_tokens": lm["forward_tokens"],
             "promptkit_tok_s": pk_["forward_tokens"] / t_pk, "lmeval_tok_s": lm["forward_tokens"] / t_lm,
             "promptkit_gflops": flops / t_pk / 1e9, "peak_fraction": statistics.median(fractions),
+            "peak_fraction_per_target": statistics.median(per_target / q["promptkit"]["times"][0] / q["promptkit"]["peak"] for q in ok),
             "max_abs_dll": max(diffs), "same_argmax": same / len(requests),
             "promptkit_rss_mb": pk_["peak_rss_mb"], "lmeval_rss_mb": lm["peak_rss_mb"],
             "loads": [[q["promptkit"]["load"], q["lmeval"]["load"]] for q in pairs],

@@ -41,6 +41,17 @@ def test_shared_prefix_and_prompt_sharing_equal_unshared_scores(tiny_model):
     assert shared.forward_tokens < unshared.forward_tokens - 3 * 4 * (prefix_tokens - 2)
 
 
+def test_projected_rows_count_each_scored_position_once(tiny_model):
+    """A prompt's continuations are all predicted from its last position: that position is projected onto the
+    vocabulary once, plus one position per further continuation token (benchmarks count FLOPs from this)."""
+    pairs = few_shot_pairs()
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000)
+    scores = backend.loglikelihood(pairs)
+    prompts = {p for p, _ in pairs}
+    want = len(prompts) + sum(len(backend.encode(p, c)[1]) - 1 for p, c in pairs)
+    assert backend.projected_rows == want < sum(s.n_tokens for s in scores)
+
+
 def test_order_and_budget_do_not_change_results(tiny_model):
     pairs = few_shot_pairs()
     big = HFBackend(tiny_model, dtype="float32", device="cpu", batch_tokens=100_000).loglikelihood(pairs)
@@ -238,6 +249,18 @@ def test_sliced_vocabulary_projection_equals_full_log_softmax(tiny_backend, monk
     lp, greedy = tiny_backend._project(tied, torch.tensor([3, 8]), is_logits=True, chunk=4)
     assert greedy.tolist() == [True, False]
     assert torch.allclose(lp, torch.log_softmax(tied, -1)[:, 3])
+    # the argmax is taken only where a row's maximum rises: rows rising in different slices, a tie across slices,
+    # the maximum in the last (short) slice, and a row that never rises after the first slice
+    logits = torch.zeros(4, 11)
+    logits[0, [1, 9]] = 2.0            # tie: the first slice's index wins
+    logits[1, 1], logits[1, 6] = 1.0, 3.0  # rises in the second slice
+    logits[2, 5], logits[2, 10] = 1.0, 4.0  # rises in the second, then again in the last slice
+    logits[3, 0] = 7.0                 # never rises again
+    argmax = logits.argmax(1)
+    for targets in (argmax, torch.tensor([9, 1, 5, 10])):
+        lp, greedy = tiny_backend._project(logits, targets, is_logits=True, chunk=4)
+        assert greedy.tolist() == (argmax == targets).tolist()
+        assert torch.allclose(lp, torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0], atol=1e-6)
 
 
 def test_bf16_mixed_rounds_only_the_matrix_products(tiny_model, tmp_path):

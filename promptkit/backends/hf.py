@@ -88,6 +88,7 @@ class HFBackend:
         # keys that the forwarded tokens attended to, summed (full layers / sliding-window layers):
         # with forward_tokens this gives the model FLOPs actually done, attention included
         self.attention_keys = [0, 0]
+        self.projected_rows = 0  # positions projected onto the vocabulary: each once, however many targets it predicts
         self.backoffs = 0
         self.min_shared_prefix = min_shared_prefix
         self.project_rows = 128  # rows gathered before one vocabulary projection (one chunk of _project)
@@ -383,7 +384,7 @@ class HFBackend:
 
         return score_batch(self, items)
 
-    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
+    def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int | None = None,
                  rows: torch.Tensor | None = None):
         from .hf_project import project
 

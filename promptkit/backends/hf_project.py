@@ -20,19 +20,24 @@ if TYPE_CHECKING:
 
 REDO_ABOVE = 1.0  # a slice whose largest l - s exceeds this (nats) is computed again for that row with s raised
 EXACT_TOP = 16  # largest logits of a row taken again in float32 (they carry most of the log-sum-exp)
+SLICE = 2048  # vocabulary entries per slice of the float32 way: its logits stay in cache for the reductions
+SLICE_SHIFTED = 32768  # per slice of the bfloat16 way (each slice's top k joins a running top k)
 
 
-def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int = 32768,
-            rows: torch.Tensor | None = None):
+def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False,
+            chunk: int | None = None, rows: torch.Tensor | None = None):
     """Log-probability of each target token and whether it is the argmax, from final hidden states (projected onto
     the vocabulary here) or from logits; `rows[i]` is the vector that predicts target i (default: vector i), so a
     vector that predicts several targets is projected once. bf16-mixed's autocast stops here: the projection is
-    float32, or bfloat16 with a shift when the backend made a shifted output matrix (shifted_head)."""
+    float32, or bfloat16 with a shift when the backend made a shifted output matrix (shifted_head). `chunk`: the
+    vocabulary entries per slice (default SLICE, or SLICE_SHIFTED for the bfloat16 way)."""
     rows = torch.arange(len(targets)) if rows is None else rows
+    if not is_logits:
+        backend.projected_rows += len(vectors)
     with torch.autocast(vectors.device.type, enabled=False):
         if backend._head16 is not None and not is_logits:
-            return _project_shifted(backend, vectors.float(), targets, chunk, rows)
-        return _project(backend, vectors, targets, is_logits, chunk, rows)
+            return _project_shifted(backend, vectors.float(), targets, chunk or SLICE_SHIFTED, rows)
+        return _project(backend, vectors, targets, is_logits, chunk or SLICE, rows)
 
 
 def shifted_head(model) -> torch.Tensor | None:
@@ -112,7 +117,9 @@ def _project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, i
     and argmax, inside one reused buffer: all rows share one read of the output matrix, memory holds
     (rows × chunk) logits instead of (rows × vocabulary) — 1 MiB per row for a 262k vocabulary — and no large
     block is freed and reallocated per slice (on glibc such churn fragments the heap and the process keeps
-    growing)."""
+    growing). Slices of SLICE entries keep a slice's logits in cache for the reductions that follow the product,
+    and a row's argmax is taken only in the slices where its maximum rises (a plain maximum is far cheaper than
+    an argmax on CPU): 1.2-1.4x over slices of 32,768 with an argmax each (benchmarks/README)."""
     head = None if is_logits else backend.model.get_output_embeddings()
     cap = None if is_logits else getattr(backend.model.config, "final_logit_softcapping", None)
     vocab = vectors.shape[1] if is_logits else head.weight.shape[0]
@@ -139,10 +146,11 @@ def _project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, i
         inside = (targets >= start) & (targets < stop)
         if inside.any():
             target_logit[inside] = logits[rows[inside], targets[inside] - start]
-        top, at = logits.max(dim=-1)
-        better = top > best  # strictly: the first maximum wins, as argmax does
-        best = torch.where(better, top, best)
-        best_at = torch.where(better, at + start, best_at)
+        top = logits.amax(dim=-1)
+        better = (top > best).nonzero().flatten()  # strictly: the first maximum wins, as argmax does
+        if len(better):  # the argmax only of the rows whose maximum rose (an argmax costs ~20 maxima on CPU)
+            best_at[better] = (logits.argmax(dim=-1) if len(better) == n else logits[better].argmax(dim=-1)) + start
+            best[better] = top[better]
         # log-sum-exp of this slice, in place, merged into the running one
         part = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_().add_(top)
         lse = torch.logaddexp(lse, part)
