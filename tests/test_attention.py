@@ -56,19 +56,24 @@ def test_the_override_is_scoped_and_undone_after_an_error(tiny_model):
         model.config._attn_implementation_internal = "sdpa"
 
 
-def test_blocked_attention_equals_the_dense_call(tiny_model, monkeypatch):
-    """One attention call on a packed mask: by blocks of 4 queries = the dense call, to float rounding."""
+@pytest.mark.parametrize("keys", [64, 2])  # keys as spans; or, in pieces of 2, the last block's keys gathered
+def test_blocked_attention_equals_the_dense_call(tiny_model, monkeypatch, keys):
+    """One attention call on a packed mask: by blocks of 4 queries, each block's grouped query heads folded into
+    one head per key/value head = the dense call, to float rounding."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     monkeypatch.setattr(hf_attention, "BLOCK", 4)
+    monkeypatch.setattr(hf_attention, "KEYS", keys)
     model = HFBackend(tiny_model, dtype="float32", device="cpu").model
     module = model.model.layers[0].self_attn  # grouped heads: 4 query heads, 2 key/value heads
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, 13, 8), torch.randn(2, 2, 13, 8), torch.randn(2, 2, 13, 8)
     allowed = torch.ones(13, 13, dtype=torch.bool).tril()
     allowed[7:, :5] = False  # the second tree of each row does not see the first
+    allowed[11:, 7:11] = False  # and in it a second prompt (11-12) sees the tree's prefix (5-6), not the first (7-10)
     mask = additive(allowed.expand(2, 13, 13).clone())
+    assert any(not isinstance(k, slice) for _, _, k in hf_attention.key_spans(mask)) == (keys == 2)
     want = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)[0]
     with hf_attention.blocked(model):
         got = ALL_ATTENTION_FUNCTIONS["sdpa"](module, q, k, v, mask, scaling=0.3)[0]

@@ -5,7 +5,10 @@ the diagonal, and the trees packed before a block's own. torch's CPU attention k
 to the keys that its rows' masks open: the span from the first key any of its queries may see to the last, or, where
 that span holds large closed stretches (a prompt's tokens do not see the other prompts of its tree, only the shared
 prefix), the open pieces of KEYS keys gathered; through transformers' own `sdpa` function, so every model that uses
-it keeps its handling (grouped heads, scaling, ...)."""
+it keeps its handling (scaling, ...). Query heads that share a key/value head (grouped-query attention) are folded
+into one head with their queries one after another, so that one product per key/value head does the work instead of
+the keys and values copied to every query head (Gemma 3 270M, 4 query heads per key/value head, a block of 128
+queries against 639 keys: 2.4 ms instead of 2.9 ms)."""
 
 from __future__ import annotations
 
@@ -41,13 +44,24 @@ def blocked(model) -> Iterator[None]:
         seen = spans.get(id(attention_mask))
         if seen is None or seen[0] is not attention_mask:
             seen = spans[id(attention_mask)] = (attention_mask, key_spans(attention_mask))
+        groups = getattr(module, "num_key_value_groups", 1)
+        fold = groups > 1 and key.shape[1] * groups == query.shape[1] and kwargs.get("position_bias") is None
+        single = _OneGroup(module) if fold else module
         parts = []
         for a, b, keys in seen[1]:
             if isinstance(keys, slice):
                 k, v, m = key[:, :, keys], value[:, :, keys], attention_mask[:, :, a:b, keys]
             else:
                 k, v, m = key.index_select(2, keys), value.index_select(2, keys), attention_mask[:, :, a:b].index_select(3, keys)
-            parts.append(sdpa(module, query[:, :, a:b], k, v, m, **kwargs)[0])
+            q = query[:, :, a:b]
+            if not fold:
+                parts.append(sdpa(module, q, k, v, m, **kwargs)[0])
+                continue
+            # the query heads that share a key/value head as one head of groups × (b - a) queries, the mask repeated
+            # for each: one product per key/value head instead of keys and values copied to every query head
+            rows, heads, n, dim = q.shape
+            out = sdpa(single, q.reshape(rows, key.shape[1], groups * n, dim), k, v, m.repeat(1, 1, groups, 1), **kwargs)[0]
+            parts.append(out.view(rows, groups, n, key.shape[1], -1).permute(0, 2, 3, 1, 4).reshape(rows, n, heads, -1))
         return torch.cat(parts, dim=1), None
 
     before = ALL_ATTENTION_FUNCTIONS._local_mapping.get("sdpa")
@@ -59,6 +73,19 @@ def blocked(model) -> Iterator[None]:
             del ALL_ATTENTION_FUNCTIONS["sdpa"]
         else:
             ALL_ATTENTION_FUNCTIONS["sdpa"] = before
+
+
+class _OneGroup:
+    """An attention module as transformers' `sdpa` sees it once its grouped query heads are folded into one head
+    per key/value head: no groups to repeat keys and values for; every other attribute is the module's."""
+
+    num_key_value_groups = 1
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
 
 
 def key_spans(mask: torch.Tensor) -> list[tuple[int, int, slice | torch.Tensor]]:
