@@ -16,3 +16,23 @@ def test_a_failed_repetition_is_named_and_the_benchmark_goes_on(tmp_path, capsys
     missing = tmp_path / "requests-absent.json"
     assert bench_engine.run_child(args, "lmeval", "long", missing, "no-model", "8", "pair1") is None
     assert "long: lmeval (lm-eval batch 8) failed, exit 1; left out" in capsys.readouterr().out
+
+
+def test_the_peak_fraction_is_given_for_the_first_call_and_for_the_fastest():
+    """The peak is the best of 10 products; the run's fraction is given for its first call (the one timed against
+    lm-eval) and for the fastest of its calls in the same process, each against that process's peak."""
+    params = {"total": 1_000_000, "embedding": 0, "hidden": 10, "vocab": 100}
+    requests = [{"prompt": "p", "continuations": ["a", "b"]}]
+
+    def pk(times, peak):
+        return {"times": times, "peak": peak, "load": 0.1, "params": params, "forward_tokens": 500, "projected_rows": 0,
+                "projected_tokens": 0, "attention_flops": 0, "logprobs": [-1.0, -2.0], "peak_rss_mb": 1.0}
+
+    lm = {"times": [40.0], "load": 0.1, "forward_tokens": 900, "logprobs": [-1.0, -2.5], "peak_rss_mb": 2.0}
+    pairs = [{"promptkit": pk([10.0, 8.0, 9.0], 1e8), "lmeval": lm}, {"promptkit": pk([20.0, 16.0, 19.0], 1e8), "lmeval": lm}]
+    row = bench_engine.summarize("few", requests, pairs, 0.5, "8")
+    flops = 2 * 1_000_000 * 500
+    assert row["speedup"] == (40 / 10 + 40 / 20) / 2  # the first calls are paired with lm-eval
+    assert abs(row["peak_fraction"] - (flops / 10 / 1e8 + flops / 20 / 1e8) / 2) < 1e-12
+    assert abs(row["peak_fraction_best"] - (flops / 8 / 1e8 + flops / 16 / 1e8) / 2) < 1e-12
+    assert row["same_argmax"] == 1.0
