@@ -25,7 +25,7 @@ def test_the_peak_fraction_is_given_for_the_first_call_and_for_the_fastest():
     requests = [{"prompt": "p", "continuations": ["a", "b"]}]
 
     def pk(times, peak):
-        return {"times": times, "peak": peak, "load": 0.1, "params": params, "forward_tokens": 500, "projected_rows": 0,
+        return {"times": times, "peak": peak, "peaks": [peak * 0.9, peak], "load": 0.1, "params": params, "forward_tokens": 500, "projected_rows": 0,
                 "projected_tokens": 0, "attention_flops": 0, "logprobs": [-1.0, -2.0], "peak_rss_mb": 1.0}
 
     lm = {"times": [40.0], "load": 0.1, "forward_tokens": 900, "logprobs": [-1.0, -2.5], "peak_rss_mb": 2.0}
@@ -36,3 +36,4 @@ def test_the_peak_fraction_is_given_for_the_first_call_and_for_the_fastest():
     assert abs(row["peak_fraction"] - (flops / 10 / 1e8 + flops / 20 / 1e8) / 2) < 1e-12
     assert abs(row["peak_fraction_best"] - (flops / 8 / 1e8 + flops / 16 / 1e8) / 2) < 1e-12
     assert row["same_argmax"] == 1.0
+    assert row["peaks_gflops"] == [[0.09, 0.1], [0.09, 0.1]]
