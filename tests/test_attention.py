@@ -78,3 +78,31 @@ def test_blocked_attention_equals_the_dense_call(tiny_model, monkeypatch, keys):
     with hf_attention.blocked(model):
         got = ALL_ATTENTION_FUNCTIONS["sdpa"](module, q, k, v, mask, scaling=0.3)[0]
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [256 << 20, 0])  # block masks kept for the next layer; or none kept
+def test_layers_reading_one_mask_reuse_its_block_masks_and_stay_exact(tiny_model, monkeypatch, keep):
+    """Two layers read the same packed mask: the second reuses the first's block masks (cut to each block's keys,
+    repeated for the folded heads) while they fit in KEEP_BYTES, and both equal the dense call."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    monkeypatch.setattr(hf_attention, "BLOCK", 4)
+    monkeypatch.setattr(hf_attention, "KEYS", 2)
+    monkeypatch.setattr(hf_attention, "KEEP_BYTES", keep)
+    model = HFBackend(tiny_model, dtype="float32", device="cpu").model
+    module = model.model.layers[0].self_attn  # 4 query heads, 2 key/value heads: folded
+    allowed = torch.ones(13, 13, dtype=torch.bool).tril()
+    allowed[7:, :5] = False
+    allowed[11:, 7:11] = False
+    mask = additive(allowed.expand(2, 13, 13).clone())
+    repeats, real = [], torch.Tensor.repeat
+    monkeypatch.setattr(torch.Tensor, "repeat", lambda t, *a: repeats.append(a) or real(t, *a))
+    torch.manual_seed(0)
+    layers = [(torch.randn(2, 4, 13, 8), torch.randn(2, 2, 13, 8), torch.randn(2, 2, 13, 8)) for _ in range(2)]
+    with hf_attention.blocked(model):
+        got = [ALL_ATTENTION_FUNCTIONS["sdpa"](module, q, k, v, mask, scaling=0.3)[0] for q, k, v in layers]
+    blocks = len(hf_attention.key_spans(mask))
+    assert len(repeats) == (blocks if keep else 2 * blocks)  # a block's mask is made once, or once per layer
+    for (q, k, v), out in zip(layers, got):
+        assert torch.allclose(out, sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)[0], atol=1e-6)

@@ -8,7 +8,9 @@ prefix), the open pieces of KEYS keys gathered; through transformers' own `sdpa`
 it keeps its handling (scaling, ...). Query heads that share a key/value head (grouped-query attention) are folded
 into one head with their queries one after another, so that one product per key/value head does the work instead of
 the keys and values copied to every query head (Gemma 3 270M, 4 query heads per key/value head, a block of 128
-queries against 639 keys: 2.4 ms instead of 2.9 ms)."""
+queries against 639 keys: 2.4 ms instead of 2.9 ms). A block's mask, cut to its keys and repeated for the folded
+heads, is the same in every layer that reads that mask (all sliding-window layers, all full ones): it is made once
+per forward pass and kept for the next layers (a 3,600-token row of Gemma 3 270M: 0.5 s less per 32 s call)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 BLOCK = 128  # queries per block: fewer blocks waste less on masked keys, more cost Python and smaller products
 KEYS = 64  # keys are gathered in pieces of this many
 GATHER_BELOW = 0.75  # gather the open pieces when they are less than this share of the span (else slice the span)
+KEEP_BYTES = 256 << 20  # block masks kept for the next layers that read the same mask, in all
 
 
 @contextlib.contextmanager
@@ -34,7 +37,8 @@ def blocked(model) -> Iterator[None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward as sdpa
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    spans: dict[int, tuple[torch.Tensor, list]] = {}  # per mask (one per layer type)
+    spans: dict[int, tuple[torch.Tensor, list, dict]] = {}  # per mask (one per layer type): its blocks, their masks
+    held = [0]  # bytes of block masks kept for the next layers
 
     def attend(module, query, key, value, attention_mask, **kwargs):
         width = query.shape[2]
@@ -43,26 +47,39 @@ def blocked(model) -> Iterator[None]:
             return sdpa(module, query, key, value, attention_mask, **kwargs)
         seen = spans.get(id(attention_mask))
         if seen is None or seen[0] is not attention_mask:
-            seen = spans[id(attention_mask)] = (attention_mask, key_spans(attention_mask))
+            seen = spans[id(attention_mask)] = (attention_mask, key_spans(attention_mask), {})
         groups = getattr(module, "num_key_value_groups", 1)
         fold = groups > 1 and key.shape[1] * groups == query.shape[1] and kwargs.get("position_bias") is None
         single = _OneGroup(module) if fold else module
-        parts = []
-        for a, b, keys in seen[1]:
+        rows, heads, _, dim = query.shape
+        kv = key.shape[1]
+        out = query.new_empty(rows, width, heads, value.shape[-1])
+        for i, (a, b, keys) in enumerate(seen[1]):
             if isinstance(keys, slice):
-                k, v, m = key[:, :, keys], value[:, :, keys], attention_mask[:, :, a:b, keys]
+                k, v = key[:, :, keys], value[:, :, keys]
             else:
-                k, v, m = key.index_select(2, keys), value.index_select(2, keys), attention_mask[:, :, a:b].index_select(3, keys)
-            q = query[:, :, a:b]
+                k, v = key.index_select(2, keys), value.index_select(2, keys)
+            m = seen[2].get((i, fold))
+            if m is None:
+                # the block's mask, cut to its keys (and repeated for the folded heads): the same for every layer
+                # that reads this mask, so it is kept for the next ones while the kept masks fit in KEEP_BYTES
+                m = attention_mask[:, :, a:b, keys] if isinstance(keys, slice) else \
+                    attention_mask[:, :, a:b].index_select(3, keys)
+                if fold:
+                    m = m.repeat(1, 1, groups, 1)
+                if held[0] + m.nbytes <= KEEP_BYTES:
+                    seen[2][(i, fold)] = m
+                    held[0] += m.nbytes
+            q, n = query[:, :, a:b], b - a
             if not fold:
-                parts.append(sdpa(module, q, k, v, m, **kwargs)[0])
+                out[:, a:b] = sdpa(module, q, k, v, m, **kwargs)[0]
                 continue
-            # the query heads that share a key/value head as one head of groups × (b - a) queries, the mask repeated
-            # for each: one product per key/value head instead of keys and values copied to every query head
-            rows, heads, n, dim = q.shape
-            out = sdpa(single, q.reshape(rows, key.shape[1], groups * n, dim), k, v, m.repeat(1, 1, groups, 1), **kwargs)[0]
-            parts.append(out.view(rows, groups, n, key.shape[1], -1).permute(0, 2, 3, 1, 4).reshape(rows, n, heads, -1))
-        return torch.cat(parts, dim=1), None
+            # the query heads that share a key/value head as one head of groups × n queries: one product per
+            # key/value head instead of keys and values copied to every query head; its output (rows, groups × n,
+            # kv, dim) goes straight to the block's place, query head h being (h // groups, h % groups)
+            got = sdpa(single, q.reshape(rows, kv, groups * n, dim), k, v, m, **kwargs)[0]
+            out[:, a:b].view(rows, n, kv, groups, -1).copy_(got.view(rows, groups, n, kv, -1).permute(0, 2, 3, 1, 4))
+        return out, None
 
     before = ALL_ATTENTION_FUNCTIONS._local_mapping.get("sdpa")
     ALL_ATTENTION_FUNCTIONS["sdpa"] = attend
