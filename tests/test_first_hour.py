@@ -102,6 +102,9 @@ def test_sdist_download_shows_progress_then_extraction_says_so(local_server, tmp
     monkeypatch.setenv("PIP_INDEX_URL", f"{local_server.url}/simple")
     monkeypatch.setenv("PROMPTKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("PROMPTKIT_BIGBENCH_SDIST", raising=False)
+    monkeypatch.delenv("PROMPTKIT_BIGBENCH", raising=False)
+    (tmp_path / "no-hub").mkdir()  # the Hub, tried before the index, is an empty local folder here
+    monkeypatch.setenv("PROMPTKIT_BIGBENCH_HUB", str(tmp_path / "no-hub"))
     monkeypatch.setattr(bigbench, "SDIST_SHA256", hashlib.sha256(data).hexdigest())
     bigbench.ensure_cached(["toy"])  # downloads the sdist, then extracts the task
     assert (tmp_path / "cache" / "bigbench" / bigbench.SDIST).read_bytes() == data
@@ -131,10 +134,10 @@ def test_sdist_download_failures_keep_their_clear_message(local_server, tmp_path
     assert "100%" in capfd.readouterr().err
     assert not target.exists() and not target.with_suffix(".part").exists()
     local_server.routes.pop(f"/files/{bigbench.SDIST}")  # listed, but the file is gone
-    with pytest.raises(SuiteError, match=f"could not download {bigbench.SDIST} from .*404.*PROMPTKIT_BIGBENCH_SDIST="):
+    with pytest.raises(SuiteError, match=f"could not download {bigbench.SDIST} from .*404.*PROMPTKIT_BIGBENCH="):
         bigbench.download_sdist(target)
     local_server.routes["/simple/bigbench/"] = (200, {}, json.dumps({"files": []}).encode())
-    with pytest.raises(SuiteError, match=f"the index lists no file {bigbench.SDIST}.*set PROMPTKIT_BIGBENCH_SDIST"):
+    with pytest.raises(SuiteError, match=f"the index lists no file {bigbench.SDIST}.*set PROMPTKIT_BIGBENCH="):
         bigbench.download_sdist(target)
     assert not target.with_suffix(".part").exists()
 

@@ -159,6 +159,7 @@ def test_bigbench_extraction_from_a_tarball(tmp_path, monkeypatch):
     with tarfile.open(sdist, "w:gz") as tar:
         tar.add(tmp_path / "bigbench-1.0.0", arcname="bigbench-1.0.0")
     monkeypatch.setenv("PROMPTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PROMPTKIT_BIGBENCH", raising=False)  # it would win over the older variable
     monkeypatch.setenv("PROMPTKIT_BIGBENCH_SDIST", str(sdist))
     suite_file = tmp_path / "s.yaml"
     suite_file.write_text("selection:\n  - bigbench:toy\nheld_out:\n  - bigbench:fam/sub_a\n")
