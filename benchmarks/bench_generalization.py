@@ -52,7 +52,7 @@ def task_type(f: dict) -> str:
         return "yes/no"
     if f["options_in_input"] >= 0.5:
         return "options in input"
-    return "2-3 way" if f["n_choices"] < 3.5 else "4-5 way"
+    return "2-3 way" if f["n_choices"] < 3.5 else "4-5 way" if f["n_choices"] < 5.5 else "many-way"
 
 
 def partitions(tasks: list[str], types: dict[str, str], n: int, stratified: bool, seed: int) -> list[tuple[list, list]]:

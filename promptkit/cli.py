@@ -1,8 +1,5 @@
-"""The `promptkit` command: run, render, lint.
-
-Exit codes: 0 success; 1 lint found errors; 2 bad input (template, suite, model, run directory,
-arguments; argparse's own usage errors also exit 2); 130 interrupted (Ctrl-C), 143 stopped (SIGTERM).
-"""
+"""The `promptkit` command: argument parsing and text output. Exit codes: 0 success; 1 lint found errors; 2 bad input
+(template, suite, model, run directory, arguments; argparse's usage errors too); 130 Ctrl-C, 143 SIGTERM."""
 
 from __future__ import annotations
 
@@ -153,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     lint.set_defaults(func=cmd_lint)
 
     models = sub.add_parser("models", help="list the built-in model names, their packages and what is cached")
-    models.set_defaults(func=cmd_models)
+    models.set_defaults(func=cmd_list, listing="models")
+    tasks = sub.add_parser("tasks", help="list the built-in suites and the tasks promptkit generates itself")
+    tasks.set_defaults(func=cmd_list, listing="tasks")
     return parser
 
 
@@ -203,7 +202,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", nargs="+", default=None, help="template dirs or YAML files (default: built-in library)")
-    p.add_argument("--suite", default=None, help="built-in suite name or YAML path (default: bigbench_mc)")
+    p.add_argument("--suite", default=None, help="built-in suite name or YAML path (default: offline_mc; `promptkit tasks` lists them)")
 
 
 def cmd_run(args) -> int:
@@ -388,11 +387,11 @@ def cmd_lint(args) -> int:
     return 1 if errors else 0
 
 
-def cmd_models(args) -> int:
+def cmd_list(args) -> int:
     from .backends.acquire import builtin_models
-    from .results.text import format_models
+    from .results.text import format_models, format_tasks
 
-    print(format_models(builtin_models()))
+    print(format_models(builtin_models()) if args.listing == "models" else format_tasks())
     return 0
 
 

@@ -351,3 +351,21 @@ def chat_formatter_of(model: str):
     except (OSError, ValueError) as exc:
         raise PromptkitError(f"could not load the tokenizer of model '{model}': "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def format_tasks() -> str:
+    """`promptkit tasks`: the built-in suites and the generated tasks, one line each."""
+    from ..paths import builtin_dir
+    from ..tasks.sources.generated import catalogue
+    from ..tasks.suites import load_suite
+
+    lines = ["built-in suites (--suite NAME):"]
+    for path in sorted(builtin_dir("suites").glob("*.yaml")):
+        lines.append(f"  {path.stem:<14} {escape_controls(load_suite(path).description)}")
+    rows = catalogue()
+    lines.append(f"\ngenerated tasks ({len(rows)}; in a suite: generated:NAME; made offline from the packages named):")
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        facts = ", ".join(r["packages"]) or "Python's standard library"
+        lines.append(f"  {r['name']:<{width}}  {r['format']:<16} {r['instruction']}  [{facts}]")
+    return "\n".join(lines)

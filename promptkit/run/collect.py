@@ -59,6 +59,7 @@ def run_config(plan: Plan, done: Executed, backend: Backend, options: RunOptions
     return {
         "templates": sorted({f.path for f in plan.families}),
         "suite": {"name": plan.suite.name, "path": plan.suite.path},
+        "task_origins": {t.name: t.origin for t in plan.tasks},
         "model": backend.describe(),
         "limit": options.limit if options.limit is not None else plan.suite.limit,
         "max_variants": options.max_variants,
@@ -82,7 +83,7 @@ def task_info(tasks: list[Task], metrics: dict | None = None) -> dict[str, dict]
     metrics = metrics or {}
     return {
         t.name: {"split": t.split, "chance": t.chance, "n_examples": len(t.examples), "instruction": t.instruction,
-                 "source": t.source, "cluster": t.cluster, "kind": "generation" if t.generative else "multiple_choice",
+                 "source": t.source, "origin": t.origin, "cluster": t.cluster, "kind": "generation" if t.generative else "multiple_choice",
                  "n_demos": len(t.demos), "features": {k: round(v, 4) for k, v in t.features().items()},
                  **({"metric": metrics[t.name].label} if t.name in metrics else {})}
         for t in tasks

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import PromptkitError, SuiteError
 
-SOURCES = ("bigbench", "files", "hf")
+SOURCES = ("generated", "bigbench", "files", "hf")
 TASK_KEYS = {
     "name", "source", "task", "path", "format", "field", "dataset", "config", "split", "revision",
     "input", "choices", "target", "id", "instruction", "cluster", "limit",
@@ -71,6 +71,7 @@ class Task:
     split: str = "selection"
     cluster: str | None = None
     source: str = ""
+    origin: str = ""  # where the examples came from: a file, a hub id, a generator and its data package
     demos: list[Example] = field(default_factory=list)  # demonstration pool, disjoint from `examples`
     synthetic: list[Example] = field(default_factory=list)  # demonstrations a model wrote (promptkit.run.synthetic)
     dropped_demos: int = 0  # pool rows left out because their answer is missing or invalid

@@ -102,13 +102,14 @@ def _check_generation_options(o: dict, where: str) -> None:
 
 
 def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
-    if isinstance(entry, str):  # shorthand "bigbench:task_name"
+    if isinstance(entry, str):  # shorthand "generated:task_name", "bigbench:task_name"
         source, sep, name = entry.partition(":")
         if not sep or source not in SOURCES or not name:
-            raise SuiteError(f"{where}: write a task as 'bigbench:TASK' or as a mapping with `source:` (got {entry!r})")
-        entry = {"source": source, "task" if source == "bigbench" else "path": name}
+            raise SuiteError(f"{where}: write a task as 'generated:TASK', 'bigbench:TASK' or as a mapping with `source:` "
+                             f"(got {entry!r})")
+        entry = {"source": source, "task" if source in ("bigbench", "generated") else "path": name}
     if not isinstance(entry, dict):
-        raise SuiteError(f"{where}: a task must be a mapping or 'bigbench:TASK' (got {entry!r})")
+        raise SuiteError(f"{where}: a task must be a mapping, 'generated:TASK' or 'bigbench:TASK' (got {entry!r})")
     unknown = set(entry) - TASK_KEYS
     if unknown:
         raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(TASK_KEYS))}")
@@ -116,6 +117,14 @@ def _task_spec(entry: Any, split: str, where: str, base: Path) -> TaskSpec:
     if source not in SOURCES:
         raise SuiteError(f"{where}: `source` must be one of {', '.join(SOURCES)} (got {source!r})")
     options = dict(entry)
+    if source == "generated":
+        from .sources import generated
+
+        if not isinstance(options.get("task"), str) or options.get("path"):
+            raise SuiteError(f"{where}: a generated task needs `task:` (one of promptkit's generated tasks; "
+                             "`promptkit tasks` lists them) and no `path:`")
+        # the generator's own settings (a generation task's metric and token limit) unless the suite sets them
+        options = {**generated.generator(options["task"], where).options, **options}
     if source == "bigbench" and not (options.get("task") or options.get("path")):
         raise SuiteError(f"{where}: a bigbench task needs `task:` (a BIG-bench task name) or `path:` (a task.json file)")
     if source == "files" and not options.get("path"):
@@ -143,11 +152,14 @@ def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
     """Load one task's examples (and its demonstration pool) from its source and normalize them."""
     from .sources import bigbench
     from .sources import files
+    from .sources import generated
     from .sources import hf
 
     limit = spec.options.get("limit", limit)
     pool_size = spec.options.get("demo_pool", DEMO_POOL)
-    if spec.source == "bigbench":
+    if spec.source == "generated":
+        task = generated.load(spec, limit, seed, pool_size)
+    elif spec.source == "bigbench":
         task = bigbench.load(spec, limit, seed, pool_size)
     else:
         loader = files.rows if spec.source == "files" else hf.rows
@@ -167,7 +179,8 @@ def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
             demo_spec = TaskSpec(spec.name, spec.source, {**spec.options, "split": spec.options["demo_split"]}, spec.split, spec.where)
             picked, _, demo_origin = hf.rows(demo_spec, lambda n: sorted(random.Random(f"{seed}:{spec.name}:demos").sample(range(n), min(n, pool_size))))
             demos = [replace(map_row(row, demo_spec, i, demo_origin), id=f"{spec.options['demo_split']}:{i}") for i, row in picked]
-        task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source, demos=demos)
+        task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source, demos=demos,
+                    origin=f"hub {origin}" if spec.source == "hf" else f"file {origin}")
     task.split = spec.split
     task.cluster = spec.options.get("cluster")
     if "instruction" in spec.options:
