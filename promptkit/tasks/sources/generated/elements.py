@@ -61,6 +61,20 @@ def larger_atomic_number(rng: random.Random):
     return forever(rng, one)
 
 
+def atomic_number_lookup(rng: random.Random):
+    """A long input: 30 elements and their atomic numbers, then a question about one of them."""
+    table = elements()
+
+    def one(rng, _):
+        listed = rng.sample(table, 30)
+        asked = rng.choice(listed)
+        lines = "\n".join(f"{name}: {number}" for number, _, name in listed)
+        others = [str(n) for n, _, _ in listed if n != asked[0]]
+        return mc(f"Elements and their atomic numbers:\n{lines}\n\nAccording to the list, what is the atomic number of "
+                  f"{asked[2]}?", str(asked[0]), similar(others, str(asked[0]), 3, rng), rng)
+    return forever(rng, one)
+
+
 def element_name_answer(rng: random.Random):
     table = elements()
     for _, symbol, name in rng.sample(table, len(table)):
@@ -76,5 +90,6 @@ GENERATORS = [
     _g("symbol_of_element", symbol_of_element, "4-5 way", "Give the chemical symbol of the element."),
     _g("element_symbol_statement", symbol_statement, "true/false", "Say whether the statement about a chemical symbol is true or false."),
     _g("larger_atomic_number", larger_atomic_number, "options in input", "Say which of the two elements has the larger atomic number."),
+    _g("atomic_number_lookup", atomic_number_lookup, "4-5 way", "Answer from the list."),
     _g("element_name", element_name_answer, "exact", "Name the chemical element with the given symbol.", max_new_tokens=8),
 ]

