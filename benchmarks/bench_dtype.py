@@ -1,8 +1,10 @@
-"""Does a faster dtype change the answers? Runs the built-in suite (or given templates and suite) once per dtype, each
-alone in its own process with a result cache of its own (nothing comes from an earlier run), then compares every run
-with the first (the reference, float32 by default) example by example.
+"""Does a faster dtype change the answers? Runs the built-in default suite (or --suite; --bigbench for the built-in
+BIG-bench suite, bigbench_mc; templates and other `promptkit run` arguments after --) once per dtype, each alone in
+its own process with a result cache of its own (nothing comes from an earlier run), then compares every run with the
+first (the reference, float32 by default) example by example.
 
     python benchmarks/bench_dtype.py --dtypes float32,bf16-mixed,bfloat16 --out /tmp/dtype
+    python benchmarks/bench_dtype.py --bigbench --out /tmp/dtype-bigbench
     python benchmarks/bench_dtype.py --compare /tmp/dtype/float32 /tmp/dtype/bf16-mixed   # two finished runs
 
 Prints, per dtype: the run's wall time and scoring time (from its config.json), the share of evaluated items whose
@@ -86,6 +88,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bf16-mixed", help="comma-separated; the first is the reference")
     parser.add_argument("--out", default="/tmp/promptkit-dtype", help="folder for the runs and their caches")
     parser.add_argument("--compare", nargs=2, metavar=("REFERENCE", "OTHER"), help="compare two finished runs only")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--suite", default=None, help="built-in suite name or YAML path (default: the built-in default)")
+    which.add_argument("--bigbench", action="store_true", help="the built-in BIG-bench suite, bigbench_mc")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `promptkit run` arguments")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, 1-min load {os.getloadavg()[0]:.2f}")
@@ -95,7 +100,8 @@ def main() -> None:
         print(report(Path(args.compare[1]).name, compare(Path(args.compare[0]), Path(args.compare[1]))))
         return
     dtypes = args.dtypes.split(",")
-    extra = [a for a in args.extra if a != "--"]
+    suite = "bigbench_mc" if args.bigbench else args.suite
+    extra = (["--suite", suite] if suite else []) + [a for a in args.extra if a != "--"]
     out = Path(args.out)
     for dtype in dtypes:
         print(f"{dtype}: {run(dtype, out / dtype, extra):.0f} s (load before: see config.json timings)", flush=True)

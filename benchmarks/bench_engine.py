@@ -3,13 +3,15 @@
     python benchmarks/bench_engine.py                         # full size: 50 examples per task, 3 paired reps
     python benchmarks/bench_engine.py --examples 8 --reps 3   # the quick look
 
-Needs the `bench` extra (pip install -e ".[bench]"). Workloads (`--workloads`, comma list):
-  zero   4 built-in zero-shot variants x 4 BIG-bench tasks
+Needs the `bench` extra (pip install -e ".[bench]"). Workloads (`--workloads`, comma list), on tasks promptkit
+generates itself (no download; `--bigbench` for the BIG-bench lists instead, where BIG-bench can be had):
+  zero   4 built-in zero-shot variants x 4 tasks: yes/no, 3-way, 4-way, 4-way
   few    the same with 3 demonstrations shared by every example of a variant x task
   plain  lm-eval's own plain format (`Question: ...\nAnswer:`, each choice a continuation) on 4 tasks whose
-         choices are titles and phrases: many multi-token continuations
-  long   plain format, 3-shot, on tasks with 300+ token inputs: prompts of 1,000-2,000 tokens
-  many   plain format on tasks with 10-25 choices
+         choices are words and phrases: many multi-token continuations
+  long   plain format, 3-shot, on 2 tasks whose input is a 50-row table (280-380 tokens): prompts of 1,100-1,500
+         tokens (BIG-bench's: 300+ token inputs, prompts of 1,000-2,000)
+  many   plain format on tasks with 12-26 choices
 The engines run interleaved: each repetition of each engine is its own subprocess (so each peak RSS is its own),
 promptkit and lm-eval alternate (A B, then B A), and before every repetition the script waits (at most
 --max-wait s) for the 1-minute load average to fall to --max-load; a repetition that starts above it is flagged
@@ -35,30 +37,52 @@ import sys
 import time
 from pathlib import Path
 
-TASKS = ["sports_understanding", "unit_conversion/unit_identification", "movie_recommendation", "phrase_relatedness"]
-PLAIN_TASKS = ["emoji_movie", "movie_recommendation", "riddle_sense", "ruin_names"]
-LONG_TASKS = ["logic_grid_puzzle", "timedial", "causal_judgment", "gre_reading_comprehension"]
-MANY_TASKS = ["reasoning_about_colored_objects", "color/rgb", "language_identification", "implicit_relations"]
-WORKLOADS = {"zero": ("variants", 0, TASKS), "few": ("variants", 3, TASKS), "plain": ("plain", 0, PLAIN_TASKS),
-             "long": ("plain", 3, LONG_TASKS), "many": ("plain", 0, MANY_TASKS)}
+# generated tasks (promptkit/tasks/sources/generated): no download
+TASKS = ["same_continent", "compare_product", "capital_of_country", "plural_of_noun"]  # yes/no, 3-, 4-, 4-way
+PLAIN_TASKS = ["number_in_words", "emoji_name", "country_of_city", "rhymes_with"]  # multi-token phrases
+LONG_TASKS = ["capital_lookup", "atomic_number_lookup"]  # a 30-row table, then a question: 180-240 token inputs
+MANY_TASKS = ["letter_after", "month_after", "family_relation"]  # 26, 12, 12 choices
+# BIG-bench (--bigbench): where PROMPTKIT_BIGBENCH, the task cache or the Hub has it
+BIGBENCH_TASKS = ["sports_understanding", "unit_conversion/unit_identification", "movie_recommendation", "phrase_relatedness"]
+BIGBENCH_PLAIN_TASKS = ["emoji_movie", "movie_recommendation", "riddle_sense", "ruin_names"]
+BIGBENCH_LONG_TASKS = ["logic_grid_puzzle", "timedial", "causal_judgment", "gre_reading_comprehension"]
+BIGBENCH_MANY_TASKS = ["reasoning_about_colored_objects", "color/rgb", "language_identification", "implicit_relations"]
 
 
-def load_tasks(names: list[str], n: int, seed: int = 0):
-    from promptkit.tasks.suites import load_tasks as load, suite_from_dict
+def workloads(bigbench: bool = False) -> dict[str, tuple[str, int, list[str]]]:
+    """Each workload's (format, shots, task names): generated tasks, or BIG-bench's with `bigbench`."""
+    zero, plain, long, many = ((BIGBENCH_TASKS, BIGBENCH_PLAIN_TASKS, BIGBENCH_LONG_TASKS, BIGBENCH_MANY_TASKS)
+                               if bigbench else (TASKS, PLAIN_TASKS, LONG_TASKS, MANY_TASKS))
+    return {"zero": ("variants", 0, zero), "few": ("variants", 3, zero), "plain": ("plain", 0, plain),
+            "long": ("plain", 3, long), "many": ("plain", 0, many)}
 
-    suite = suite_from_dict({"name": "bench", "selection": [f"bigbench:{t}" for t in names]}, Path("bench.yaml"))
-    return load(suite, limit=n, seed=seed)
+
+WORKLOADS = workloads()
 
 
-def build_requests(workload: str, n_variants: int, n_examples: int, seed: int = 0) -> list[dict]:
+def make_suite(names: list[str], bigbench: bool = False):
+    """A suite of `names` from the generated tasks, or from BIG-bench with `bigbench`."""
+    from promptkit.tasks.suites import suite_from_dict
+
+    source = "bigbench" if bigbench else "generated"
+    return suite_from_dict({"name": "bench", "selection": [f"{source}:{t}" for t in names]}, Path("bench.yaml"))
+
+
+def load_tasks(names: list[str], n: int, seed: int = 0, bigbench: bool = False):
+    from promptkit.tasks.suites import load_tasks as load
+
+    return load(make_suite(names, bigbench), limit=n, seed=seed)
+
+
+def build_requests(workload: str, n_variants: int, n_examples: int, seed: int = 0, bigbench: bool = False) -> list[dict]:
     """Rendered requests: one per (variant x) task x example, with the workload's shared demonstrations."""
     import promptkit as pk
 
-    kind, shots, names = WORKLOADS[workload]
+    kind, shots, names = workloads(bigbench)[workload]
     if kind == "plain" and not shots:  # one format instead of n_variants: as many requests per task as the variant workloads
         n_examples *= n_variants
     requests = []
-    for task in load_tasks(names, n_examples + shots, seed):
+    for task in load_tasks(names, n_examples + shots, seed, bigbench):
         demos, evaluated = task.examples[:shots], task.examples[shots:shots + n_examples]
         if kind == "plain":  # lm-eval's default multiple-choice format, choices as continuations
             prefix = "".join(f"Question: {d.input}\nAnswer: {d.choices[d.target]}\n\n" for d in demos)
@@ -201,7 +225,7 @@ def run_child(args, engine: str, workload: str, req_file: Path, model_dir: str, 
     return result
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--examples", type=int, default=50)
@@ -216,12 +240,18 @@ def main() -> None:
                         "bf16-mixed; the peak fraction is always against the float32 matmul peak")
     parser.add_argument("--efficiency-reps", type=int, default=3, help="promptkit's calls per repetition (one process): "
                         "the first is the one paired with lm-eval's; the fastest gives peak_fraction_best")
+    parser.add_argument("--bigbench", action="store_true", help="BIG-bench task lists instead of generated tasks "
+                        "(BIG-bench from PROMPTKIT_BIGBENCH, the task cache or the Hub)")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--requests", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.engine:
         return child(args)
 
@@ -237,7 +267,7 @@ def main() -> None:
     batches = args.lmeval_batch.split(",")
     best_batch, rows = batches[0], []
     for workload in args.workloads.split(","):
-        requests = build_requests(workload, args.variants, args.examples)
+        requests = build_requests(workload, args.variants, args.examples, bigbench=args.bigbench)
         req_file = out / f"requests-{workload}.json"
         req_file.write_text(json.dumps(requests))
         if len(batches) > 1 and (args.sweep_on == "all" or workload in args.sweep_on.split(",")):

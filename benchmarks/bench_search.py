@@ -1,8 +1,9 @@
 """Budgeted search benchmark: how close do halving, racing and Thompson sampling get to the
 exhaustive ranking on a fraction of its compute?
 
-    python benchmarks/bench_search.py                        # 64 variants, built-in suite, default model
+    python benchmarks/bench_search.py                        # 64 variants, built-in default suite, default model
     python benchmarks/bench_search.py --variants 16 --seeds 3   # a quicker look
+    python benchmarks/bench_search.py --bigbench                # the built-in BIG-bench suite (bigbench_mc)
 
 One exhaustive run (every variant on every example; its scores land in the result cache, so a
 rerun of this script costs seconds) gives the reference. Each strategy is then replayed against
@@ -44,14 +45,18 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/search")
     parser.add_argument("--cache", default=None, help="result cache file (default: the shared one)")
     parser.add_argument("--check", action="store_true", help="also run one replay through the pipeline and compare")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--suite", default=None, help="built-in suite name or YAML path (default: the built-in default)")
+    which.add_argument("--bigbench", action="store_true", help="the built-in BIG-bench suite, bigbench_mc")
     args = parser.parse_args()
+    suite_spec = "bigbench_mc" if args.bigbench else args.suite
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     backend = HFBackend(None, dtype="float32", device="cpu")
     start = time.perf_counter()
     cache = args.cache or True
-    full = pk.evaluate(None, None, backend, max_variants=args.variants, seed=0, out=out / "exhaustive", cache=cache)
+    full = pk.evaluate(None, suite_spec, backend, max_variants=args.variants, seed=0, out=out / "exhaustive", cache=cache)
     exhaustive_s = time.perf_counter() - start
     # the pipeline's own variant order (ties in a strategy break by it)
     vobjs = {v.id: v for v in expand_all(pk.load_templates(), args.variants, 0)}
@@ -73,7 +78,7 @@ def main() -> None:
     held = norm[held_out].mean(axis=1).to_dict() if held_out else {v: float("nan") for v in variants}
 
     # token costs exactly as the pipeline charges them
-    suite = pk.load_suite()
+    suite = pk.load_suite(suite_spec)
     task_objs = {t.name: t for t in load_tasks(suite, None, 0)}
     keys, requests = [], []
     for t in tasks:
@@ -106,7 +111,7 @@ def main() -> None:
                              "gap": score[chosen] - score[best], "in_ci": score[chosen] >= best_low, "tau": tau,
                              "held_out": held[chosen]})
                 if args.check and seed == 0 and fraction == 0.25:
-                    via = pk.evaluate(None, None, backend, max_variants=args.variants, seed=seed, progress=False,
+                    via = pk.evaluate(None, suite_spec, backend, max_variants=args.variants, seed=seed, progress=False,
                                       search=strategy, budget=fraction, cache=cache)
                     assert via.config["search"]["chosen"] == chosen, (strategy, via.config["search"]["chosen"], chosen)
             table.append({"strategy": strategy, "budget": fraction,

@@ -2,8 +2,10 @@
 (llama-cpp-python's `python -m llama_cpp.server`, the same Gemma 3 270M Q4_K_M GGUF) at several concurrencies:
 wall time, requests/s and argmax agreement with (a). Prints a table (markdown) and the 1-minute load average.
 
-    python benchmarks/bench_server.py                     # 4 short built-in tasks x 2 examples
+    python benchmarks/bench_server.py                     # 4 short generated tasks x 2 examples
     python benchmarks/bench_server.py --limit 4 --concurrency 1 2 4 8
+    python benchmarks/bench_server.py --bigbench          # 4 short BIG-bench tasks of bigbench_mc instead
+    python benchmarks/bench_server.py --suite offline_mc  # every task of a suite (built-in name or YAML path)
 
 Each server run starts from a fresh server (no prefix left from the previous run) and no result cache."""
 
@@ -23,20 +25,36 @@ from llama_server import llama_server  # noqa: E402  (the test helper: start on 
 
 from promptkit.backends.acquire import default_gguf  # noqa: E402
 from promptkit.run.evaluate import evaluate  # noqa: E402
-from promptkit.tasks.suites import load_suite  # noqa: E402
+from promptkit.tasks.core import Suite  # noqa: E402
+from promptkit.tasks.suites import load_suite, suite_from_dict  # noqa: E402
 
-TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "analytic_entailment")
+TASKS = ("capital_check", "leap_year", "compare_product", "capital_of_country")  # generated: yes/no, yes/no, 3-, 4-way
+BIGBENCH_TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "analytic_entailment")
 FAMILY = "name: short\nprompt: \"Q: {{ input }}\\nA:\"\ncontinuation: ' {{ choice }}'\n"
 QUIET = {"progress": False, "log": lambda msg: None, "cache": False}
+
+
+def make_suite(bigbench: bool = False, spec: str | None = None) -> Suite:
+    """The generated TASKS; with `bigbench` the BIGBENCH_TASKS of the built-in bigbench_mc suite; with `spec` that suite."""
+    if spec:
+        return load_suite(spec)
+    if not bigbench:
+        return suite_from_dict({"name": "bench_server", "selection": [f"generated:{t}" for t in TASKS]}, Path("bench.yaml"))
+    suite = load_suite("bigbench_mc")
+    return replace(suite, tasks=[t for t in suite.tasks if t.name in BIGBENCH_TASKS])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=2, help="examples per task (default 2)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--suite", default=None, help="built-in suite name or YAML path: all its tasks instead of the 4 "
+                       "generated ones")
+    which.add_argument("--bigbench", action="store_true", help="4 BIG-bench tasks of the built-in bigbench_mc suite "
+                       "(BIG-bench from PROMPTKIT_BIGBENCH, the task cache or the Hub)")
     args = ap.parse_args()
-    suite = load_suite(None)
-    suite = replace(suite, tasks=[t for t in suite.tasks if t.name in TASKS])
+    suite = make_suite(args.bigbench, args.suite)
     work = Path(tempfile.mkdtemp(prefix="bench-server-"))
     (work / "short.yaml").write_text(FAMILY)
     templates = str(work / "short.yaml")

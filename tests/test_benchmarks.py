@@ -37,3 +37,27 @@ def test_the_peak_fraction_is_given_for_the_first_call_and_for_the_fastest():
     assert abs(row["peak_fraction_best"] - (flops / 8 / 1e8 + flops / 16 / 1e8) / 2) < 1e-12
     assert row["same_argmax"] == 1.0
     assert row["peaks_gflops"] == [[0.09, 0.1], [0.09, 0.1]]
+
+
+def test_the_workloads_are_generated_tasks_unless_bigbench_is_asked_for(monkeypatch):
+    """BIG-bench is no longer on the package index: every workload defaults to tasks promptkit generates itself, and
+    `--bigbench` gives back the BIG-bench lists (the suites are built, nothing is loaded)."""
+    from promptkit.tasks.sources.generated import generators
+
+    gens = generators()
+    default = bench_engine.workloads(bench_engine.parse_args([]).bigbench)
+    assert set(default) == {"zero", "few", "plain", "long", "many"}
+    for _, _, names in default.values():
+        assert names and set(names) <= set(gens), set(names) - set(gens)
+        assert all(gens[n].kind == "multiple_choice" for n in names)
+        assert {t.source for t in bench_engine.make_suite(names).tasks} == {"generated"}
+    big = bench_engine.workloads(bench_engine.parse_args(["--bigbench"]).bigbench)
+    assert [big[w][2] for w in ("zero", "few", "plain", "long", "many")] == [
+        bench_engine.BIGBENCH_TASKS, bench_engine.BIGBENCH_TASKS, bench_engine.BIGBENCH_PLAIN_TASKS,
+        bench_engine.BIGBENCH_LONG_TASKS, bench_engine.BIGBENCH_MANY_TASKS]
+    assert {t.source for t in bench_engine.make_suite(big["long"][2], bigbench=True).tasks} == {"bigbench"}
+    seen = []
+    monkeypatch.setattr(bench_engine, "load_tasks", lambda names, n, seed=0, bigbench=False: seen.append((names, bigbench)) or [])
+    bench_engine.build_requests("many", 4, 2, bigbench=True)
+    bench_engine.build_requests("many", 4, 2)
+    assert seen == [(bench_engine.BIGBENCH_MANY_TASKS, True), (bench_engine.MANY_TASKS, False)]

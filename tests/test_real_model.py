@@ -1,4 +1,5 @@
-"""The real default model (Gemma 3 270M from PyPI) on real BIG-bench tasks. Marked; still run in CI."""
+"""The real default model (Gemma 3 270M from PyPI) on the built-in tasks promptkit generates itself. Marked; still run
+in CI."""
 
 import pytest
 import torch
@@ -39,13 +40,14 @@ def test_default_model_loglikelihoods_equal_direct_forward(gemma):
 
 
 def test_prompts_longer_than_the_sliding_window_are_shared_exactly(gemma):
-    """Three demonstrations of logic_grid_puzzle make prompts of 1,000+ tokens, past Gemma 3's 512-token sliding
-    window: packed as one tree (the demonstrations once), they must still match a direct forward pass."""
+    """Three demonstrations of capital_lookup (a list of 50 capitals each) make prompts of 1,000+ tokens, past Gemma 3's
+    512-token sliding window: packed as one tree (the demonstrations once), they must still match a direct forward
+    pass."""
     from pathlib import Path
 
     from promptkit.tasks.suites import load_tasks, suite_from_dict
 
-    suite = suite_from_dict({"name": "long", "selection": ["bigbench:logic_grid_puzzle"]}, Path("long.yaml"))
+    suite = suite_from_dict({"name": "long", "selection": ["generated:capital_lookup"]}, Path("long.yaml"))
     task = load_tasks(suite, limit=5)[0]
     demos, evaluated = task.examples[:3], task.examples[3:5]
     prefix = "".join(f"Question: {d.input}\nAnswer: {d.choices[d.target]}\n\n" for d in demos)
@@ -72,7 +74,7 @@ def test_default_model_is_cached_and_fingerprinted(gemma):
 
 
 def test_default_model_answers_generation_tasks_with_demonstrations(gemma):
-    suite = pk.Suite("gen", [pk.load_suite("bigbench_gen").task("arithmetic/1_digit_addition")])
+    suite = pk.Suite("gen", [pk.load_suite("offline_gen").task("addition")])
     few = [f for f in pk.load_templates() if f.name == "fewshot_qa"]
     res = pk.evaluate(few, suite, gemma, limit=8, max_variants=4, seed=0, progress=False)
     df = res.to_pandas()
@@ -92,8 +94,8 @@ def smollm2():
 def test_smollm2_instruct_chat_axis_runs_and_ranks(smollm2):
     info = smollm2.describe()
     assert info["class"] == "LlamaForCausalLM" and 130e6 < info["parameters"] < 140e6
-    suite = pk.Suite("gen", [pk.load_suite("bigbench_gen").task("qa_wikidata"),
-                             pk.load_suite().task("sports_understanding")])
+    suite = pk.Suite("gen", [pk.load_suite("offline_gen").task("capital_city"),
+                             pk.load_suite().task("capital_of_country")])
     res = pk.evaluate("chat", suite, smollm2, limit=4, seed=0, progress=False)
     values = [v["values"] for v in res.variants.values()]
     assert {str(v["chat"]) for v in values} == {"False", "True", "You are a helpful assistant. Reply with the answer only, nothing else."}

@@ -62,11 +62,11 @@ def larger_atomic_number(rng: random.Random):
 
 
 def atomic_number_lookup(rng: random.Random):
-    """A long input: 30 elements and their atomic numbers, then a question about one of them."""
+    """A long input: 50 elements and their atomic numbers, then a question about one of them."""
     table = elements()
 
     def one(rng, _):
-        listed = rng.sample(table, 30)
+        listed = rng.sample(table, 50)
         asked = rng.choice(listed)
         lines = "\n".join(f"{name}: {number}" for number, _, name in listed)
         others = [str(n) for n, _, _ in listed if n != asked[0]]

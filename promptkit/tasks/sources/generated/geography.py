@@ -183,12 +183,12 @@ def hemisphere_of_city(rng: random.Random):
 
 
 def capital_lookup(rng: random.Random):
-    """A long input: a list of 30 countries and their capitals, then a question about one of them (the answer is in
+    """A long input: a list of 50 countries and their capitals, then a question about one of them (the answer is in
     the input; the other choices are capitals listed there too)."""
     table = _with_capital()
 
     def one(rng, _):
-        listed = rng.sample(table, 30)
+        listed = rng.sample(table, 50)
         asked = rng.choice(listed)
         lines = "\n".join(f"{c['name']}: {c['capital']}" for c in listed)
         others = [c["capital"] for c in listed if c is not asked]
