@@ -3,14 +3,16 @@
     python benchmarks/bench_generalization.py                    # the full benchmark (hours the first time)
     python benchmarks/bench_generalization.py --partitions 10    # a quicker look once the scores are cached
 
-A pool of 40 BIG-bench multiple-choice tasks (benchmarks/generalization_pool.yaml) is scored once,
-exhaustively, with 32 variants of the built-in template library on 24 examples per task with the default
-model (a normal `promptkit run`, in bfloat16 by default: ~2.8x faster than float32 on this CPU, and the
-rules compare variants on the same scores; its scores land in the result cache, so an interrupted run
-resumes and a rerun of this script costs seconds; score halves of the pool in parallel processes with
-OMP_NUM_THREADS=1 on a busy machine). Then, with no model calls, the pool is split many times into selection and
+A pool of multiple-choice tasks is scored once, exhaustively, with 32 variants of the built-in template library
+on 24 examples per task with the default model: by default the 40 tasks promptkit generates itself
+(benchmarks/offline_pool.yaml, no download), with --bigbench 40 BIG-bench tasks (benchmarks/generalization_pool.yaml,
+where BIG-bench can be had). The scoring is a normal `promptkit run` in the run's default dtype (bf16-mixed on a
+CPU with bfloat16 instructions, else float32: bfloat16 without them is emulated and many times slower); its scores
+land in the result cache, so an interrupted run resumes and a rerun of this script costs seconds; on a busy machine,
+score halves of the pool first with `OMP_NUM_THREADS=1 promptkit run --suite HALF --max-variants 32 --limit 24`
+in two processes (the same requests, so this script then finds them all in the cache). Then, with no model calls, the pool is split many times into selection and
 held-out tasks: `--partitions` uniformly random splits and as many stratified by task type (yes/no,
-options listed in the input, 2-3 way, 4-5 way: each type split in half). For every split, each
+options listed in the input, 2-3 way, 4-5 way, many-way: each type split in half). For every split, each
 selection rule of promptkit.analysis.selection chooses on the selection tasks only and is scored on the
 held-out tasks (mean_norm: chance-normalized accuracy, averaged over tasks); "recommended" is the rule
 that nested leave-one-task-out prefers on that split's selection tasks (what `promptkit rank
@@ -44,7 +46,8 @@ from promptkit.analysis import adapt
 from promptkit.analysis import selection as sel
 from promptkit.tasks.suites import load_suite, load_tasks
 
-POOL = Path(__file__).with_name("generalization_pool.yaml")
+POOL = Path(__file__).with_name("offline_pool.yaml")  # generated tasks: no download
+BIGBENCH_POOL = Path(__file__).with_name("generalization_pool.yaml")  # 40 BIG-bench tasks, where BIG-bench can be had
 
 
 def task_type(f: dict) -> str:
@@ -183,17 +186,26 @@ def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="benchmarks/results/generalization_pool_run",
-                        help="the pool's run directory (scored and written there if missing; resumable from the cache)")
-    parser.add_argument("--suite", default=str(POOL), help="the task pool (a suite; its split is ignored)")
+    parser.add_argument("--run", default=None, help="the pool's run directory (default benchmarks/results/POOL_run; "
+                        "scored and written there if missing; resumable from the cache)")
+    parser.add_argument("--suite", default=None, help="the task pool (a suite; its split is ignored; default: "
+                        "benchmarks/offline_pool.yaml, the generated tasks)")
+    parser.add_argument("--bigbench", action="store_true", help="the pool of 40 BIG-bench tasks "
+                        "(benchmarks/generalization_pool.yaml; needs BIG-bench: PROMPTKIT_BIGBENCH, the cache or the Hub)")
     parser.add_argument("--variants", type=int, default=32)
     parser.add_argument("--limit", type=int, default=24)
-    parser.add_argument("--dtype", default="bfloat16", help="model dtype of the pool's scoring (default bfloat16)")
+    parser.add_argument("--dtype", default="auto", help="model dtype of the pool's scoring (default: the run's own, bf16-mixed on a CPU with "
+                        "bfloat16 instructions, else float32; bfloat16 without them is emulated and many times slower)")
     parser.add_argument("--partitions", type=int, default=50, help="random partitions (and as many stratified)")
     parser.add_argument("--labelled", default="4,8", help="labelled examples per held-out task for adaptation")
     parser.add_argument("--mode", default="raw", help="scoring mode (raw, per_token, per_char)")
     parser.add_argument("--out", default="benchmarks/results/generalization.json")
     args = parser.parse_args()
+    if args.suite is None:
+        args.suite = str(BIGBENCH_POOL if args.bigbench else POOL)
+    elif args.bigbench:
+        parser.error("--bigbench and --suite name two pools; give one")
+    args.run = args.run or f"benchmarks/results/{Path(args.suite).stem}_run"
     labelled = [int(x) for x in args.labelled.split(",") if x]
 
     started = time.perf_counter()

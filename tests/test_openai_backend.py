@@ -2,7 +2,7 @@
 GGUF files promptkit already assembles from PyPI): agreement with the in-process backend, the API key kept out of
 everything a run writes, a wrong key or model refused before scoring, a server without prompt log-probabilities
 detected, a killed server (nothing scored lost, the rerun resumes), a fault-injecting proxy (429 + Retry-After, 500s:
-same results, retries counted), chat generation on bigbench_gen, and multiple choice by generation."""
+same results, retries counted), chat generation on offline_gen, and multiple choice by generation."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from promptkit.backends.acquire import default_gguf, packaged_gguf
 from promptkit.engine.cache import count_rows
 from promptkit.errors import PromptkitError
 from promptkit.run.evaluate import evaluate
-from promptkit.tasks.suites import load_suite
+from promptkit.tasks.suites import load_suite, suite_from_dict
 
 pytestmark = pytest.mark.server
 
 KEY = "sk-promptkit-test-5f0c1e9a77"  # the server's key; it must never appear in anything a run writes
 KEY_ENV = "PROMPTKIT_TEST_SERVER_KEY"
-SHORT_TASKS = ("phrase_relatedness", "sports_understanding", "entailed_polarity", "analytic_entailment")
+SHORT_TASKS = ("capital_check", "leap_year", "even_or_odd", "capital_of_country")  # short inputs; 2, 2, 2 and 4 choices
 QUIET = {"progress": False, "log": lambda msg: None}
 
 
@@ -61,10 +61,9 @@ DECISIVE = 0.25  # nats between HF's best and second-best choice: above it, quan
 
 
 def short_builtin_suite():
-    """The built-in suite's four tasks with the shortest inputs (the server spends ~0.5 s per echoed token on Gemma's
-    262k vocabulary, so the agreement check stays on short prompts)."""
-    suite = load_suite(None)
-    return replace(suite, tasks=[t for t in suite.tasks if t.name in SHORT_TASKS])
+    """Four generated tasks with short inputs (the server spends ~0.5 s per echoed token on Gemma's 262k vocabulary,
+    so the agreement check stays on short prompts)."""
+    return suite_from_dict({"name": "short", "selection": [f"generated:{t}" for t in SHORT_TASKS]}, Path("short.yaml"))
 
 
 @pytest.mark.real_model
@@ -195,8 +194,8 @@ CHAT_FAMILY = ("name: chat_short\nheader: '{{ instruction }}'\ngeneration: {stop
                "axes:\n  chat: ['Reply with the answer only.']\nprompt: '{{ input }}'\ncontinuation: ' {{ choice }}'\n")
 
 
-def test_generation_through_the_chat_endpoint_on_bigbench_gen(smol_server, key, tmp_path):
-    suite = load_suite("bigbench_gen")
+def test_generation_through_the_chat_endpoint_on_offline_gen(smol_server, key, tmp_path):
+    suite = load_suite("offline_gen")
     suite = replace(suite, tasks=suite.tasks[:2] + suite.held_out[:1])
     results = evaluate(family(tmp_path, CHAT_FAMILY), suite, "openai:smollm2", limit=3, base_url=smol_server.url,
                        api_key_env=key, cache=False, **QUIET)

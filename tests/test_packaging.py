@@ -109,7 +109,7 @@ print(json.dumps({
     "templates": str(builtin_dir("templates")),
     "families": sorted(f.name for f in load_templates()),
     "sets": {s: sorted(f.name for f in load_templates(s)) for s in builtin_sets()},
-    "suites": [load_suite().name, load_suite("bigbench_gen").name],
+    "suites": [load_suite().name, load_suite("offline_gen").name, load_suite("bigbench_gen").name],
 }))
 """
 
@@ -134,4 +134,4 @@ def test_an_installed_wheel_finds_the_builtin_templates_and_suites(wheel, tmp_pa
     assert info["families"] == names(TEMPLATES) and len(info["families"]) >= 5
     assert info["sets"] == {d.name: names(d) for d in sorted(TEMPLATES.iterdir()) if d.is_dir()}
     assert info["sets"]["chat"] == ["chat_qa"]
-    assert info["suites"] == ["bigbench_mc", "bigbench_gen"]
+    assert info["suites"] == ["offline_mc", "offline_gen", "bigbench_gen"]

@@ -85,7 +85,7 @@ def test_recommend_adapts_to_a_new_task_through_the_cli(run_dir, tmp_path, tiny_
 
 def test_recommend_errors_are_clear(run_dir, tmp_path):
     res = pk.load(run_dir)
-    with pytest.raises(PromptkitError, match="not a file, and not a task like 'bigbench:NAME'"):
+    with pytest.raises(PromptkitError, match="not a file, and not a task like 'generated:NAME' or 'bigbench:NAME'"):
         res.recommend(task=str(tmp_path / "missing.json"), n=2)
     with pytest.raises(PromptkitError, match="labelled examples must be 0 or more"):
         res.recommend(task="bigbench:snarks", n=-1)

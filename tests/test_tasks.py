@@ -11,11 +11,15 @@ from conftest import write_bigbench_task
 
 def test_builtin_suite_is_large_split_and_disjoint():
     suite = pk.load_suite()
-    assert suite.name == "bigbench_mc"
-    assert len(suite.tasks) >= 12
+    assert suite.name == "offline_mc"  # the default needs no download: every task is generated
+    assert len(suite.tasks) >= 18
     assert suite.selection and suite.held_out
     assert not {t.name for t in suite.selection} & {t.name for t in suite.held_out}
-    assert all(t.source == "bigbench" for t in suite.tasks)
+    assert all(t.source == "generated" for t in suite.tasks)
+    gen = pk.load_suite("offline_gen")
+    assert len(gen.tasks) >= 8 and all(t.source == "generated" for t in gen.tasks)
+    for name in ("bigbench_mc", "bigbench_gen"):  # still built in, for users who have BIG-bench
+        assert all(t.source == "bigbench" for t in pk.load_suite(name).tasks)
 
 
 def test_toy_suite_loads_all_three_sources(toy_suite):

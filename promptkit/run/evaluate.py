@@ -31,7 +31,7 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
     `out`, also write the run directory (the same files `promptkit run` writes).
 
     templates: None (the built-in library), a directory, a YAML file, a list of them, or TemplateFamily objects.
-    suite: None (the built-in 'bigbench_mc'), a built-in suite name, a YAML path, or a Suite.
+    suite: None (the built-in 'offline_mc'), a built-in suite name, a YAML path, or a Suite.
     model: None (Gemma 3 270M from PyPI), a model spec (built-in name, hub id, local directory, .gguf file,
         'hf:ID', 'openai:NAME' with base_url for a model behind a server), a loaded Backend to reuse, or a list of them: each model is loaded, scored and released in turn,
         and the rows get a `model` column (see Results.transfer for how prompts carry over between models).

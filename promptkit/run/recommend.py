@@ -52,14 +52,16 @@ class Adaptation:
 
 
 def new_task_suite(task):
-    """A one-task suite from what a suite's task entry accepts ('bigbench:NAME', or a mapping with `source:`), or
+    """A one-task suite from what a suite's task entry accepts ('generated:NAME', 'bigbench:NAME', or a mapping with
+    `source:`), or
     from a file: a BIG-bench task.json, or a .json/.jsonl/.csv file whose rows have `input`, `choices` and `target`
     (the index of the right choice)."""
     if isinstance(task, (str, Path)) and str(task).partition(":")[0] not in SOURCES:
         path = Path(task).expanduser()
         if not path.is_file():
-            raise PromptkitError(f"--task {task}: not a file, and not a task like 'bigbench:NAME'; give a BIG-bench task "
-                                 "name, a task.json, or a .json/.jsonl/.csv file with input, choices and target columns")
+            raise PromptkitError(f"--task {task}: not a file, and not a task like 'generated:NAME' or 'bigbench:NAME'; give a "
+                                 "generated task (`promptkit tasks` lists them), a BIG-bench task name, a task.json, or a "
+                                 ".json/.jsonl/.csv file with input, choices and target columns")
         path = path.resolve()
         if path.suffix == ".json" and _looks_bigbench(path):
             entry = {"source": "bigbench", "path": str(path)}

@@ -24,7 +24,7 @@ from .core import (DEMO_POOL, KINDS, SOURCES, SUITE_KEYS, TASK_KEYS, Example, Su
 
 def resolve_suite_path(spec: str | Path | None) -> Path:
     if spec is None:
-        spec = "bigbench_mc"
+        spec = "offline_mc"
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.exists():
         check_regular(path, MAX_YAML_BYTES, "suite file", SuiteError)  # not a FIFO, a device or a huge file

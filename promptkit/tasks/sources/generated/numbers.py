@@ -150,15 +150,16 @@ def roman_numeral(rng: random.Random):
 
 
 def addition_answer(rng: random.Random):
+    # small numbers: Gemma 3 270M answers no two-digit sum right with any built-in prompt (0 of 128, 2026-12-07)
     def one(rng, _):
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        a, b = rng.randint(1, 19), rng.randint(1, 9)
         return generation(f"What is {a} + {b}?", str(a + b))
     return forever(rng, one)
 
 
 def subtraction_answer(rng: random.Random):
     def one(rng, _):
-        a, b = rng.randint(20, 99), rng.randint(1, 19)
+        a, b = rng.randint(10, 29), rng.randint(1, 9)
         return generation(f"What is {a} - {b}?", str(a - b))
     return forever(rng, one)
 
