@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="a prompt for a new task: the run's cross-task prior plus N labelled examples")
     rec.add_argument("run_dir", metavar="RUN_DIR")
-    rec.add_argument("--task", help="bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, choices, target "
+    rec.add_argument("--task", help="generated:NAME, bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, choices, target "
                                     "(without it: the cross-task rule, as rank --recommend)")
     rec.add_argument("--labelled", type=int, default=8, help="labelled examples to score (default 8; 0: no model calls)")
     rec.add_argument("--candidates", type=int, help="score only the N best variants by the prior (default all)")
