@@ -80,11 +80,11 @@ CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_
 read -r -a pytest_args <<< "${PROMPTKIT_TEST_ARGS:-}"
 step "python -m pytest -q ${pytest_args[*]:-}"
 rc=0
-timeout 2400 python -m pytest -q ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
+timeout 3600 python -m pytest -q ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
 case $rc in
   0) ;;
   5) printf 'scripts/test.sh: pytest collected no tests\n' >&2; exit 5 ;;
-  124) printf 'scripts/test.sh: pytest ran past its 2400 s limit\n' >&2; exit 124 ;;
+  124) printf 'scripts/test.sh: pytest ran past its 3600 s limit\n' >&2; exit 124 ;;
   *) printf 'scripts/test.sh: pytest failed (exit status %s)\n' "$rc" >&2; exit "$rc" ;;
 esac
 
