@@ -87,12 +87,17 @@ def article(rng: random.Random):
     return each_both_ways(rng, vowels + rng.sample(consonants, len(vowels)), lambda rng, w, t: one(rng, w, t) if t else None)
 
 
-def rhymes_with(rng: random.Random):
+def _rhyme_table() -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """The pronounced nouns, the nouns grouped by the part that rhymes, and the nouns that rhyme with another."""
     table = pronounced()
     by_rhyme: dict[str, list[str]] = {}
     for w, phones in sorted(table.items()):
         by_rhyme.setdefault(_rhyme_part(phones), []).append(w)
-    words = sorted(w for w in table if len(by_rhyme[_rhyme_part(table[w])]) >= 2)
+    return table, by_rhyme, sorted(w for w in table if len(by_rhyme[_rhyme_part(table[w])]) >= 2)
+
+
+def rhymes_with(rng: random.Random):
+    table, by_rhyme, words = _rhyme_table()
     for w in rng.sample(words, len(words)):
         part = _rhyme_part(table[w])
         right = rng.choice([x for x in by_rhyme[part] if x != w and not (x in w or w in x)] or [None])
@@ -143,11 +148,7 @@ def longer_word(rng: random.Random):
 
 
 def rhyme_check(rng: random.Random):
-    table = pronounced()
-    by_rhyme: dict[str, list[str]] = {}
-    for w, phones in sorted(table.items()):
-        by_rhyme.setdefault(_rhyme_part(phones), []).append(w)
-    words = sorted(w for w in table if len(by_rhyme[_rhyme_part(table[w])]) >= 2)
+    table, by_rhyme, words = _rhyme_table()
 
     def one(rng, truth):
         w = rng.choice(words)
