@@ -103,3 +103,19 @@ def test_quickstart_notebook_runs_in_a_real_kernel(tiny_model, toy_suite, monkey
     assert any("<table class='ranking'>" in h for h in html)
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
     assert (tmp_path / "runs" / "quickstart" / "report.html").is_file()
+
+
+def test_footer_of_a_run_scored_by_a_server_names_the_backend(tmp_path):
+    """A server backend's description has no dtype: the footer printed after every CLI run must not fail on it
+    (it raised KeyError: 'dtype' after the run directory was written)."""
+    from types import SimpleNamespace
+
+    from promptkit.results.text import footer
+
+    engine = {"unique": 12, "cache_hits": 0, "generations": 0}
+    config = {"n_variants": 1, "n_requests": 6, "forward_tokens": 0, "wall_seconds": 3.2, "engine": engine,
+              "model": {"model": "gemma-3-270m", "backend": "openai-compatible", "endpoint": "http://127.0.0.1:1/v1"}}
+    line = footer(SimpleNamespace(config=config, tasks={"t": {}}), tmp_path)
+    assert "openai-compatible, 3 s. Run directory: " in line
+    config["model"] = {"dtype": "float32"}
+    assert "float32, 3 s." in footer(SimpleNamespace(config=config, tasks={"t": {}}), tmp_path)

@@ -42,11 +42,13 @@ def footer(results, out: Path) -> str:
     """One line: the run's size, what the cache saved, the forward tokens, dtype, time and run directory."""
     cfg = results.config
     eng = cfg["engine"]
+    model = cfg["model"]  # a server backend has no dtype of its own: say which backend scored instead
+    precision = model.get("dtype") or model.get("backend") or "unknown dtype"
     generated = f", {eng['generations_unique']} unique generations ({eng['generation_cache_hits']} from the cache)" \
         if eng.get("generations") else ""
     return (f"{cfg['n_variants']} variants × {len(results.tasks)} tasks, {cfg['n_requests']} requests, "
           f"{eng['unique']} unique continuations ({eng['cache_hits']} from the cache){generated}, {cfg['forward_tokens']} forward tokens, "
-          f"{cfg['model']['dtype']}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
+          f"{precision}, {cfg['wall_seconds']:.0f} s. Run directory: {out}")
 
 
 def format_search(results, max_rows: int = 25) -> str:
