@@ -8,6 +8,7 @@ passed through `redact`, so the key cannot leak into an error, a log or a run di
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import threading
 import time
@@ -21,6 +22,7 @@ from ..errors import ModelError
 RETRY_STATUS = {408, 425, 429}  # and every 5xx
 MAX_RETRY_AFTER_S = 120.0  # a Retry-After longer than this is capped (the run would look hung)
 MESSAGE_CHARS = 400  # how much of a server's error message is quoted
+READ_CHARS = 1 << 16  # how much of it is read and redacted before the cut
 
 
 class ServerError(ModelError):
@@ -85,8 +87,13 @@ class Client:
         self._http.close()
 
     def redact(self, text: str) -> str:
-        """`text` with the API key (should a server or library echo it) replaced by ***."""
-        return text.replace(self._secret, "***") if self._secret else text
+        """`text` with the API key (should a server or library echo it, as is or escaped) replaced by ***. Redact
+        before cutting a message short: a key across the cut would otherwise be half printed."""
+        if not self._secret:
+            return text
+        for form in {self._secret, repr(self._secret)[1:-1], json.dumps(self._secret)[1:-1]}:
+            text = text.replace(form, "***")
+        return text
 
     def get(self, path: str, retries: int | None = None) -> dict:
         return self._request("GET", path, None, retries)
@@ -118,7 +125,7 @@ class Client:
             else:
                 if response.status_code < 400:
                     return self._json(response, path)
-                detail = self.redact(_message(response))
+                detail = self.redact(_message(response))[:MESSAGE_CHARS]
                 if response.status_code not in RETRY_STATUS and response.status_code < 500 or not_retryable(detail):
                     self._count_failure()
                     raise ServerError(f"{self.endpoint}/{path.lstrip('/')}: HTTP {response.status_code}: {detail}",
@@ -151,7 +158,7 @@ class Client:
             data = response.json()
         except ValueError:
             raise ServerError(f"{self.endpoint}/{path.lstrip('/')}: the server answered HTTP {response.status_code} "
-                              f"with something that is not JSON: {self.redact(response.text[:200])!r}") from None
+                              f"with something that is not JSON: {self.redact(response.text[:READ_CHARS])[:200]!r}") from None
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
             with self._lock:
@@ -223,15 +230,16 @@ def not_retryable(message: str) -> bool:
 
 
 def _message(response) -> str:
-    """The error message of an OpenAI-style error body ({"error": {"message": ...}} or {"detail": ...}), else the text."""
+    """The error message of an OpenAI-style error body ({"error": {"message": ...}} or {"detail": ...}), else the text;
+    not yet cut to MESSAGE_CHARS (the caller redacts it first), only bounded by READ_CHARS."""
     try:
         data = response.json()
     except ValueError:
-        return response.text[:MESSAGE_CHARS].strip() or response.reason_phrase
+        return response.text[:READ_CHARS].strip() or response.reason_phrase
     if isinstance(data, dict):
         err = data.get("error", data.get("detail", data.get("message")))
         if isinstance(err, dict):
             err = err.get("message", err)
         if err is not None:
-            return str(err)[:MESSAGE_CHARS]
-    return str(data)[:MESSAGE_CHARS]
+            return str(err)[:READ_CHARS]
+    return str(data)[:READ_CHARS]

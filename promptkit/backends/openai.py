@@ -71,7 +71,13 @@ def api_key(variable: str | None) -> str | None:
     if not variable or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
         raise ModelError("--api-key-env (api_key_env=) takes the NAME of an environment variable that holds the key "
                          "(letters, digits and _), never the key itself")
-    return os.environ.get(variable) or None
+    key = (os.environ.get(variable) or "").strip()  # a key file saved with CRLF endings leaves "\r" at the end
+    bad = next((i for i, c in enumerate(key) if not 33 <= ord(c) < 127), None)
+    if bad is not None:
+        raise ModelError(f"the API key in ${variable} has a character that cannot go in an HTTP header (a space, a "
+                         f"control character or a non-ASCII character, at position {bad + 1} of {len(key)}); "
+                         "fix the variable's value (the key is not shown)")
+    return key or None
 
 
 def _client(target, base_url, api_key_env, timeout, concurrency, rpm, max_retries, log) -> Client:
