@@ -152,7 +152,17 @@ def fault_proxy(upstream: str, plan: FaultPlan):
         def do_POST(self):
             self._forward("POST")
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    try:
+        with serve(Handler) as url:
+            yield url
+    finally:
+        client.close()
+
+
+@contextmanager
+def serve(handler):
+    """A threaded HTTP server on 127.0.0.1 with `handler`, yielding its /v1 base URL; shut down and joined on exit."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
@@ -162,4 +172,3 @@ def fault_proxy(upstream: str, plan: FaultPlan):
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
-        client.close()

@@ -5,11 +5,11 @@ stopped by the test."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from llama_server import serve
 from promptkit.backends.http_client import MESSAGE_CHARS, Client, ServerError
 from promptkit.backends.openai import api_key
 from promptkit.errors import ModelError
@@ -46,15 +46,8 @@ def echoing_server():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve(Handler) as url:
+        yield url
 
 
 def test_a_message_is_redacted_before_it_is_cut(echoing_server):
