@@ -1,4 +1,4 @@
-"""Attention by blocks of queries for packed rows (backends/hf_attention.py): the spans of keys each block may see,
+"""Attention by blocks of queries for packed rows (backends/hf/attention.py): the spans of keys each block may see,
 and the scope of the override of transformers' `sdpa` function."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptkit.backends import hf_attention
+from promptkit.backends.hf import attention as hf_attention
 from promptkit.backends.hf import HFBackend
 
 

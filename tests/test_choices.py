@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from promptkit.backends import hf_compute
+from promptkit.backends.hf import forward as hf_compute
 from promptkit.backends.hf import HFBackend
 
 ROOT = Path(__file__).resolve().parents[1]

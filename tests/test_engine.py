@@ -215,7 +215,7 @@ def test_killed_run_resumes_from_the_cache(tiny_model, toy_suite, two_templates,
 
 
 def test_attended_keys_are_counted_with_and_without_a_window():
-    from promptkit.backends.hf_compute import _keys_seen
+    from promptkit.backends.hf.forward import _keys_seen
 
     for past in range(0, 12):
         for n in range(0, 9):
@@ -285,7 +285,7 @@ def test_bf16_mixed_rounds_only_the_matrix_products(tiny_model, tmp_path):
 
 
 def test_auto_dtype_is_bf16_mixed_only_on_a_cpu_with_bf16_instructions(tmp_path, monkeypatch):
-    from promptkit.backends import hf_setup
+    from promptkit.backends.hf import setup as hf_setup
 
     with_bf16, without = tmp_path / "epyc", tmp_path / "old"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
@@ -306,7 +306,7 @@ import json, resource, sys, torch
 from promptkit.backends.hf import HFBackend
 if sys.argv[1] != "-":
     HFBackend(sys.argv[1], dtype="float32", device="cpu").load_weights()
-from promptkit.backends import hf_setup
+from promptkit.backends.hf import setup as hf_setup
 
 def batch():  # a batch's activations: blocks of 4 to 24 MiB held through the forward, then freed
     held = [torch.empty(n << 20).fill_(1.0) for n in range(1, 7)]

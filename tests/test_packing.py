@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import train_tokenizer
-from promptkit.backends import hf_attention, hf_packing
+from promptkit.backends.hf import attention as hf_attention, packing as hf_packing
 from promptkit.backends.hf import HFBackend
 
 INSTRUCTION = "Read the input and give the correct answer. Choose the correct answer from the options. "
@@ -32,7 +32,7 @@ def assert_same(a, b, pairs, tol=1e-5):
 
 
 def blocks(monkeypatch, block: int) -> list:
-    """Attention by blocks of `block` queries (hf_attention.py; 10**6: never); the spans it computed, to check it ran."""
+    """Attention by blocks of `block` queries (hf/attention.py; 10**6: never); the spans it computed, to check it ran."""
     monkeypatch.setattr(hf_attention, "BLOCK", block)
     seen, real = [], hf_attention.key_spans
     monkeypatch.setattr(hf_attention, "key_spans", lambda mask: seen.append(real(mask)) or seen[-1])

@@ -1,4 +1,4 @@
-"""bf16-mixed's vocabulary projection (backends/hf_project.py): a bfloat16 product with a per-row shift, the largest
+"""bf16-mixed's vocabulary projection (backends/hf/project.py): a bfloat16 product with a per-row shift, the largest
 logits and the targets taken again in float32. It must stay close to the float32 projection where a plain bfloat16
 product is not (logits of large magnitude), on peaked and flat rows, targets in every slice, and unlikely targets."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptkit.backends import hf_project
+from promptkit.backends.hf import project as hf_project
 from promptkit.backends.hf import HFBackend
 
 

@@ -12,19 +12,19 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import ModelError
-from ..launch import launch_env
-from .acquire import (DEFAULT_MODEL, _cached_snapshot, files_fingerprint, resolve_model, tokenizer_fingerprint,
+from ...errors import ModelError
+from ...launch import launch_env
+from ..acquire import (DEFAULT_MODEL, _cached_snapshot, files_fingerprint, resolve_model, tokenizer_fingerprint,
                       weights_fingerprint)
-from .base import ContinuationScore, Generation, cut_at_stop
-from .batching import run_halving
-from .hf_setup import (LOAD_AS, _architecture, _Fields, _read_config, auto_batch_tokens, device_name, dtype_name,
+from ..base import ContinuationScore, Generation, cut_at_stop
+from ..batching import run_halving
+from .setup import (LOAD_AS, _architecture, _Fields, _read_config, auto_batch_tokens, device_name, dtype_name,
                        pick_device, pick_dtype, tune_malloc)
 
 if TYPE_CHECKING:
     import torch
 
-    from .hf_compute import _Scored
+    from .forward import _Scored
 
 # the result types, resolve_model and cut_at_stop are re-exported: callers and tests import them from here
 __all__ = ["BACKEND_VERSION", "DEFAULT_MODEL", "ContinuationScore", "Generation", "HFBackend", "auto_batch_tokens",
@@ -242,7 +242,7 @@ class HFBackend:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module is not head:
                     module.to(torch.bfloat16)
-            from .hf_project import shifted_head
+            from .project import shifted_head
 
             self._head16 = shifted_head(model)
         self._model, self._class_name = model, type(model).__name__
@@ -250,7 +250,7 @@ class HFBackend:
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
         params = inspect.signature(model.base_model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        from . import hf_packing
+        from . import packing as hf_packing
 
         self.attention_per_key = hf_packing.attention_per_key(model)
 
@@ -327,7 +327,7 @@ class HFBackend:
         """
         if pairs:
             self.load_weights()  # here, when there is something to score
-        from . import hf_score
+        from . import plan as hf_score
 
         with self.precision():
             return hf_score.loglikelihood(self, pairs, progress, on_scores)
@@ -336,7 +336,7 @@ class HFBackend:
     def generate(self, specs: list[tuple], progress: Callable[[int], None] | None = None,
                  on_results: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
         """Generation for (prompt, stop sequences, max new tokens[, temperature, seed]) specs; see hf_generate.generate."""
-        from . import hf_generate
+        from . import generate as hf_generate
 
         if specs:
             self.load_weights()
@@ -358,7 +358,7 @@ class HFBackend:
 
     def _count_keys(self, spans) -> None:
         """Add the keys attended to by `n` tokens that follow `past` earlier ones, for each (past, n)."""
-        from .hf_compute import _keys_seen
+        from .forward import _keys_seen
 
         for past, n in spans:
             self.attention_keys[0] += _keys_seen(past, n, None)
@@ -370,22 +370,22 @@ class HFBackend:
     # the compute kernels, called through the instance so that a test can replace one on it (imported here: they
     # import torch)
     def _score_shared(self, items: list[tuple[list[int], list[list[int]], int]]) -> _Scored:
-        from .hf_compute import score_shared
+        from .forward import score_shared
 
         return score_shared(self, items)
 
     def _score_packed(self, trees: list[list[tuple[list[int], list[list[int]]]]]) -> _Scored:
-        from .hf_packing import score_packed
+        from .packing import score_packed
 
         return score_packed(self, trees)
 
     def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> _Scored:
-        from .hf_compute import score_batch
+        from .forward import score_batch
 
         return score_batch(self, items)
 
     def _project(self, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False, chunk: int | None = None,
                  rows: torch.Tensor | None = None):
-        from .hf_project import project
+        from .project import project
 
         return project(self, vectors, targets, is_logits, chunk, rows)

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..errors import ModelError
-from .batching import budget_batches, collector
+from ...errors import ModelError
+from ..batching import budget_batches, collector
 
 if TYPE_CHECKING:
-    from .hf import HFBackend
+    from . import HFBackend
 
 
 @dataclass

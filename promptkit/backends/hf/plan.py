@@ -8,20 +8,21 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from . import hf_compute, hf_packing
-from .base import ContinuationScore
-from .batching import budget_batches, collector
-from .hf_compute import _lcp, _Scored
+from .forward import loglikelihood_seq2seq, split_group
+from .packing import max_tree, packed_batches, plan_trees, tree_size
+from ..base import ContinuationScore
+from ..batching import budget_batches, collector
+from .forward import _lcp, _Scored
 
 if TYPE_CHECKING:
-    from .hf import HFBackend
+    from . import HFBackend
 
 
 def loglikelihood(backend: HFBackend, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None,
                   on_scores: Callable[[list[int], list[ContinuationScore]], None] | None = None) -> list[ContinuationScore]:
     """HFBackend.loglikelihood (see there), with the model loaded."""
     if backend.seq2seq:
-        return hf_compute.loglikelihood_seq2seq(backend, pairs, progress, on_scores, _scores_of(pairs))
+        return loglikelihood_seq2seq(backend, pairs, progress, on_scores, _scores_of(pairs))
     encoded = [backend.encode(p, c) for p, c in pairs]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(encoded):
@@ -34,20 +35,20 @@ def loglikelihood(backend: HFBackend, pairs: list[tuple[str, str]], progress: Ca
         return len(g[0]) * (1 + len(g[1])) + sum(len(encoded[j][1]) for j in g[1])
 
     def alone_size(g):  # tokens of a prompt group as a tree of its own in score_packed
-        return hf_packing.tree_size([g[0]], [[encoded[j][1] for j in g[1]]], 0)
+        return tree_size([g[0]], [[encoded[j][1] for j in g[1]]], 0)
 
     packable, shared, single = [], [], []
     for ctx, members in groups.items():
         longest = max(len(encoded[j][1]) for j in members)
         if backend.pack_prompts and backend.share_prompts and len(ctx) + longest <= backend.pack_depth \
-                and alone_size((ctx, members)) <= hf_packing.max_tree(backend):
+                and alone_size((ctx, members)) <= max_tree(backend):
             packable.append((ctx, members))
             continue
         fits = backend.share_prompts and 2 <= len(ctx) and len(ctx) + longest <= backend.share_limit
         if fits and group_cost((ctx, members)) > backend.batch_tokens:
             # too many continuations for one batch: chunks whose memory (the prompt's cache per packed row,
             # the continuation tokens) fits the budget, so that memory does not grow with their number
-            chunks = hf_compute.split_group(backend, len(ctx), [len(encoded[j][1]) for j in members])
+            chunks = split_group(backend, len(ctx), [len(encoded[j][1]) for j in members])
             shared += [(ctx, [members[i] for i in chunk]) for chunk in chunks]
         else:
             (shared if fits else single).append((ctx, members))
@@ -85,7 +86,7 @@ def loglikelihood(backend: HFBackend, pairs: list[tuple[str, str]], progress: Ca
     def tree(t):  # a planned tree → score_packed's (prompt, continuations) pairs
         return [(list(ctx), [encoded[j][1] for j in m]) for ctx, m in t]
 
-    for batch in hf_packing.packed_batches(hf_packing.plan_trees(backend, packable, lambda g: [encoded[j][1] for j in g[1]]),
+    for batch in packed_batches(plan_trees(backend, packable, lambda g: [encoded[j][1] for j in g[1]]),
                                            lambda t: t.size, backend.batch_tokens):
         backend._run(batch, lambda b: backend._score_packed([tree(t.groups) for t in b]),
                   lambda b: [j for t in b for _, m in t.groups for j in m], defer)

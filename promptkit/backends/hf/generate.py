@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..errors import ModelError
-from .base import Generation, cut_at_stop
-from .batching import collector
-from .hf_compute import _right_pad
+from ...errors import ModelError
+from ..base import Generation, cut_at_stop
+from ..batching import collector
+from .forward import _right_pad
 
 if TYPE_CHECKING:
-    from .hf import HFBackend
+    from . import HFBackend
 
 
 def generate(backend: HFBackend, specs: list[tuple], progress: Callable[[int], None] | None = None,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .hf import HFBackend
+    from . import HFBackend
 
 REDO_ABOVE = 1.0  # a slice whose largest l - s exceeds this (nats) is computed again for that row with s raised
 EXACT_TOP = 16  # largest logits of a row taken again in float32 (they carry most of the log-sum-exp)

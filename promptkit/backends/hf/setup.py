@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelError
-from ..launch import launch_env
+from ...errors import ModelError
+from ...launch import launch_env
 
 if TYPE_CHECKING:
     import torch

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .hf_attention import blocked
-from .hf_compute import _lcp, _lcp_all, _Scored
+from .attention import blocked
+from .forward import _lcp, _lcp_all, _Scored
 
 if TYPE_CHECKING:
-    from .hf import HFBackend
+    from . import HFBackend
 
 
 @dataclass
