@@ -7,7 +7,6 @@ import argparse
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from .errors import PromptkitError
@@ -209,23 +208,25 @@ def cmd_run(args) -> int:
     from .engine.cache import resume_hint
     from .results.text import format_run
     from .results.timings import Stopwatch, format_timings
+    from .results.ownership import new_run_dir, removed_if_unused
     from .run.evaluate import evaluate
 
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cache = False if args.no_cache else (args.cache or True)
     analysis = _analysis_from(args)
     watch = Stopwatch.since_process_start()  # start-up: from the process's start to here (imports, arguments)
+    out = Path(args.out) if args.out else new_run_dir(Path("runs"))  # created exclusively: no two runs share one
     try:
-        results = evaluate(
-            args.templates, args.suite, _models(args.model), limit=args.limit, max_variants=args.max_variants or None,
-            seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
-            cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
-            trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
-            noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
-            report=not args.no_report, analysis=analysis, mc_scoring=args.mc_scoring, base_url=args.base_url,
-            api_key_env=args.api_key_env, concurrency=args.concurrency, requests_per_minute=args.requests_per_minute,
-            request_timeout=args.request_timeout, model_revision=args.model_revision, timings=watch)
+        with removed_if_unused(out, fresh=not args.out):
+            results = evaluate(
+                args.templates, args.suite, _models(args.model), limit=args.limit, max_variants=args.max_variants or None,
+                seed=args.seed, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens, out=out,
+                cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
+                trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
+                noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
+                report=not args.no_report, analysis=analysis, mc_scoring=args.mc_scoring, base_url=args.base_url,
+                api_key_env=args.api_key_env, concurrency=args.concurrency, requests_per_minute=args.requests_per_minute,
+                request_timeout=args.request_timeout, model_revision=args.model_revision, timings=watch)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the launcher's, when another process of the job fails)
         stop = isinstance(exc, _Stopped)
         why = ("stopped" + (": another process of this job failed" if _rank_tag() else " (SIGTERM)")) if stop else "interrupted"
@@ -265,11 +266,9 @@ def _analysis_from(args):
 def _synthetic_options(args) -> dict:
     options = {"n": args.synthetic_n, "filters": tuple(f for f in args.synthetic_filters.split(",") if f)}
     if args.synthetic_template:
-        path = Path(args.synthetic_template)
-        try:
-            options["template"] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PromptkitError(f"{path}: cannot read the synthetic-demonstration template ({exc})") from None
+        from .run.synthetic import read_template
+
+        options["template"] = read_template(args.synthetic_template)
     return options
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from ..errors import PromptkitError
 
 from . import plots
+from .ownership import write_atomic
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -346,7 +347,6 @@ def write_report(results, out: str | Path, analysis=None, full=None) -> Path:
     path = out if out.suffix == ".html" else out / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     title = f"promptkit report: {path.parent.name}"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(report_html(results, analysis, title, full), encoding="utf-8")
-    tmp.replace(path)
+    html = report_html(results, analysis, title, full)
+    write_atomic(path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     return path

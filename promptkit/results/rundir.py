@@ -4,9 +4,10 @@ rows, rankings, the statistics files, the synthetic demonstrations and report.ht
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import shutil
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,27 +15,22 @@ import pandas as pd
 
 from ..analysis.analyze import AnalysisOptions
 from ..errors import PromptkitError
+from ..prompts.safe_read import MAX_DATA_BYTES
+from .ownership import (ANALYSIS_FILES, MANIFEST_FILE, REPORT_FILE, ROWS_FILE, SYNTHETIC_DIR, TABLE_FILES,
+                        TRANSFER_FILES, check_out, clear, locked,
+                        open_file, planned, probe, run_files, valid_name, write_atomic)
 from .timings import Stopwatch
 
-ROWS_FILE = "results.jsonl"
-TABLE_FILES = ("config.json", "tasks.json", "variants.json", "versions.json", ROWS_FILE, "ranking.csv", "ranking.json",
-               "held_out.json")
-ANALYSIS_FILES = ("ranking_stats.csv", "protocol.csv", "sensitivity.csv", "analysis.json", "selection_rules.csv")
-TRANSFER_FILES = ("transfer.csv", "transfer.json")  # runs with several models
-REPORT_FILE = "report.html"
-SYNTHETIC_DIR = "synthetic"
-MANIFEST_FILE = "manifest.json"  # written last: the files of a complete run and their sha256
+MAX_TABLE_BYTES = 500_000_000  # one JSON table of a run directory (tasks, variants, config)
 
 
 def check_writable(out: Path) -> list[Path]:
     """Fail now, before any scoring, if the run directory cannot be written. Returns the folders this created
     (outermost first), so a run that fails before writing anything can remove them again."""
-    created = [p for p in [out, *out.parents] if not p.exists()][::-1]
+    created = [p for p in [out, *out.parents] if not os.path.lexists(p)][::-1]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".promptkit-write-test"
-        probe.write_text("")
-        probe.unlink()
+        probe(out)
     except OSError as exc:
         remove_empty(created)
         raise PromptkitError(f"{out}: cannot write the run directory here ({exc.strerror or exc}); "
@@ -44,11 +40,19 @@ def check_writable(out: Path) -> list[Path]:
 
 @contextmanager
 def claimed(out: str | Path | None):
-    """The run directory for the duration of a run: checked writable on entry; if the run fails or is
-    interrupted before anything was written there, the folders it created are removed again."""
-    created = check_writable(Path(out)) if out is not None else []
-    try:
+    """The run directory for the duration of a run: checked before any scoring (writable; empty, new, or holding an
+    earlier run of promptkit's own) and locked against a second run; if the run fails or is interrupted before
+    anything was written there, the folders it created are removed again."""
+    if out is None:
         yield
+        return
+    out = Path(out)
+    check_out(out)
+    created = check_writable(out)
+    try:
+        with locked(out):
+            check_out(out)  # again, now that no other run can be changing it
+            yield
     except BaseException:
         remove_empty(created)
         raise
@@ -77,17 +81,20 @@ def write_run(full, out: str | Path, analysis: AnalysisOptions | dict | None = N
     go into config.json under `timings` (and into `full.config`)."""
     out = Path(out)
     options = analysis if isinstance(analysis, AnalysisOptions) else AnalysisOptions.from_dict(analysis)
+    owned = check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    if log is not None and any((out / name).exists() for name in (MANIFEST_FILE, "config.json", ROWS_FILE)):
-        log(f"warning: {out} holds an earlier run; replacing it")
-    _write_json(out / MANIFEST_FILE, {"complete": False})
-    clear_run(out)
-    watch = timings or Stopwatch()
-    _write_body(full, out, options, report, watch)
-    if timings is not None:  # the statistics and the report are done: config.json again, with every stage
-        full.config["timings"] = timings.as_dict()
-        _write_json(out / "config.json", full.config)
-    write_manifest(out)
+    with locked(out):
+        owned = check_out(out)
+        if owned and log is not None:
+            log(f"{out} holds an earlier run; replacing it (only the files its manifest.json lists)")
+        _write_json(out / MANIFEST_FILE, {"complete": False, "owned": sorted(owned | planned())})
+        clear(out, owned)
+        watch = timings or Stopwatch()
+        _write_body(full, out, options, report, watch)
+        if timings is not None:  # the statistics and the report are done: config.json again, with every stage
+            full.config["timings"] = timings.as_dict()
+            _write_json(out / "config.json", full.config)
+        write_manifest(out)
     return out
 
 
@@ -112,38 +119,29 @@ def _write_body(full, out: Path, options: AnalysisOptions, report: bool, watch: 
             write_report(ranked, out, result, full)
 
 
-def run_files() -> tuple[str, ...]:
-    return TABLE_FILES + ANALYSIS_FILES + TRANSFER_FILES + (REPORT_FILE,)
-
-
-def clear_run(out: Path) -> None:
-    """Remove every file an earlier run left in `out` (never anything else), so none outlives the new run."""
-    for name in run_files():
-        (out / name).unlink(missing_ok=True)
-        (out / (name + ".tmp")).unlink(missing_ok=True)
-    if (out / SYNTHETIC_DIR).is_dir():
-        shutil.rmtree(out / SYNTHETIC_DIR)
-
-
 def _run_paths(out: Path) -> list[str]:
     """The files the manifest covers: all but report.html, which `promptkit report` may regenerate in place."""
     names = [n for n in run_files() if n != REPORT_FILE and (out / n).is_file()]
-    if (out / SYNTHETIC_DIR).is_dir():
-        names += sorted(str(p.relative_to(out)) for p in (out / SYNTHETIC_DIR).rglob("*") if p.is_file())
+    if (out / SYNTHETIC_DIR).is_dir() and not (out / SYNTHETIC_DIR).is_symlink():
+        names += sorted(str((Path(root) / f).relative_to(out)) for root, _, files in os.walk(out / SYNTHETIC_DIR)
+                        for f in files if (Path(root) / f).is_file())  # os.walk never descends into a linked folder
     return names
 
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_file(path, 1 << 62) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def write_manifest(out: Path) -> None:
-    """manifest.json, written last: every file of the run and its sha256."""
-    _write_json(out / MANIFEST_FILE, {"complete": True, "files": {n: _sha256(out / n) for n in _run_paths(out)}})
+    """manifest.json, written last: every file of the run and its sha256, and every name the run owns (what the
+    next run into this folder may replace)."""
+    files = {n: _sha256(out / n) for n in _run_paths(out)}
+    owned = [n for n in run_files() if (out / n).is_file()] + ([SYNTHETIC_DIR + "/"] if (out / SYNTHETIC_DIR).is_dir() else [])
+    _write_json(out / MANIFEST_FILE, {"complete": True, "files": files, "owned": sorted(owned)})
 
 
 def check_manifest(run_dir: Path) -> None:
@@ -161,9 +159,16 @@ def check_manifest(run_dir: Path) -> None:
     if not isinstance(files, dict):
         raise PromptkitError(f"{run_dir}: this run directory was not completely written (the run stopped while "
                              f"saving it); {fix}")
+    if not all(valid_name(name) for name in files):
+        bad = next(name for name in files if not valid_name(name))
+        raise PromptkitError(f"{run_dir}: manifest.json lists {bad!r}, which is not a file of a run directory; {fix}")
     for name in sorted(set(files) | set(_run_paths(run_dir))):
         target = run_dir / name
-        if name not in files or not target.is_file() or _sha256(target) != files[name]:
+        try:
+            same = name in files and _sha256(target) == files[name]
+        except OSError:
+            same = False
+        if not same:
             raise PromptkitError(f"{run_dir}: {name} does not match the run's manifest.json (it was changed, is "
                                  f"missing, or belongs to another run); {fix}")
 
@@ -175,11 +180,9 @@ def write_tables(results, out: Path) -> None:
     _write_json(out / "tasks.json", results.tasks)
     _write_json(out / "variants.json", results.variants)
     _write_json(out / "versions.json", package_versions())
-    tmp = out / (ROWS_FILE + ".tmp")
-    results.rows.to_json(tmp, orient="records", lines=True)
-    tmp.replace(out / ROWS_FILE)
+    write_atomic(out / ROWS_FILE, lambda tmp: results.rows.to_json(tmp, orient="records", lines=True))
     table = results.ranking()
-    table.to_csv(out / "ranking.csv", index=False)
+    write_atomic(out / "ranking.csv", lambda tmp: table.to_csv(tmp, index=False))
     _write_json(out / "ranking.json", json.loads(table.to_json(orient="records")))
     _write_json(out / "held_out.json", results.held_out_summary())
 
@@ -189,22 +192,26 @@ def read_tables(run_dir: str | Path) -> tuple[pd.DataFrame, dict, dict, dict]:
     run_dir = Path(run_dir)
     check_manifest(run_dir)
     try:
-        rows = pd.read_json(run_dir / ROWS_FILE, orient="records", lines=True, dtype={"example": str})
-        tasks = json.loads((run_dir / "tasks.json").read_text())
-        variants = json.loads((run_dir / "variants.json").read_text())
-        config = json.loads((run_dir / "config.json").read_text())
+        rows = pd.read_json(io.BytesIO(_read(run_dir / ROWS_FILE, MAX_DATA_BYTES)), orient="records", lines=True,
+                            dtype={"example": str})
+        tasks, variants, config = (json.loads(_read(run_dir / name, MAX_TABLE_BYTES))
+                                   for name in ("tasks.json", "variants.json", "config.json"))
     except (OSError, ValueError) as exc:
         raise PromptkitError(f"{run_dir}: not a readable promptkit run directory ({exc})") from None
     return rows, tasks, variants, config
 
 
+def _read(path: Path, limit: int) -> bytes:
+    with open_file(path, limit) as f:
+        return f.read(limit + 1)
+
+
 def write_analysis(analysis, out: Path) -> None:
     """The statistics layer's tables: ranking with CIs, the protocol's folds, sensitivity, and a JSON summary."""
     out.mkdir(parents=True, exist_ok=True)
-    analysis.ranking.to_csv(out / "ranking_stats.csv", index=False)
-    analysis.folds.to_csv(out / "protocol.csv", index=False)
-    analysis.sensitivity.to_csv(out / "sensitivity.csv", index=False)
-    analysis.rules.to_csv(out / "selection_rules.csv", index=False)
+    for name, frame in (("ranking_stats.csv", analysis.ranking), ("protocol.csv", analysis.folds),
+                        ("sensitivity.csv", analysis.sensitivity), ("selection_rules.csv", analysis.rules)):
+        write_atomic(out / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
     f = analysis.friedman
     data = {"protocol": analysis.protocol, "summary": analysis.summary, "tied_with_best": analysis.tied_with_best(),
             "friedman": None if f is None else {"statistic": f.statistic, "p_value": f.p_value,
@@ -215,7 +222,7 @@ def write_analysis(analysis, out: Path) -> None:
 def write_transfer(transfer, out: Path) -> None:
     """A run with several models: the A→B matrix (transfer.csv) and τ, axis agreement and the cross-model
     prompt (transfer.json)."""
-    transfer.matrix.to_csv(out / "transfer.csv", index=False)
+    write_atomic(out / "transfer.csv", lambda tmp: transfer.matrix.to_csv(tmp, index=False))
     _write_json(out / "transfer.json", {
         "models": transfer.models, "aggregate": transfer.aggregate, "cross_model": transfer.how,
         "cross_model_prompt": transfer.chosen, "kendall_tau": transfer.tau.to_dict("records"),
@@ -243,9 +250,8 @@ def write_synthetic(info: dict, out: Path) -> Path:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=True))
-    tmp.replace(path)
+    text = json.dumps(data, indent=2, default=_jsonable, allow_nan=True)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _jsonable(value):

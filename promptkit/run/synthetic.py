@@ -235,6 +235,19 @@ def _split(items: list, sizes: list[int]) -> list[list]:
     return out
 
 
+def read_template(path) -> str:
+    """A synthetic-demonstration template file (--synthetic-template): a regular file of bounded size, UTF-8."""
+    from pathlib import Path
+
+    from ..prompts.safe_read import MAX_YAML_BYTES, read_regular
+
+    data = read_regular(Path(path), MAX_YAML_BYTES, "synthetic-demonstration template", PromptkitError)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptkitError(f"{path}: the synthetic-demonstration template is not UTF-8 text ({exc})") from None
+
+
 def config_from(options, seed: int) -> SyntheticConfig:
     """SyntheticConfig from evaluate()'s `synthetic` argument (None, a dict of its fields, or one), checked."""
     if isinstance(options, SyntheticConfig):
