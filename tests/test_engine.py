@@ -100,14 +100,15 @@ def test_cache_hit_is_identical_and_other_fingerprints_miss(tiny_model, tmp_path
     assert other.get_many([request_key(p, c) for p, c in few_shot_pairs()]) == {}
 
 
-@pytest.mark.parametrize("sampled", [False, True], ids=["hashed-whole", "sampled-like-a-large-file"])
-def test_fingerprint_tracks_weights_dtype_and_tokenizer(tiny_model, tmp_path, monkeypatch, sampled):
+@pytest.mark.parametrize("remembered", [False, True], ids=["hashed-again", "digest-remembered-like-a-large-file"])
+def test_fingerprint_tracks_weights_dtype_and_tokenizer(tiny_model, tmp_path, monkeypatch, remembered):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptkit.backends import acquire
 
-    if sampled:  # the tiny model's weights are hashed whole; a real model's (over 64 MiB) are sampled per tensor
-        monkeypatch.setattr(acquire, "FULL_HASH_BYTES", 0)
+    if remembered:  # the tiny model's files are small; a real model's digests are remembered by size and mtime
+        monkeypatch.setattr(acquire, "REMEMBER_BYTES", 0)
+        monkeypatch.setenv("PROMPTKIT_CACHE", str(tmp_path / "cache"))
 
     base = HFBackend(tiny_model, dtype="float32", device="cpu")
     assert HFBackend(tiny_model, dtype="float32", device="cpu").fingerprint == base.fingerprint
@@ -146,17 +147,14 @@ def test_the_backend_knows_its_model_from_the_files_and_loads_it_only_to_score(t
         backend.loglikelihood([("Q:", " 4")])
 
 
-def test_a_damaged_safetensors_header_is_a_clear_error_before_anything_runs(tiny_model, tmp_path, monkeypatch):
+def test_a_damaged_safetensors_header_is_a_clear_error_before_anything_runs(tiny_model, tmp_path):
     import shutil
-
-    from promptkit.backends import acquire
 
     shutil.copytree(tiny_model, tmp_path / "bad")
     weights = tmp_path / "bad" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[8:16] = b"not json"
     weights.write_bytes(bytes(data))
-    monkeypatch.setattr(acquire, "FULL_HASH_BYTES", 0)  # the tiny model's file is small; read it as a large one is
     with pytest.raises(pk.PromptkitError, match="model.safetensors.*damaged"):
         HFBackend(str(tmp_path / "bad"), dtype="float32", device="cpu")
 
@@ -339,3 +337,29 @@ def test_loading_on_cpu_keeps_freed_activation_memory_for_the_next_batch(tiny_mo
     assert runs[tiny_model]["tuned"] is (glibc and not env)
     if runs[tiny_model]["tuned"]:
         assert runs[tiny_model]["faults"] < 21504  # ten batches of 84 MiB (21,504 pages each), on pages already there
+
+
+def test_an_edit_of_a_block_between_any_two_sampled_pieces_is_another_model(tmp_path, monkeypatch):
+    """A pruned head or ablated neurons change one contiguous block of a large tensor; a fingerprint that samples
+    pieces of each tensor missed it and served stale scores. The whole file counts (its digest remembered by size,
+    modification time and inode)."""
+    from safetensors.torch import save_file
+
+    from promptkit.backends import acquire
+
+    monkeypatch.setenv("PROMPTKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = torch.arange(18 << 20, dtype=torch.float32)  # 72 MiB: over the old whole-file limit of 64 MiB
+    save_file({"w": weights}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+    before, parameters = acquire.files_fingerprint(folder)
+    assert parameters == 18 << 20
+    assert acquire.files_fingerprint(folder)[0] == before  # the remembered digest: same answer
+    remembered = json.loads((tmp_path / "cache" / acquire.DIGESTS_FILE).read_text())
+    assert list(remembered.values()) == [acquire._sha256(folder / "model.safetensors")]
+    size = (folder / "model.safetensors").stat().st_size
+    with open(folder / "model.safetensors", "r+b") as f:  # zero 64 KiB between the 1st and 2nd of 16 sampled pieces
+        f.seek(size // 30)
+        f.write(bytes(64 << 10))
+    assert acquire.files_fingerprint(folder)[0] != before

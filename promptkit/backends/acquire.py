@@ -311,39 +311,60 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-FULL_HASH_BYTES = 64 << 20  # files up to this size are hashed whole; larger ones are sampled
-SAMPLES_PER_TENSOR = 16  # evenly spaced 512-byte pieces of every tensor of a safetensors file
-SAMPLES_PER_FILE = 1024  # evenly spaced 4 KiB pieces of another large file
+DIGESTS_FILE = "file-digests.json"  # in the user cache: sha256 of large model files by path, size, mtime and inode
+DIGESTS_KEPT = 2000
+REMEMBER_BYTES = 16 << 20  # smaller files are simply hashed again
+OTHER_WEIGHTS_BYTES = 64 << 20  # a larger file that is not safetensors holds weights (whose parameters are not counted)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of the whole file. A large file's digest is remembered in the user cache under its real path, size,
+    modification time and inode, so an unchanged multi-GB checkpoint is read once (seconds), not at every run; any
+    write to the file changes its modification time and so its key."""
+    st = path.stat()
+    if st.st_size < REMEMBER_BYTES:
+        return _sha256(path)
+    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    store = cache_dir() / DIGESTS_FILE
+    try:
+        known = json.loads(store.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    digest = _sha256(path)
+    known[key] = digest
+    try:  # best effort: an unwritable cache only costs the next run the hashing again
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f"{DIGESTS_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(list(known.items())[-DIGESTS_KEPT:])))
+        tmp.replace(store)
+    except OSError:
+        pass
+    return digest
 
 
 def files_fingerprint(folder: str | Path) -> tuple[str, int | None]:
     """Identity of a model folder from its files, without loading them: (digest, parameters in its safetensors
-    files, or None when its weights are in another format). Every top-level file counts, by name and size; files up
-    to 64 MiB (configuration, tokenizer, chat template, remote code) are hashed whole; a safetensors file by its
-    header (every tensor's name, dtype and shape) and 16 pieces of every tensor; another large file by 1,024 pieces.
-    Two checkpoints that differ in training differ in practically every byte of the tensors they changed, so the
-    pieces catch a fine-tune of a single matrix, as the fingerprint of the loaded weights did."""
+    files, or None when its weights are in another format). Every top-level file counts by name, size and the
+    sha256 of all its bytes (file_digest: a large file's is remembered by size and modification time), so any edit
+    of any weight — a pruned head, ablated neurons, one fine-tuned matrix — is another model."""
     digest, parameters, other_weights = hashlib.sha256(), 0, False
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
         size = path.stat().st_size
         digest.update(f"{path.name}|{size}|".encode())
-        with path.open("rb") as f:
-            if path.suffix == ".safetensors":
-                parameters += _sample_safetensors(f, size, digest, path, whole=size <= FULL_HASH_BYTES)
-            elif size <= FULL_HASH_BYTES:
-                digest.update(bytes.fromhex(_sha256(path)))
-            else:
-                other_weights = True
-                piece = min(4096, size)
-                for k in range(SAMPLES_PER_FILE):
-                    f.seek(k * (size - piece) // (SAMPLES_PER_FILE - 1))
-                    digest.update(f.read(piece))
+        if path.suffix == ".safetensors":
+            with path.open("rb") as f:
+                parameters += _safetensors_parameters(f, size, path)
+        elif size > OTHER_WEIGHTS_BYTES:
+            other_weights = True
+        digest.update(bytes.fromhex(file_digest(path)))
     return digest.hexdigest(), (parameters or None) if not other_weights else None
 
 
-def _sample_safetensors(f, size: int, digest, path: Path, whole: bool) -> int:
-    """Hash a safetensors file's header and pieces of each tensor (all of it if `whole`) into `digest`; returns its
-    parameter count."""
+def _safetensors_parameters(f, size: int, path: Path) -> int:
+    """The parameter count of a safetensors file, from its header (refused when the header is damaged)."""
     try:
         length = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(length)) if 0 < length < size else None
@@ -352,21 +373,12 @@ def _sample_safetensors(f, size: int, digest, path: Path, whole: bool) -> int:
     except Exception:
         raise ModelError(f"{path} is not a readable safetensors file (its header is damaged); download or convert "
                          "the model again") from None
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    if whole:
-        f.seek(0)
-        digest.update(bytes.fromhex(_sha256(path)))
-    start, parameters = 8 + length, 0
-    for name, info in sorted(header.items()):
+    parameters = 0
+    for name, info in header.items():
         if name == "__metadata__" or not isinstance(info, dict):
             continue
-        begin, end = info.get("data_offsets", (0, 0))
         n = 1
         for dim in info.get("shape", ()):
             n *= int(dim)
         parameters += n
-        piece = min(512, end - begin)
-        for k in range(SAMPLES_PER_TENSOR if piece and not whole else 0):
-            f.seek(start + begin + k * (end - begin - piece) // max(SAMPLES_PER_TENSOR - 1, 1))
-            digest.update(f.read(piece))
     return parameters
