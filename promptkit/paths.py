@@ -6,12 +6,22 @@ from pathlib import Path
 
 import platformdirs
 
+from .errors import PromptkitError
+
 
 def cache_dir(*parts: str) -> Path:
     """Return (and create) a folder under the promptkit cache; `PROMPTKIT_CACHE` overrides the root."""
     root = os.environ.get("PROMPTKIT_CACHE") or platformdirs.user_cache_dir("promptkit")
     path = Path(root, *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    where = "PROMPTKIT_CACHE" if os.environ.get("PROMPTKIT_CACHE") else "the user cache directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PromptkitError(f"{path}: cannot create promptkit's cache folder here ({exc.strerror or exc}; {where} is "
+                             f"{root}); set PROMPTKIT_CACHE to a folder you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PromptkitError(f"{path}: promptkit's cache folder is not writable ({where} is {root}); set "
+                             "PROMPTKIT_CACHE to a folder you can write")
     return path
 
 

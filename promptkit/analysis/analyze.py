@@ -21,6 +21,13 @@ ONE_TASK = ("the suite has one task and no held_out tasks, so no prompt can be c
             "on (protocol none); add tasks, or a `held_out:` list, to measure how prompts generalize")
 
 
+MIN_BOOTSTRAP = 20
+
+
+def _flag(name: str) -> str:
+    return {"seed": "analysis-seed", "model": "on-model"}.get(name, name.replace("_", "-"))
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """How a run is analysed: the selection/held-out protocol, the aggregate across tasks, the scoring mode,
@@ -48,6 +55,24 @@ class AnalysisOptions:
         if unknown:
             raise PromptkitError(f"unknown analysis option(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
         return cls(**(values or {}))
+
+    def __post_init__(self) -> None:
+        """Every field checked when the options are made, so a wrong value stops a run before any scoring (it failed
+        after all scoring, losing it with --no-cache), and `rank`/`report` say the same."""
+        from .names import AGGREGATES, MODES, PROTOCOLS
+
+        for name, allowed in (("protocol", (*PROTOCOLS, "models")), ("aggregate", AGGREGATES), ("mode", MODES),
+                              ("rank_by", None), ("across", ("models,tasks", "tasks")),
+                              ("cross_model", ("mean", "mean_rank", "worst"))):
+            value = getattr(self, name)
+            if not isinstance(value, str) or (allowed is not None and value not in allowed):
+                choices = f"one of {', '.join(allowed)}" if allowed else "a string"
+                raise PromptkitError(f"--{_flag(name)} ({name}=) must be {choices}, not {value!r}")
+        for name, least in (("folds", 2), ("bootstrap", MIN_BOOTSTRAP), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                why = " (fewer replicates give intervals too coarse to read; 1000 is the default)" if name == "bootstrap" else ""
+                raise PromptkitError(f"--{_flag(name)} ({name}=) must be a whole number >= {least}, not {value!r}{why}")
 
     def analyze_kwargs(self) -> dict:
         """The keyword arguments of analyze() / Results.analyze()."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import stat
 import time
 import sqlite3
 from pathlib import Path
@@ -42,6 +44,28 @@ COLUMNS = {  # the exact tables of a promptkit cache (caches made before the mar
     "loglikelihood": ["fingerprint", "request", "logprob", "n_tokens", "n_chars", "greedy"],
     "generation": ["fingerprint", "request", "text", "n_tokens"],
 }
+
+
+def check_cache_path(path: Path) -> None:
+    """Refuse, before any model loads, a cache path that is not a file or cannot become one (a device, a folder,
+    a FIFO; a folder without write access), without advising to delete what is there."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise PromptkitError(f"result cache {path}: cannot be used ({exc.strerror}); pick another file with --cache PATH, "
+                             "or run with --no-cache") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise PromptkitError(f"result cache {path}: is {what}; give --cache the path of a file (new or a promptkit "
+                             "cache), or run with --no-cache")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PromptkitError(f"result cache {path}: {folder} is not writable (SQLite writes a journal next to the "
+                             "file); pick another file with --cache PATH, or run with --no-cache")
 
 
 def _what_to_do(path: Path) -> str:
@@ -108,6 +132,7 @@ class ResultCache:
         self.fingerprint = fingerprint
         self.written = 0
         self.write_error: str | None = None
+        check_cache_path(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)

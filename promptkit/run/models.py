@@ -23,6 +23,9 @@ def model_list(model) -> tuple[list, list[str]]:
         raise PromptkitError("model=[] names no model; pass a model spec, a loaded backend, or a list of them")
     kept, notes, seen = [], [], set()
     for m in models:
+        if isinstance(m, str) and not m.strip():
+            raise PromptkitError(f"model {m!r} (--model {m!r}) names no model; leave --model out for the default model, or "
+                                 "give a spec (`promptkit models` lists the built-in ones)")
         key = id(m) if is_backend(m) else (m or "default")
         if key in seen:
             notes.append(f"model '{label(m)}' was given more than once; it runs once")

@@ -4,11 +4,14 @@ before anything loads (and, for the rules that need the plan, before the model l
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from ..analysis.analyze import AnalysisOptions
+from ..engine.cache import check_cache_path, default_cache_path
 from ..errors import PromptkitError
 from ..prompts.noise import parse as parse_noise
 from ..results.timings import Stopwatch
@@ -95,6 +98,7 @@ class RunOptions:
         if self.noise and (search is not None or self.calibrate):
             raise PromptkitError("--noise cannot be combined with --search or --calibrate yet: run the noise conditions "
                                  "on the variants you want to compare")
+        self.check_numbers()
         self.check_server_options()
         if self.mc_scoring == "generation" and (search is not None or self.calibrate):
             raise PromptkitError("--mc-scoring generation cannot be combined with --search or --calibrate (both work on "
@@ -109,6 +113,17 @@ class RunOptions:
         analysis = self.analysis if isinstance(self.analysis, AnalysisOptions) else AnalysisOptions.from_dict(self.analysis)
         return replace(self, search=search, noise=specs, analysis=analysis, timings=self.timings or Stopwatch())
 
+    def check_numbers(self) -> None:
+        """limit, max_variants and seed: whole numbers in range; the result cache: a file that can be written."""
+        for name, least in (("limit", 1), ("max_variants", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if value is None and name != "seed":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise PromptkitError(f"--{name.replace('_', '-')} ({name}=) must be a whole number >= {least}, not {value!r}")
+        if self.cache not in (None, False):
+            check_cache_path(default_cache_path() if self.cache is True else Path(self.cache))
+
     def check_server_options(self) -> None:
         """The scoring mode and the numbers of the server options, each refused with the field named."""
         if self.mc_scoring not in MC_SCORING:
@@ -119,8 +134,10 @@ class RunOptions:
             value = getattr(self, name)
             if value is None and name == "requests_per_minute":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise PromptkitError(f"--{name.replace('_', '-')} ({name}=) must be a number > 0, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise PromptkitError(f"--{name.replace('_', '-')} ({name}=) must be a finite number > 0, not {value!r}")
+        if self.base_url is not None:
+            check_base_url(self.base_url)
 
     def check_plan(self, generative_tasks: list[str], synthetic_variants: bool) -> None:
         """The rules that need the loaded suite and the expanded variants (checked before the model loads)."""
@@ -157,6 +174,20 @@ class RunOptions:
                 "progress": self.progress, "log": self.log, "base_url": self.base_url, "api_key_env": self.api_key_env,
                 "concurrency": self.concurrency, "requests_per_minute": self.requests_per_minute,
                 "request_timeout": self.request_timeout, "model_revision": self.model_revision}
+
+
+def check_base_url(url) -> None:
+    """An http(s) URL with a host, refused with the option named (a malformed one was a traceback)."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        host = parts.hostname if parts else None
+        parts and parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        raise PromptkitError(f"--base-url (base_url=) {url!r} is not a valid URL ({exc}); give one like "
+                             "http://127.0.0.1:8000/v1") from None
+    if not parts or parts.scheme not in ("http", "https") or not host:
+        raise PromptkitError(f"--base-url (base_url=) {url!r} is not an http(s) URL with a host; give one like "
+                             "http://127.0.0.1:8000/v1")
 
 
 def options_from(values: dict) -> RunOptions:
