@@ -1,12 +1,18 @@
 """OpenAI-compatible model servers (vLLM, llama.cpp's server, TGI, SGLang, Ollama, hosted APIs) behind the backend
 contract, as the model spec `openai:NAME`: log-likelihoods from `/v1/completions` with `echo` and `logprobs` (the
 continuation's tokens found from the returned character offsets, never by tokenizing here), generation from
-`/v1/chat/completions` (chat variants) or `/v1/completions` (plain prompts). The HTTP client is http_client.py."""
+`/v1/chat/completions` (chat variants) or `/v1/completions` (plain prompts). The HTTP client is http_client.py.
+
+Every field of an answer is checked before use (types, finite numbers, log-probabilities <= 0, offsets >= 0): a bad
+one is a BadResponse naming the endpoint and the field, never a traceback or a silently wrong score. A generation is
+cut to max_new_tokens here too (a server may ignore max_tokens): without a tokenizer on this side, by characters,
+CHARS_PER_TOKEN per token, a bound no real answer of that many tokens reaches."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from typing import Callable
@@ -15,7 +21,7 @@ from urllib.parse import urlsplit
 from ..errors import ModelError
 from .base import ContinuationScore, Generation, cut_at_stop
 from .batching import collector
-from .http_client import Client, ServerError, public_url
+from .http_client import Client, ServerError, bad_field, bad_key_character, public_url
 
 BACKEND_VERSION = "openai-1"
 BASE_URL_VARIABLES = ("PROMPTKIT_BASE_URL", "OPENAI_BASE_URL")
@@ -28,6 +34,12 @@ SCORING = {"loglikelihood": "/v1/completions echo=true logprobs=1 max_tokens=1 t
                             "from text_offset", "generation": "chat: /v1/chat/completions, plain: /v1/completions; "
                                                               "temperature 0 greedy, else top_p 0.95 and the seed"}
 STOPS_SENT = 4  # OpenAI's API takes at most 4 stop sequences; every stop sequence is also applied here
+CHARS_PER_TOKEN = 32  # a generation is cut to max_new_tokens * this many characters (tokens average ~4)
+LOGPROB_SLACK = 1e-4  # a log-probability above this is impossible (a probability above 1), beyond rounding
+# known API key prefixes: a value starting with one of these, then KEY_RUN or more characters, is a key, not a name
+KEY_PREFIXES = ("sk-", "sk_", "hf_", "gsk_", "ghp_", "gho_", "github_pat_", "glpat-", "xai-", "AIza", "r8_", "pk_",
+                "rk_", "nvapi-", "pplx-", "key-")
+KEY_RUN = 16
 
 
 class NoPromptLogprobs(ModelError):
@@ -66,13 +78,39 @@ def endpoint_of(base_url: str | None) -> str:
     return url.rstrip("/") + "/v1" if parts.path in ("", "/") else url
 
 
+def check_key_variable(variable) -> None:
+    """`variable` must be an environment variable's NAME: refused, without being shown, when it is not one (letters,
+    digits and _) or when it looks like a key itself (a known key prefix, or a long random-looking run)."""
+    if not isinstance(variable, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+        why = "is not an environment variable's name (letters, digits and _, not starting with a digit)"
+    elif looks_like_key(variable):
+        why = "looks like an API key itself (if it is one, it may now be in your shell history: consider rotating it)"
+    else:
+        return
+    raise ModelError(f"--api-key-env (api_key_env=) takes the NAME of the environment variable that holds the key, "
+                     f"never the key: the value given {why}; it is not shown. Put the key in a variable (export "
+                     "MY_API_KEY=...) and pass --api-key-env MY_API_KEY (default OPENAI_API_KEY)")
+
+
+def looks_like_key(name: str) -> bool:
+    """A known key prefix followed by a long run, a word (between _ and -) of 32+ characters, or one of 16+ that
+    switches between lower case, upper case and digits at least every fourth character (random, not CamelCase)."""
+    for prefix in KEY_PREFIXES:
+        if name.startswith(prefix) and len(rest := name[len(prefix):]) >= KEY_RUN and "_" not in rest.strip("_"):
+            return True
+    kind = lambda c: "d" if c.isdigit() else "u" if c.isupper() else "l"  # noqa: E731
+    for word in re.split(r"[_-]+", name):
+        switches = sum(kind(a) != kind(b) for a, b in zip(word, word[1:]))
+        if len(word) >= 32 or (len(word) >= KEY_RUN and switches * 4 >= len(word)):
+            return True
+    return False
+
+
 def api_key(variable: str | None) -> str | None:
     """The key from the environment variable `variable` (None when unset: local servers need none)."""
-    if not variable or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
-        raise ModelError("--api-key-env (api_key_env=) takes the NAME of an environment variable that holds the key "
-                         "(letters, digits and _), never the key itself")
+    check_key_variable(variable)
     key = (os.environ.get(variable) or "").strip()  # a key file saved with CRLF endings leaves "\r" at the end
-    bad = next((i for i, c in enumerate(key) if not 33 <= ord(c) < 127), None)
+    bad = bad_key_character(key)
     if bad is not None:
         raise ModelError(f"the API key in ${variable} has a character that cannot go in an HTTP header (a space, a "
                          f"control character or a non-ASCII character, at position {bad + 1} of {len(key)}); "
@@ -111,7 +149,7 @@ def server_model(client: Client, name: str, key_variable: str) -> dict:
     entries = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
     found = next((m for m in entries if m.get("id") == name), None)
     if found is None and entries:
-        served = ", ".join(str(m.get("id")) for m in entries[:20])
+        served = ", ".join(client.redact(str(m.get("id")))[:80] for m in entries[:20])
         raise ModelError(f"the server at {client.endpoint} does not serve a model named '{name}'; it serves: {served}. "
                          "Write --model openai:ONE_OF_THEM")
     return found or {"id": name}
@@ -119,7 +157,8 @@ def server_model(client: Client, name: str, key_variable: str) -> dict:
 
 def _identity(entry: dict) -> dict:
     """What a /models entry says about the weights (never its `created`, which some servers set to the request time)."""
-    return {k: entry[k] for k in ("id", "root", "parent", "owned_by", "revision", "version") if entry.get(k) is not None}
+    return {k: entry[k] for k in ("id", "root", "parent", "owned_by", "revision", "version")
+            if isinstance(entry.get(k), (str, int, float, bool))}  # scalars only: a server's odd structure is not kept
 
 
 class OpenAIBackend:
@@ -142,7 +181,7 @@ class OpenAIBackend:
         # it is scored; never the key
         self.fingerprint = hashlib.sha256(json.dumps([
             BACKEND_VERSION, self.client.endpoint, self.model, self.server, model_revision, SCORING]).encode()).hexdigest()[:24]
-        self._probed = False
+        self._probed = self._cut_noted = False
 
     @property
     def name(self) -> str:
@@ -202,12 +241,29 @@ class OpenAIBackend:
 
     def _parse(self, data: dict, prompt: str, continuation: str) -> ContinuationScore:
         """The continuation's summed log-probability: the tokens whose character span reaches past the prompt's end
-        (a token straddling the boundary counts, as the prompt's trailing space does on the in-process path)."""
-        choice = ((data.get("choices") or [{}]) if isinstance(data, dict) else [{}])[0] or {}
-        lp = choice.get("logprobs") or {}
-        offsets, values, top = lp.get("text_offset"), lp.get("token_logprobs"), lp.get("top_logprobs")
-        text, echoed = prompt + continuation, choice.get("text") or ""
-        if not offsets or not values or len(offsets) != len(values) or not echoed.startswith(text):
+        (a token straddling the boundary counts, as the prompt's trailing space does on the in-process path). Every
+        field used is checked first."""
+        where, redact = f"{self.client.endpoint}/completions", self.client.redact
+        choice = _first_choice(data, where, redact)
+        echoed = _text(choice.get("text"), where, "choices[0].text", redact)
+        lp = choice.get("logprobs")
+        if lp is not None and not isinstance(lp, dict):
+            raise bad_field(where, "choices[0].logprobs", lp, "not an object", redact)
+        offsets, values, top = ((lp.get("text_offset"), lp.get("token_logprobs"), lp.get("top_logprobs"))
+                                if lp else (None, None, None))
+        text = prompt + continuation
+        if not offsets or not values:
+            raise self._no_logprobs("the answer has no token_logprobs/text_offset for the echoed prompt")
+        field = "choices[0].logprobs."
+        _checked_list(offsets, where, field + "text_offset", _offset, "a character offset (a whole number >= 0)", redact)
+        _checked_list(values, where, field + "token_logprobs", _logprob,
+                      "a log-probability (a finite number <= 0) or null", redact)
+        if len(offsets) != len(values):
+            raise bad_field(where, field + "text_offset", f"{len(offsets)} entries",
+                            f"token_logprobs has {len(values)}: one of each per token", redact)
+        if top is not None and not isinstance(top, list):
+            raise bad_field(where, field + "top_logprobs", top, "not a list", redact)
+        if not echoed.startswith(text):
             raise self._no_logprobs("the answer has no token_logprobs/text_offset for the echoed prompt")
         ends = list(offsets[1:]) + [len(echoed)]
         mine = [k for k, (o, e) in enumerate(zip(offsets, ends)) if o < len(text) and e > len(prompt)]
@@ -216,7 +272,8 @@ class OpenAIBackend:
                              "give the template some text before the answer")
         if not mine or any(values[k] is None for k in mine):
             raise self._no_logprobs("the continuation's tokens have no log-probabilities")
-        greedy = bool(top) and all(_is_top(values[k], top[k] if k < len(top) else None) for k in mine)
+        best = [_best(top[k] if top and k < len(top) else None, where, f"{field}top_logprobs[{k}]", redact) for k in mine]
+        greedy = bool(top) and all(b is not None and values[k] >= b - 1e-6 for k, b in zip(mine, best))
         return ContinuationScore(float(sum(values[k] for k in mine)), len(mine), len(continuation), greedy)
 
     def _no_logprobs(self, detail: str) -> NoPromptLogprobs:
@@ -245,22 +302,92 @@ class OpenAIBackend:
         sent = [s for s in stop if s and not s[0].isspace()][:STOPS_SENT]
         if sent:
             body["stop"] = sent
+        where, redact = f"{self.client.endpoint}/{'chat/completions' if prompt.startswith(CHAT_MARK) else 'completions'}", \
+            self.client.redact
         if prompt.startswith(CHAT_MARK):
             body["messages"] = [{"role": r, "content": t} for r, t in json.loads(prompt[len(CHAT_MARK):])]
             data = self.client.post("chat/completions", body)
-            choice = (data.get("choices") or [{}])[0] or {}
-            text = (choice.get("message") or {}).get("content") or ""
+            message = _first_choice(data, where, redact).get("message")
+            if not isinstance(message, dict):
+                raise bad_field(where, "choices[0].message", message, "not an object", redact)
+            text = _text(message.get("content"), where, "choices[0].message.content", redact)
         else:
             data = self.client.post("completions", {**body, "prompt": prompt})
-            text = ((data.get("choices") or [{}])[0] or {}).get("text") or ""
-        tokens = int((data.get("usage") or {}).get("completion_tokens") or 0) or (len(text) + 3) // 4
-        return Generation(cut_at_stop(text, stop), tokens)
+            text = _text(_first_choice(data, where, redact).get("text"), where, "choices[0].text", redact)
+        text, most = cut_at_stop(text, stop), max(1, int(max_new)) * CHARS_PER_TOKEN
+        if len(text) > most:  # the server ignored max_tokens: cut here, or a run directory grows without bound
+            if not self._cut_noted:
+                self._cut_noted = True
+                self.client.log(f"{where} answered past max_tokens ({int(max_new)}); answers are cut here to "
+                                f"{CHARS_PER_TOKEN} characters a token ({most:,} characters)")
+            text = text[:most]
+        reported = (data.get("usage") or {}).get("completion_tokens")  # checked by the client: a count or None
+        tokens = int(reported or 0) or (len(text) + 3) // 4
+        return Generation(text, min(tokens, max(1, int(max_new))))
 
 
-def _is_top(value: float, alternatives) -> bool:
-    """The token is the model's argmax: its log-probability is at least the best of the returned top log-probs."""
-    if isinstance(alternatives, dict) and alternatives:
-        return value >= max(alternatives.values()) - 1e-6
-    if isinstance(alternatives, list) and alternatives:  # some servers send [{"token": ..., "logprob": ...}, ...]
-        return value >= max(float(a.get("logprob", float("-inf"))) for a in alternatives if isinstance(a, dict)) - 1e-6
-    return False
+def _first_choice(data, where: str, redact) -> dict:
+    """choices[0] of an answer, checked to be an object in a non-empty list in an object."""
+    if not isinstance(data, dict):
+        raise bad_field(where, "the answer", data, "not a JSON object", redact)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise bad_field(where, "choices", choices, "not a non-empty list", redact)
+    if not isinstance(choices[0], dict):
+        raise bad_field(where, "choices[0]", choices[0], "not an object", redact)
+    return choices[0]
+
+
+def _text(value, where: str, name: str, redact) -> str:
+    """A text field: a string (null is an empty answer)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise bad_field(where, name, value, "not a string", redact)
+    return value
+
+
+def _number(value) -> float | None:
+    """`value` as a finite float, or None when it is not a JSON number (bool is not one) or not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _offset(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _logprob(value) -> bool:
+    number = _number(value)
+    return value is None or (number is not None and number <= LOGPROB_SLACK)
+
+
+def _checked_list(values, where: str, name: str, ok: Callable, expected: str, redact) -> None:
+    if not isinstance(values, list):
+        raise bad_field(where, name, values, "not a list", redact)
+    bad = next((k for k, v in enumerate(values) if not ok(v)), None)
+    if bad is not None:
+        raise bad_field(where, f"{name}[{bad}]", values[bad], f"not {expected}", redact)
+
+
+def _best(alternatives, where: str, name: str, redact) -> float | None:
+    """The best of a token's returned top log-probs ({token: logprob}, or [{"token": ..., "logprob": ...}, ...] as
+    some servers send), checked to be log-probabilities; None when there are none."""
+    if not alternatives:
+        return None
+    if isinstance(alternatives, dict):
+        pairs = list(alternatives.items())
+    elif isinstance(alternatives, list):
+        pairs = [(k, a.get("logprob")) for k, a in enumerate(alternatives) if isinstance(a, dict) and "logprob" in a]
+    else:
+        raise bad_field(where, name, alternatives, "not an object or a list", redact)
+    for key, value in pairs:
+        if value is None or not _logprob(value):
+            raise bad_field(where, f"{name}[{key!r}]" if isinstance(key, str) else f"{name}[{key}].logprob", value,
+                            "not a log-probability (a finite number <= 0)", redact)
+    return max((float(v) for _, v in pairs), default=None)
