@@ -213,7 +213,7 @@ def test_killed_run_resumes_from_the_cache(tiny_model, toy_suite, two_templates,
 
 
 def test_attended_keys_are_counted_with_and_without_a_window():
-    from promptkit.backends.hf.forward import _keys_seen
+    from promptkit.backends.hf.context import _keys_seen
 
     for past in range(0, 12):
         for n in range(0, 9):

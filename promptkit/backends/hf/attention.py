@@ -81,12 +81,12 @@ def blocked(model) -> Iterator[None]:
             out[:, a:b].view(rows, n, kv, groups, -1).copy_(got.view(rows, groups, n, kv, -1).permute(0, 2, 3, 1, 4))
         return out, None
 
-    before = ALL_ATTENTION_FUNCTIONS._local_mapping.get("sdpa")
+    before = ALL_ATTENTION_FUNCTIONS["sdpa"]  # an override of this mapping's, else transformers' own
     ALL_ATTENTION_FUNCTIONS["sdpa"] = attend
     try:
         yield
     finally:
-        if before is None:
+        if before is sdpa:  # transformers' own: the override goes, and the mapping answers with its default again
             del ALL_ATTENTION_FUNCTIONS["sdpa"]
         else:
             ALL_ATTENTION_FUNCTIONS["sdpa"] = before

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from . import HFBackend
+    from .context import Context, Counters
 
 REDO_ABOVE = 1.0  # a slice whose largest l - s exceeds this (nats) is computed again for that row with s raised
 EXACT_TOP = 16  # largest logits of a row taken again in float32 (they carry most of the log-sum-exp)
@@ -24,20 +24,20 @@ SLICE = 2048  # vocabulary entries per slice of the float32 way: its logits stay
 SLICE_SHIFTED = 32768  # per slice of the bfloat16 way (each slice's top k joins a running top k)
 
 
-def project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False,
+def project(ctx: Context, counters: Counters, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool = False,
             chunk: int | None = None, rows: torch.Tensor | None = None):
     """Log-probability of each target token and whether it is the argmax, from final hidden states (projected onto
     the vocabulary here) or from logits; `rows[i]` is the vector that predicts target i (default: vector i), so a
     vector that predicts several targets is projected once. bf16-mixed's autocast stops here: the projection is
-    float32, or bfloat16 with a shift when the backend made a shifted output matrix (shifted_head). `chunk`: the
+    float32, or bfloat16 with a shift when the context holds a shifted output matrix (shifted_head). `chunk`: the
     vocabulary entries per slice (default SLICE, or SLICE_SHIFTED for the bfloat16 way)."""
     rows = torch.arange(len(targets)) if rows is None else rows
     if not is_logits:
-        backend.projected_rows += len(vectors)
+        counters.add_projected(len(vectors))
     with torch.autocast(vectors.device.type, enabled=False):
-        if backend._head16 is not None and not is_logits:
-            return _project_shifted(backend, vectors.float(), targets, chunk or SLICE_SHIFTED, rows)
-        return _project(backend, vectors, targets, is_logits, chunk or SLICE, rows)
+        if ctx.head16 is not None and not is_logits:
+            return _project_shifted(ctx.model, ctx.head16, vectors.float(), targets, chunk or SLICE_SHIFTED, rows)
+        return _project(ctx.model, vectors, targets, is_logits, chunk or SLICE, rows)
 
 
 def shifted_head(model) -> torch.Tensor | None:
@@ -55,7 +55,8 @@ def shifted_head(model) -> torch.Tensor | None:
 
 
 @torch.inference_mode()
-def _project_shifted(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, chunk: int, rows: torch.Tensor):
+def _project_shifted(model, head16: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, chunk: int,
+                     rows: torch.Tensor):
     """bf16-mixed's projection (see the module's docstring). The first shift of a row is the largest float32 logit
     among its targets (a gather, no product with the whole matrix); a slice whose largest l - s comes out above
     REDO_ABOVE is multiplied again for those rows with s raised to it, so every logit near the row's maximum is
@@ -65,7 +66,7 @@ def _project_shifted(backend: HFBackend, vectors: torch.Tensor, targets: torch.T
     The argmax is the largest of those float32 logits."""
     n, device, dim = len(vectors), vectors.device, vectors.shape[1]
     rows, targets = rows.to(device), targets.to(device)
-    head, head16 = backend.model.get_output_embeddings().weight, backend._head16
+    head = model.get_output_embeddings().weight
     exact = (vectors[rows] * head[targets].float()).sum(-1)  # float32 logit of every target
     shift = torch.full((n,), -float("inf"), device=device).scatter_reduce(0, rows, exact, "amax")
     shift = torch.where(torch.isfinite(shift), shift, 0.0).bfloat16()  # exact in bfloat16, so [h, -s]·[w, 1] is l - s
@@ -111,7 +112,7 @@ def _project_shifted(backend: HFBackend, vectors: torch.Tensor, targets: torch.T
 
 
 @torch.inference_mode()
-def _project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool, chunk: int,
+def _project(model, vectors: torch.Tensor, targets: torch.Tensor, is_logits: bool, chunk: int,
              rows: torch.Tensor):
     """The float32 projection. The vocabulary is walked in slices of `chunk` entries with a running log-sum-exp
     and argmax, inside one reused buffer: all rows share one read of the output matrix, memory holds
@@ -120,8 +121,8 @@ def _project(backend: HFBackend, vectors: torch.Tensor, targets: torch.Tensor, i
     growing). Slices of SLICE entries keep a slice's logits in cache for the reductions that follow the product,
     and a row's argmax is taken only in the slices where its maximum rises (a plain maximum is far cheaper than
     an argmax on CPU): 1.2-1.4x over slices of 32,768 with an argmax each (benchmarks/README)."""
-    head = None if is_logits else backend.model.get_output_embeddings()
-    cap = None if is_logits else getattr(backend.model.config, "final_logit_softcapping", None)
+    head = None if is_logits else model.get_output_embeddings()
+    cap = None if is_logits else getattr(model.config, "final_logit_softcapping", None)
     vocab = vectors.shape[1] if is_logits else head.weight.shape[0]
     n, device = len(vectors), vectors.device
     rows, targets = rows.to(device), targets.to(device)

@@ -39,14 +39,15 @@ def device_name(device: str = "auto") -> str:
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2, "bf16-mixed": 4}  # name → bytes per value
 # bf16-mixed: loaded in float32 (residual stream, norms, embeddings); the layers' linear maps then stored in bfloat16
 # and their products run in bfloat16 (torch.autocast), the vocabulary projection as a shifted bfloat16 product with
-# its top logits in float32 (hf_project.py): the matrix products are where the time goes
+# its top logits in float32 (project.py): the matrix products are where the time goes
 LOAD_AS = {"bf16-mixed": "float32"}
 
 
 def dtype_name(dtype: str, device: str) -> str:
     """'auto' → bfloat16 (or float16 without bfloat16) on a GPU; on CPU bf16-mixed where the CPU has bfloat16 matrix
-    instructions, else float32; other names checked. bf16-mixed met issue 18's rule on the built-in suite (99.1% of
-    predictions as in float32, the same chosen variant, Kendall tau 0.96; benchmarks/README); full bfloat16 did not."""
+    instructions, else float32; other names checked. bf16-mixed met the rule for a lower precision (at least 99% of
+    predictions as in float32 and the same chosen variant) on the built-in suite (99.1%, the same variant, Kendall
+    tau 0.96; benchmarks/README); full bfloat16 did not."""
     if dtype == "auto":
         if device.startswith("cuda"):
             import torch
@@ -141,7 +142,7 @@ def tune_malloc() -> bool:
     return _malloc_tuned
 
 
-def _read_config(folder: Path) -> dict:
+def read_config(folder: Path) -> dict:
     """A model folder's config.json as JSON (no transformers needed); {} where it cannot be read as an object."""
     try:
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -150,7 +151,7 @@ def _read_config(folder: Path) -> dict:
     return raw if isinstance(raw, dict) else {}
 
 
-class _Fields:
+class Fields:
     """A config.json's fields as attributes (what auto_batch_tokens reads), its `text_config` as the text config."""
 
     def __init__(self, raw: dict):
@@ -158,10 +159,10 @@ class _Fields:
 
     def get_text_config(self):
         text = self.__dict__.get("text_config")
-        return _Fields(text) if isinstance(text, dict) else self
+        return Fields(text) if isinstance(text, dict) else self
 
 
-def _architecture(raw: dict, seq2seq: bool) -> str | None:
+def architecture(raw: dict, seq2seq: bool) -> str | None:
     """The class a config.json names, where it is the kind this backend loads (a causal or seq2seq LM); None
     otherwise (then the loaded model's class is reported)."""
     names = raw.get("architectures") or []
