@@ -17,29 +17,25 @@ LAYERS = {"errors": 0, "paths": 0, "launch": 0, "prompts": 1, "tasks": 1, "backe
           "results": 5, "run": 6, "cli": 7, "__main__": 8, "__init__": 8}
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def _module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+def _modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {_module_name(p, package): p for p in package.rglob("*.py")}
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Every promptkit module → the promptkit modules it imports, function-local imports included
-    (imports under `if TYPE_CHECKING:` are for annotations and never run)."""
-    modules = _modules()
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Every module of `package` → the modules of it that it imports: at module level, inside functions, and under
+    `if TYPE_CHECKING:` (an import for annotations only never runs, but it is a dependency all the same: a cycle
+    through one is still two modules that cannot be understood, moved or tested one without the other)."""
+    modules = _modules(package)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_pkg = path.name == "__init__.py"
         edges = set()
-        tree = ast.parse(path.read_text(), str(path))
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
-        for node in ast.walk(tree):
-            if id(node) in typing_only:  # annotations only: never imported at run time
-                continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
             targets = []
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -60,6 +56,26 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+def import_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """The cycles a depth-first walk of the graph meets, each as `a -> b -> ... -> a` (none: the graph is acyclic)."""
+    seen: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        seen[node] = 1
+        for nxt in sorted(graph[node]):
+            if seen.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in seen:
+                visit(nxt, stack + [nxt])
+        seen[node] = 2
+
+    for node in sorted(graph):
+        if node not in seen:
+            visit(node, [node])
+    return cycles
+
+
 def layer(module: str) -> int:
     parts = module.split(".")
     return LAYERS["__init__"] if len(parts) == 1 else LAYERS[parts[1]]
@@ -77,23 +93,25 @@ def test_lower_layers_never_import_higher_ones():
 
 
 def test_no_import_cycles():
-    graph = import_graph()
-    seen: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    cycles = []
-
-    def visit(node: str, stack: list[str]) -> None:
-        seen[node] = 1
-        for nxt in sorted(graph[node]):
-            if seen.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
-            elif nxt not in seen:
-                visit(nxt, stack + [nxt])
-        seen[node] = 2
-
-    for node in sorted(graph):
-        if node not in seen:
-            visit(node, [node])
+    cycles = import_cycles(import_graph())
     assert not cycles, "\n".join(cycles)
+
+
+def test_the_cycle_check_sees_imports_for_annotations_and_inside_functions(tmp_path):
+    """A planted cycle through an `if TYPE_CHECKING:` import (either spelling) or a function's import is found;
+    the same modules without it are not a cycle."""
+    package = tmp_path / "planted"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import B\n\n\nclass A:\n    pass\n")
+    plain = "class B:\n    pass\n"
+    (package / "b.py").write_text(plain)
+    assert import_cycles(import_graph(package)) == []
+    for back in ("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .a import A\n",
+                 "import typing\n\nif typing.TYPE_CHECKING:\n    from planted.a import A\n",
+                 "def make():\n    from . import a\n    return a.A()\n"):
+        (package / "b.py").write_text(back + plain)
+        assert import_cycles(import_graph(package)) == ["planted.a -> planted.b -> planted.a"], back
 
 
 def test_task_core_imports_only_the_error_types():
