@@ -69,7 +69,9 @@ def new_task_suite(task):
             entry = {"source": "files", "path": str(path), "input": "input", "choices": "choices", "target": "target"}
         entry["name"] = path.parent.name if path.name == "task.json" else path.stem
         task = entry
-    return suite_from_dict({"name": "recommend", "selection": [task], "held_out": []}, Path.cwd() / "recommend.yaml")
+    # the user named the file on the command line: it may be anywhere
+    return suite_from_dict({"name": "recommend", "selection": [task], "held_out": [], "allow_outside_data": True},
+                           Path.cwd() / "recommend.yaml")
 
 
 def _looks_bigbench(path: Path) -> bool:

@@ -17,7 +17,7 @@ TASK_KEYS = {
 KINDS = ("multiple_choice", "generation")
 DEMO_POOL = 64  # demonstrations held apart per task (examples never evaluated in the run)
 DEFAULT_MAX_NEW_TOKENS = 32
-SUITE_KEYS = {"name", "description", "limit", "selection", "held_out", "notes"}
+SUITE_KEYS = {"name", "description", "limit", "selection", "held_out", "notes", "allow_outside_data"}
 
 
 @dataclass(frozen=True)

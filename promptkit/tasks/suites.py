@@ -54,6 +54,9 @@ def suite_from_dict(data: Any, path: Path) -> Suite:
         raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(SUITE_KEYS))}")
     if not data.get("selection"):
         raise SuiteError(f"{path}: `selection:` must list at least one task")
+    outside = data.get("allow_outside_data", False)
+    if not isinstance(outside, bool):
+        raise SuiteError(f"{path}: `allow_outside_data:` must be true or false (got {outside!r})")
     tasks: list[TaskSpec] = []
     for split in ("selection", "held_out"):
         entries = data.get(split) or []
@@ -61,6 +64,9 @@ def suite_from_dict(data: Any, path: Path) -> Suite:
             raise SuiteError(f"{path}: `{split}:` must be a list of tasks")
         for i, entry in enumerate(entries):
             tasks.append(_task_spec(entry, split, f"{path}: {split}[{i}]", path.parent))
+    if not outside:
+        for spec in tasks:
+            _check_inside(spec, path)
     seen: dict[str, str] = {}
     for spec in tasks:
         if spec.name in seen:
@@ -72,6 +78,25 @@ def suite_from_dict(data: Any, path: Path) -> Suite:
     limit = data.get("limit")
     _check_limit(limit, f"{path}")
     return Suite(str(data.get("name") or path.stem), tasks, str(path), str(data.get("description", "")), limit)
+
+
+def _check_inside(spec: TaskSpec, suite: Path) -> None:
+    """A suite reads local data from its own folder (links resolved) unless it says `allow_outside_data: true`: a
+    shared suite naming ~/.aws/credentials would otherwise put its lines into prompts, results and reports (and,
+    with a hosted model, send them out)."""
+    local = spec.options.get("path")
+    if local is None and spec.source == "hf" and isinstance(spec.options.get("dataset"), str):
+        candidate = Path(spec.options["dataset"]).expanduser()  # a local folder or file given as the dataset
+        local = str(candidate if candidate.is_absolute() else suite.parent / candidate) if (
+            candidate.is_absolute() or str(candidate).startswith((".", "~")) or (suite.parent / candidate).exists()) else None
+    if local is None:
+        return
+    folder = suite.parent.resolve()
+    target = Path(local).resolve()
+    if target != folder and folder not in target.parents:
+        raise SuiteError(f"{spec.where}: {target} is outside the suite's folder {folder}; a suite reads local data "
+                         "from its own folder unless it says otherwise. If you mean it, add `allow_outside_data: true` "
+                         f"at the top of {suite.name}, or move the data next to the suite")
 
 
 def _check_limit(limit: Any, where: str) -> None:
