@@ -293,7 +293,7 @@ def cmd_rank(args) -> int:
                                                      options.bootstrap, options.seed)))
         return 0
     results = ranked_view(full, options)
-    print(format_analysis(results.analyze(**options.analyze_kwargs())))
+    print(format_analysis(results.analyze(**options.analyze_kwargs()), running="rank --recommend" if args.recommend else None))
     if full.config.get("noise"):
         print()
         print(format_robustness(full))

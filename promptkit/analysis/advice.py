@@ -7,10 +7,18 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PromptkitError
+from . import ranking as rk
+from .names import num
 from . import selection as sel
 
 WIDE = 0.1  # a regret CI reaching past this (mean_norm) is called wide
 SMALL = 0.05  # a regret (mean_norm) at most this large counts as generalizing, when its CI includes 0
+
+
+def regret_scale(aggregate: str, n_variants: int | None) -> float:
+    """How many units of `aggregate` make one unit of SMALL and WIDE: a mean rank over k variants spans k − 1
+    ranks where the other aggregates span about 1 (win rate is (k − mean rank) / (k − 1))."""
+    return float(max((n_variants or 2) - 1, 1)) if aggregate == "mean_rank" else 1.0
 
 
 def rules_table(ct: sel.ChoiceTable, ranking_tasks: list[str], held_out: list[str]) -> tuple[sel.Recommendation, pd.DataFrame]:
@@ -53,30 +61,78 @@ def advise(summary: dict, protocol: str, rec: sel.Recommendation | None, folds: 
         out["verdict"] = ("not measured: no task was held out from the choice (add held_out tasks, or use "
                           "--protocol loto)")
     else:
+        agg = summary.get("aggregate", rk.DEFAULT_AGGREGATE)
+        higher = rk.HIGHER_IS_BETTER.get(agg, True)
+        scale = regret_scale(agg, summary.get("n_variants"))
         lo, hi = float(ci[0]), float(ci[1])
         where = "the held-out tasks" if protocol == "split" else f"the {protocol} folds' held-out tasks"
         regret = float(folds["regret"].mean()) if folds is not None and len(folds) else float(summary.get("mean_regret", 0))
         chosen = float(folds["chosen_held_out"].mean()) if folds is not None and len(folds) else float("nan")
         median = float(folds["median_held_out"].mean()) if folds is not None and "median_held_out" in folds else float("nan")
-        numbers = (f"chosen {chosen:.3f}, median prompt {median:.3f}, regret {regret:.3f} [{lo:.3f}, {hi:.3f}]"
-                   if chosen == chosen else f"regret {regret:.3f} [{lo:.3f}, {hi:.3f}]")
+        worse = (chosen < median) if higher else (chosen > median)  # False when either is unknown
+        direction = "higher" if higher else "lower"
+        interval = f"regret {num(regret)} [{num(lo)}, {num(hi)}]"
+        numbers = (f"{agg}, {direction} is better: chosen {num(chosen)}, median prompt {num(median)}, {interval}"
+                   if chosen == chosen else f"{agg}: {interval}")
+        gives = num(regret) + (" in mean rank" if agg == "mean_rank" else "")
         if lo > 0:
             out["generalized"] = False
             out["verdict"] = (f"did not generalize: on {where} the chosen prompt is measurably worse than the best "
                               f"prompt in hindsight (the regret CI excludes 0; {numbers})")
-        elif regret <= SMALL and not chosen < median:
+        elif regret <= SMALL * scale and not worse:
             out["generalized"] = True
+            wide = (f"; the CI is wide (regret up to {num(hi)} is plausible): more held-out tasks or examples would "
+                    "say more") if hi > WIDE * scale else ""
             out["verdict"] = (f"generalized: on {where} the chosen prompt is within the noise of the best prompt in "
-                              f"hindsight ({numbers})" + (f"; the CI is wide (regret up to {hi:.3f} is plausible): more "
-                                                          "held-out tasks or examples would say more" if hi > WIDE else ""))
+                              f"hindsight ({numbers})" + wide)
         else:
-            out["verdict"] = (f"inconclusive: on {where} the chosen prompt gives up {regret:.3f} to the best prompt in "
-                              f"hindsight" + (" and does worse than the median prompt" if chosen < median else "")
+            out["verdict"] = (f"inconclusive: on {where} the chosen prompt gives up {gives} to the best prompt in "
+                              f"hindsight" + (" and does worse than the median prompt" if worse else "")
                               + f", but the regret CI includes 0 ({numbers}): more held-out tasks or examples would tell")
     out["next_step"] = next_step(out["generalized"], rec, run_hint)
+    if rules_command(run_hint) in out["next_step"]:
+        out["next_command"] = rules_command(run_hint)  # a view that shows it (rank --recommend) leaves it out
     if rec is not None:
         out["recommendation"] = rec.as_dict()
     return out
+
+
+def rules_command(run_hint: str) -> str:
+    """The command that shows every selection rule beside the others."""
+    return f"promptkit rank {run_hint} --recommend"
+
+
+def rule_label(name: str, candidate: sel.Candidate) -> str:
+    """A rule's pick in words; an ensemble is named by how many prompts it really holds."""
+    if name == "task_aware":
+        return "a per-task choice"
+    if candidate.method == "single":
+        return candidate.name
+    kind = "ensemble (averaged probabilities)" if candidate.method == "mean_prob" else "majority vote"
+    short = (f" (rule {name}: the run has only {candidate.cost} variants)"
+             if candidate.cost < sel.RULE_COST.get(name, candidate.cost) else "")
+    return f"the {candidate.cost}-prompt {kind} {candidate.name}{short}"
+
+
+def why(rec: sel.Recommendation) -> str:
+    """Why the recommendation is that rule: this run's evidence, or the benchmark's prior, in words."""
+    by_rule = rec.loto.set_index("rule")
+    folds = "the selection tasks left out in turn"
+    if rec.basis == "clear":
+        return (f"it beats the default rule {rec.default} clearly on {folds} (paired t "
+                f"{num(by_rule.loc[rec.rule, 't_vs_default'], 1, sign=True)}, at least {sel.T_NEEDED:g} needed)")
+    if rec.basis == "cheaper":
+        return (f"the default {rec.default} ({int(by_rule.loc[rec.default, 'cost'])}× calls) did better than {rec.rule} "
+                f"({int(by_rule.loc[rec.rule, 'cost'])}× calls) on none of {folds}, so the cheaper rule is kept")
+    if rec.candidate.cost == 1 or "top1" not in by_rule.index or rec.rule == "top1":
+        return f"the default at {rec.candidate.cost}× calls; no rule beats it clearly on {folds}"
+    top = by_rule.loc["top1"]
+    agrees = top["folds_behind"] > 0 and (top["folds_ahead"] == 0 or top["t_vs_default"] <= -2)
+    return (f"{rec.rule} is the default: the prompt ensemble held up best on 40 BIG-bench tasks no one tuned on "
+            f"(benchmarks/README); on {folds} it is ahead of top-1 on {int(top['folds_behind'])} and behind it on "
+            f"{int(top['folds_ahead'])} of them ({num(by_rule.loc[rec.rule, 'loto_mean_norm'] - top['loto_mean_norm'], sign=True)} "
+            "mean_norm), " + ("so this run agrees" if agrees else
+                              "no clear evidence either way: the choice is the benchmark's prior, not this run's evidence"))
 
 
 def next_step(generalized: bool | None, rec: sel.Recommendation | None, run_hint: str) -> str:
@@ -86,14 +142,12 @@ def next_step(generalized: bool | None, rec: sel.Recommendation | None, run_hint
         loto = dict(zip(rec.loto["rule"], rec.loto["loto_mean_norm"]))
         t_top1 = dict(zip(rec.loto["rule"], rec.loto["t_vs_default"])).get("top1", np.nan)
         gain = loto[rec.rule] - loto.get("top1", np.nan)
-        what = (f"the ensemble {rec.candidate.name} ({rec.candidate.cost}× calls)" if rec.candidate.method != "single"
-                else f"{rec.candidate.name}" if rec.rule != "task_aware" else "a per-task choice")
+        cost = f" ({rec.candidate.cost}× calls)" if rec.candidate.cost > 1 else ""
         t = -t_top1 if rec.rule == rec.default else np.nan  # t_vs_default is against the default rule
-        text = (f"use the '{rec.rule}' rule: it picks {what}; on selection tasks left out of the choice it scores "
-                f"{gain:+.3f} mean_norm against the top-1 choice" + (f" (paired t {t:+.1f})" if t == t else "")
-                + ("; on 40 BIG-bench tasks no one tuned on, the 5-prompt ensemble held up better than top-1 (see "
-                   "benchmarks/README)" if rec.rule == "ensemble5" and gain < 0 else "")
-                + f" (promptkit rank {run_hint} --recommend)")
+        text = (f"use the '{rec.rule}' rule: it picks {rule_label(rec.rule, rec.candidate)}{cost}; on selection tasks "
+                f"left out of the choice it scores {num(gain, sign=True)} mean_norm against the top-1 choice"
+                + (f" (paired t {num(t, 1, sign=True)})" if t == t else "")
+                + f"; why this rule: {why(rec)} ({rules_command(run_hint)})")
         return text + (". Or, " + adapt if generalized is not True else "")
     if generalized is True:
         return "keep the chosen prompt; " + adapt.replace("for a task of your own", "to tune it to one task")

@@ -124,7 +124,8 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
     fr = None
     if len(ranking_tasks) >= 2 and len(scores.variants) >= 2:
         fr = friedman(scores.subset(ranking_tasks).frame())
-        table["mean_rank"] = table["variant"].map(fr.mean_ranks)
+        if aggregate != "mean_rank":  # ranked by mean rank, the aggregate column already is the Friedman mean rank
+            table["mean_rank"] = table["variant"].map(fr.mean_ranks)
         tied = set(fr.tied_with_best())
         table["tied_with_best"] = table["variant"].isin(tied)
     else:

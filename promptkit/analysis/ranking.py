@@ -9,7 +9,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ..errors import PromptkitError
-from .names import DEFAULT_AGGREGATE, PROTOCOLS
+from .names import DEFAULT_AGGREGATE, LOWER_IS_BETTER, PROTOCOLS
 from .stats import Scores, percentile_ci
 
 
@@ -121,7 +121,7 @@ def agg_worst(table, chance):
 
 AGGREGATES = {"mean_norm": agg_mean_norm, "mean": agg_mean, "mean_rank": agg_mean_rank,
               "win_rate": agg_win_rate, "worst": agg_worst}
-HIGHER_IS_BETTER = {"mean_norm": True, "mean": True, "mean_rank": False, "win_rate": True, "worst": True}
+HIGHER_IS_BETTER = {name: name not in LOWER_IS_BETTER for name in AGGREGATES}
 
 
 def aggregate_fn(name: str):
@@ -233,7 +233,7 @@ def evaluate_protocol(scores: Scores, folds: list[Fold], aggregate: str = DEFAUL
                      **choose_and_score(table, chance, variants, sel, held, aggregate, default)})
     per_fold = pd.DataFrame(rows)
     rng = np.random.default_rng(seed)
-    summary = {"aggregate": aggregate, "folds": len(folds), "level": level,
+    summary = {"aggregate": aggregate, "folds": len(folds), "level": level, "n_variants": len(variants),
                "default_variant": default_variant if default is not None else None,
                "mean_regret": float(per_fold["regret"].mean()),
                "mean_chosen_held_out": float(per_fold["chosen_held_out"].mean())}

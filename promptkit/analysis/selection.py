@@ -293,12 +293,13 @@ class Recommendation:
 
     rule: str
     candidate: Candidate
-    loto: pd.DataFrame  # rule, loto_mean_norm, cost, t_vs_default: each rule on selection tasks it did not see
-    default: str = "top1"  # the rule kept unless another beat it clearly
+    loto: pd.DataFrame  # rule, loto_mean_norm, cost, t_vs_default, folds_behind, folds_ahead (of the default's)
+    default: str = "top1"  # the rule kept unless another beat it clearly, or a cheaper one was never behind it
+    basis: str = "default"  # why: "clear" (beat the default clearly), "cheaper" (never behind it), "default"
 
     def as_dict(self) -> dict:
         return {"rule": self.rule, "default": self.default, "choice": self.candidate.name, "members": list(self.candidate.members),
-                "method": self.candidate.method, "cost": self.candidate.cost,
+                "method": self.candidate.method, "cost": self.candidate.cost, "basis": self.basis,
                 "loto": self.loto.to_dict("records")}
 
 
@@ -310,6 +311,22 @@ def nested_loto(ct: ChoiceTable, selection: list[str], rules: list[str] | None =
     if len(selection) < 2:
         raise PromptkitError("choosing a selection rule needs at least 2 selection tasks (one is left out in turn)")
     names = list(dict.fromkeys([default, *(rules or list(RULES))]))
+    folds, costs = fold_scores(ct, selection, names)
+    out = []
+    for name in names:
+        diff = folds[name] - folds[default]
+        sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
+        mean = float(diff.mean()) if abs(diff.mean()) > 1e-12 else 0.0  # no -0.0 from rounding
+        # the same difference on every fold: as clear as it gets (an infinite t), not no difference at all
+        t_stat = float(mean / (sd / np.sqrt(len(diff)))) if sd > 0 else math.copysign(math.inf, mean) if mean else 0.0
+        out.append({"rule": name, "loto_mean_norm": float(folds[name].mean()), "cost": costs[name],
+                    "t_vs_default": t_stat, "folds_behind": int((diff < -1e-9).sum()),
+                    "folds_ahead": int((diff > 1e-9).sum())})
+    return pd.DataFrame(out)
+
+
+def fold_scores(ct: ChoiceTable, selection: list[str], names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per rule: its score on each selection task left out in turn (chosen on the others), and its cost."""
     folds, costs = {}, {}
     for name in names:
         scores, cost = [], 1
@@ -319,14 +336,7 @@ def nested_loto(ct: ChoiceTable, selection: list[str], rules: list[str] | None =
             scores.append(ct.score(c, [t]))
             cost = max(cost, c.cost)
         folds[name], costs[name] = np.asarray(scores), cost
-    out = []
-    for name in names:
-        diff = folds[name] - folds[default]
-        sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
-        t_stat = float(diff.mean() / (sd / np.sqrt(len(diff)))) if sd > 0 else 0.0
-        out.append({"rule": name, "loto_mean_norm": float(folds[name].mean()), "cost": costs[name],
-                    "t_vs_default": t_stat})
-    return pd.DataFrame(out)
+    return folds, costs
 
 
 def default_rule(max_cost: int | None = None) -> str:
@@ -340,9 +350,11 @@ def default_rule(max_cost: int | None = None) -> str:
 def recommend(ct: ChoiceTable, selection: list[str], rules: list[str] | None = None, target: str | None = None,
               max_cost: int | None = None, t_needed: float = T_NEEDED) -> Recommendation:
     """The default rule (default_rule(max_cost)), unless another rule within `max_cost` beats it out of sample
-    clearly: the best nested-LOTO mean whose paired t statistic against the default reaches `t_needed`. Picking
-    the plain best mean among nine noisy LOTO estimates mostly picks noise (benchmarks/README); the default is
-    what the generalization benchmark found best on its own pool, so it is not an out-of-sample choice."""
+    clearly (the best nested-LOTO mean whose paired t statistic against the default reaches `t_needed`), or a
+    cheaper rule is behind it on none of the left-out tasks (then the costlier default buys nothing this run can
+    see, and the cheapest such rule is taken). Picking the plain best mean among nine noisy LOTO estimates mostly
+    picks noise (benchmarks/README); the default is what the generalization benchmark found best on its own pool,
+    so keeping it is that benchmark's prior, not an out-of-sample choice (advice.why says which it was)."""
     default = default_rule(max_cost)
     allowed = [r for r in (rules or list(RULES)) if max_cost is None or RULE_COST.get(r, 1) <= max_cost]
     loto = nested_loto(ct, selection, allowed, default)
@@ -350,4 +362,10 @@ def recommend(ct: ChoiceTable, selection: list[str], rules: list[str] | None = N
     loto = loto.iloc[order].reset_index(drop=True)
     clear = loto[(loto["rule"] == default) | (loto["t_vs_default"] >= t_needed)]
     best = str(clear.iloc[0]["rule"])
-    return Recommendation(best, rule(best)(ct, selection, target), loto, default)
+    basis = "clear" if best != default else "default"
+    if best == default:  # a cheaper rule never behind the default on a left-out task: the extra calls buy nothing seen
+        cost = int(loto.loc[loto["rule"] == default, "cost"].iloc[0])
+        cheaper = loto[(loto["cost"] < cost) & (loto["folds_behind"] == 0)]
+        if len(cheaper):
+            best, basis = str(cheaper.sort_values("cost", kind="stable").iloc[0]["rule"]), "cheaper"
+    return Recommendation(best, rule(best)(ct, selection, target), loto, default, basis)

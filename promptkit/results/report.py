@@ -7,10 +7,12 @@ import html
 import io
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.names import MEANING, num
 from ..errors import PromptkitError
 
 from . import plots
@@ -31,6 +33,7 @@ tr.tied td { background: #eef5ff; } tr.chosen td { font-weight: 600; }
 pre { background: #f8f8f8; border: 1px solid #e5e5e5; padding: 0.7rem; white-space: pre-wrap; font-size: 0.82rem; }
 img { max-width: 100%; height: auto; } details { margin: 0.4rem 0; } summary { cursor: pointer; }
 .note { color: #555; font-size: 0.9rem; }
+table.rules th { white-space: normal; max-width: 7rem; } table.rules td.choice { max-width: 26rem; overflow-wrap: anywhere; }
 """
 
 # marks the page once every image has decoded: lets a headless browser check the report
@@ -40,14 +43,19 @@ window.addEventListener('load', function () {
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; });
   document.body.setAttribute('data-images', String(imgs.length));
   document.body.setAttribute('data-images-decoded', String(ok.length));
+  var rules = document.querySelector('table.rules');  // how far right the rules table reaches, in CSS pixels
+  if (rules) { document.body.setAttribute('data-rules-right', String(Math.ceil(rules.getBoundingClientRect().right))); }
 });
 """
 
 
 def figure_png(fig) -> str:
-    """A Figure as a base64 PNG data URI."""
+    """A Figure as a base64 PNG data URI. The plots are sized to their labels; should a layout still not fit,
+    matplotlib's warning about it is kept out of the terminal (the figure is drawn all the same)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
+        fig.savefig(buffer, format="png", dpi=110)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -57,7 +65,7 @@ def esc(value) -> str:
 
 def fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
-        return "–" if value != value else f"{value:.{digits}f}"
+        return "–" if value != value else num(value, digits)
     return esc(value)
 
 
@@ -65,13 +73,17 @@ def ranking_html(analysis, limit: int | None = None, chosen: str | None = None) 
     agg = analysis.aggregate
     table = analysis.ranking if limit is None else analysis.ranking.head(limit)
     held = f"held_out_{agg}"
-    head = ["rank", "variant", agg, "95% CI (examples)", "95% CI (tasks)", "mean rank"] + (["held-out"] if held in table else []) + ["tied"]
+    ranks = agg != "mean_rank"  # ranked by mean rank, the aggregate column is the mean rank
+    head = (["rank", "variant", agg, "95% CI (examples)", "95% CI (tasks)"] + (["mean rank"] if ranks else [])
+            + (["held-out"] if held in table else []) + ["tied"])
     rows = []
     for _, r in table.iterrows():
         cls = " ".join(c for c, on in (("tied", r["tied_with_best"]), ("chosen", r["variant"] == chosen)) if on)
         cells = [f"<td>{r['rank']}</td>", f"<td class='l'>{esc(r['variant'])}</td>", f"<td>{fmt(r[agg])}</td>",
                  f"<td>[{fmt(r['ci_examples_low'])}, {fmt(r['ci_examples_high'])}]</td>",
-                 f"<td>[{fmt(r['ci_tasks_low'])}, {fmt(r['ci_tasks_high'])}]</td>", f"<td>{fmt(r.get('mean_rank', float('nan')), 2)}</td>"]
+                 f"<td>[{fmt(r['ci_tasks_low'])}, {fmt(r['ci_tasks_high'])}]</td>"]
+        if ranks:
+            cells.append(f"<td>{fmt(r.get('mean_rank', float('nan')), 2)}</td>")
         if held in table:
             cells.append(f"<td>{fmt(r[held])}</td>")
         cells.append(f"<td>{'yes' if r['tied_with_best'] else ''}</td>")
@@ -258,7 +270,7 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
                      f"<div><span>best in hindsight, held out</span><b>{fmt(row['best_held_out'])}</b>{esc(row['best'])}</div>"
                      f"<div><span>regret (95% CI)</span><b>{fmt(row['regret'])}</b>[{fmt(s['regret_ci'][0])}, {fmt(s['regret_ci'][1])}]</div>"
                      "</div>")
-        parts.append(f"<p class='note'>{esc(a.aggregate)}: accuracy rescaled so that chance is 0 and perfect is 1 on every task. "
+        parts.append(f"<p class='note'>{esc(a.aggregate)}: {esc(MEANING.get(a.aggregate, a.aggregate))}. "
                      f"Default variant {esc(s.get('default_variant'))} scores {fmt(row.get('default_held_out', float('nan')))} held out. "
                      "The CIs resample examples within every task and re-choose the prompt in every replicate.</p>")
     parts.append(generalization_html(a))
@@ -336,9 +348,31 @@ def generalization_html(a) -> str:
         out += ("<p class='note'>Selection rules and prompt ensembles: loto_mean_norm is each rule's score on selection "
                 "tasks it did not see when choosing (nested leave-one-task-out), t_vs_default its paired t statistic against "
                 "the default rule (the 5-prompt ensemble), which only a rule with t >= 3 replaces; cost is model calls "
-                "per example. Held-out scores are never used to choose.</p>"
-                + frame_html(a.rules, left=("rule", "choice")))
+                "per example. Held-out scores are never used to choose.</p>" + rules_html(a.rules))
     return out
+
+
+RULE_HEADS = {"loto_mean_norm": "LOTO mean_norm", "selection_mean_norm": "selection mean_norm",
+              "held_out_mean_norm": "held-out mean_norm", "t_vs_default": "t vs default"}
+
+
+def rules_html(rules: pd.DataFrame) -> str:
+    """The rules table, narrow enough for a 1280-pixel window: an ensemble's members one per line (a variant id
+    may break anywhere), and headers that can wrap."""
+    head = "".join(f"<th class='{'l' if c in ('rule', 'choice') else ''}'>{esc(RULE_HEADS.get(c, c))}</th>"
+                   for c in rules.columns)
+    body = []
+    for _, r in rules.iterrows():
+        cells = []
+        for c, v in r.items():
+            if c == "choice" and "(" in str(v) and str(v).endswith(")"):
+                method, members = str(v)[:-1].split("(", 1)
+                v = f"{esc(method)} of {len(members.split('+'))}:<br>" + "<br>".join(esc(m) for m in members.split("+"))
+                cells.append(f"<td class='l choice'>{v}</td>")
+            else:
+                cells.append(f"<td class='{'l choice' if c == 'choice' else 'l' if c == 'rule' else ''}'>{fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table class='rules'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def write_report(results, out: str | Path, analysis=None, full=None) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis.names import LOWER_IS_BETTER, num
 from ..errors import PromptkitError
 
 
@@ -22,7 +23,7 @@ def format_demo_sources(results) -> str:
                 key = f"{split}_synthetic_vs_{other}"
                 if key in r and r.get(key + "_ci") is not None:
                     lo, hi = r[key + "_ci"]
-                    parts.append(f"synthetic−{other} {r[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+                    parts.append(f"synthetic−{other} {num(r[key], sign=True)} [{num(lo, sign=True)}, {num(hi, sign=True)}]")
             lines.append(f"    {r['prompt']:<28} " + "  ".join(parts))
     return "\n".join(lines)
 
@@ -32,9 +33,9 @@ def format_robustness(full, max_rows: int = 20) -> str:
     summ = full.robustness_summary("selection")
     best = summ.iloc[0]
     lines = [f"robustness (selection tasks, mean accuracy; noise: {', '.join(full.config['noise'])}): the best clean "
-             f"prompt {best['variant']} drops {best['mean_drop']:.3f} on average (worst {best['worst_drop']:.3f} under "
+             f"prompt {best['variant']} drops {num(best['mean_drop'])} on average (worst {num(best['worst_drop'])} under "
              f"{best['worst_noise']}) and ranks {int(best['rank_noisy'])} of {len(summ)} under noise",
-             summ.head(max_rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")]
+             summ.head(max_rows).to_string(index=False, float_format=num)]
     return "\n".join(lines)
 
 
@@ -71,22 +72,23 @@ def format_search(results, max_rows: int = 25) -> str:
         n, mean = len(values), values.mean()
         half = 1.96 * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
         status = "chosen" if vid == info["chosen"] else ("alive" if vid in alive else "dropped")
-        lines.append(f"{k:>4}  {vid:<44} {status:<10} {n:>6} {mean:>9.3f}  [{mean - half:.3f}, {mean + half:.3f}]")
+        lines.append(f"{k:>4}  {vid:<44} {status:<10} {n:>6} {num(mean):>9}  [{num(mean - half)}, {num(mean + half)}]")
     if len(info["ranking"]) > max_rows:
         lines.append(f"      … {len(info['ranking']) - max_rows} more in config.json (search.ranking)")
     held = rows[(rows["split"] != "selection") & (rows["variant"] == info["chosen"])]
     if len(held):
         per_task = held.groupby("task")["accuracy"].mean()
         lines.append("")
-        lines.append(f"chosen variant on the held-out tasks (never seen by the search): mean accuracy {per_task.mean():.3f} "
+        lines.append(f"chosen variant on the held-out tasks (never seen by the search): mean accuracy {num(per_task.mean())} "
                      f"({', '.join(f'{t} {a:.2f}' for t, a in per_task.items())})")
     lines.append("Variants were scored on different numbers of examples (the cells column); paired statistics need "
                  "the same examples, so rerun the finalists without --search for the full analysis and report.")
     return "\n".join(lines)
 
 
-def format_analysis(a, brief: bool = False) -> str:
-    """Text report of an Analysis: ranking with CIs and ties, protocol, and (unless brief) the rest."""
+def format_analysis(a, brief: bool = False, running: str | None = None) -> str:
+    """Text report of an Analysis: ranking with CIs and ties, protocol, and (unless brief) the rest. `running`: the
+    command being run (as 'rank --recommend'); a next step that names it is not suggested again."""
     import pandas as pd
 
     agg = a.aggregate
@@ -100,20 +102,23 @@ def format_analysis(a, brief: bool = False) -> str:
     elif a.protocol == "split":
         lines.append(f"chosen prompt ({agg}, {a.mode} scores; {level}% CI from {s.get('ci_by')} bootstrap):")
         row = a.folds.iloc[0]
-        lines.append(f"  {row['chosen']}: held-out {agg} {row['chosen_held_out']:.3f} "
-                     f"[{s['chosen_ci'][0]:.3f}, {s['chosen_ci'][1]:.3f}], regret vs hindsight-best {row['regret']:.3f} "
-                     f"[{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}]")
-        lines.append(f"  median variant {row['median_held_out']:.3f}; default variant {row.get('default_held_out', float('nan')):.3f} "
-                     f"({s['default_variant']}); best in hindsight {row['best_held_out']:.3f} ({row['best']})")
+        lines.append(f"  {row['chosen']}: held-out {agg} {num(row['chosen_held_out'])} "
+                     f"[{num(s['chosen_ci'][0])}, {num(s['chosen_ci'][1])}], regret vs hindsight-best {num(row['regret'])} "
+                     f"[{num(s['regret_ci'][0])}, {num(s['regret_ci'][1])}]")
+        lines.append(f"  median variant {num(row['median_held_out'])}; default variant {num(row.get('default_held_out', float('nan')))} "
+                     f"({s['default_variant']}); best in hindsight {num(row['best_held_out'])} ({row['best']})")
     else:
         lines.append(f"protocol {a.protocol} ({s['folds']} folds, {agg}, {a.mode} scores):")
         with pd.option_context("display.width", 250, "display.max_colwidth", 40):
-            lines.append(a.folds.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-        lines.append(f"  mean regret {s['mean_regret']:.3f} [{s['regret_ci'][0]:.3f}, {s['regret_ci'][1]:.3f}] "
-                     f"({level}% CI over folds); mean held-out {agg} of the chosen {s['mean_chosen_held_out']:.3f}")
+            lines.append(a.folds.to_string(index=False, float_format=num))
+        lines.append(f"  mean regret {num(s['mean_regret'])} [{num(s['regret_ci'][0])}, {num(s['regret_ci'][1])}] "
+                     f"({level}% CI over folds); mean held-out {agg} of the chosen {num(s['mean_chosen_held_out'])}")
     if s.get("verdict"):
         lines.append(f"generalization: {s['verdict']}")
-        lines.append(f"next step: {s['next_step']}")
+        step, command = s["next_step"], s.get("next_command")
+        if running and command and _same_command(command, running):
+            step = step.replace(f" ({command})", " (the rules side by side are below)")
+        lines.append(f"next step: {step}")
     if a.friedman is not None:
         f = a.friedman
         tied = a.tied_with_best()
@@ -124,19 +129,20 @@ def format_analysis(a, brief: bool = False) -> str:
     if brief:
         return "\n".join(lines)
     cols = ["rank", "variant", agg, "ci_examples_low", "ci_examples_high", "ci_tasks_low", "ci_tasks_high"]
-    cols += [c for c in ("mean_rank", f"held_out_{agg}") if c in a.ranking.columns] + ["tied_with_best"]
+    cols += [c for c in ("mean_rank", f"held_out_{agg}") if c in a.ranking.columns and c not in cols] + ["tied_with_best"]
     with pd.option_context("display.width", 250, "display.max_rows", 500):
-        lines.insert(0, f"ranking on {len(a.ranking_tasks)} tasks by {agg} ({a.mode} scores):\n"
-                     + a.ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}") + "\n")
+        lines.insert(0, f"ranking on {len(a.ranking_tasks)} tasks by {agg} ({a.mode} scores; "
+                     f"{'lower' if agg in LOWER_IS_BETTER else 'higher'} is better):\n"
+                     + a.ranking[cols].to_string(index=False, float_format=num) + "\n")
         lines.append("\nsensitivity per task (spread and std across variants; instance = mean pairwise disagreement):")
-        lines.append(a.sensitivity.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append(a.sensitivity.to_string(index=False, float_format=num))
         if not a.axes.empty:
             lines.append("\naxis main effects (share of a family's variance explained by the axis):")
-            lines.append(a.axes.drop(columns=["value_means"]).head(12).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+            lines.append(a.axes.drop(columns=["value_means"]).head(12).to_string(index=False, float_format=num))
         lines.append("\ntemplate families (MaxP, AvgP, CPS):")
-        lines.append(a.families.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append(a.families.to_string(index=False, float_format=num))
         lines.append("\nscoring modes ranked like variants:")
-        lines.append(a.modes.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append(a.modes.to_string(index=False, float_format=num))
     return "\n".join(lines)
 
 
@@ -159,7 +165,7 @@ def format_ranking(results, max_rows: int = 40) -> str:
     for t in tasks:
         chance_row[short[t] + ("*" if results.tasks[t]["split"] == "held_out" else "")] = chance[t]
     view = pd.concat([view, pd.DataFrame([chance_row])], ignore_index=True)
-    text = view.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-")
+    text = view.to_string(index=False, float_format=lambda x: num(x, 2), na_rep="-")
     generative = {t: results.tasks[t].get("metric") for t in tasks if results.tasks[t].get("kind") == "generation"}
     common = max(set(generative.values()), key=list(generative.values()).count) if generative else None
     others = ", ".join(f"{short[t]}: {m}" for t, m in generative.items() if m != common)
@@ -185,10 +191,10 @@ def format_held_out(summary: dict) -> str:
                 "when it has two tasks or more)")
     return "\n".join([
         "held-out summary (mean accuracy over held-out tasks):",
-        f"  chosen on selection tasks  {summary['chosen_held_out']:.3f}  {summary['chosen_variant']}",
-        f"  median variant             {summary['median_variant_held_out']:.3f}",
-        f"  best in hindsight          {summary['best_held_out']:.3f}  {summary['best_variant_in_hindsight']}",
-        f"  regret (best - chosen)     {summary['regret']:.3f}",
+        f"  chosen on selection tasks  {num(summary['chosen_held_out'])}  {summary['chosen_variant']}",
+        f"  median variant             {num(summary['median_variant_held_out'])}",
+        f"  best in hindsight          {num(summary['best_held_out'])}  {summary['best_variant_in_hindsight']}",
+        f"  regret (best - chosen)     {num(summary['regret'])}",
     ])
 
 
@@ -234,20 +240,20 @@ def format_transfer(t) -> str:
     grid = pairs.pivot(index="chosen_on", columns="scored_on", values="regret").reindex(index=t.models, columns=t.models)
     lines = [f"transfer across models ({t.aggregate} on held-out tasks; regret = scored-on model's own best − the prompt "
              "chosen on the row's model; 95% CI over examples):",
-             grid.to_string(float_format=lambda x: f"{x:.3f}"), ""]
+             grid.to_string(float_format=num), ""]
     for r in m.to_dict("records"):
         lines.append(f"  chosen on {r['chosen_on']:<22} scored on {r['scored_on']:<22} {r['chosen']:<28} "
-                     f"held-out {r['held_out']:.3f}  regret {r['regret']:.3f} [{r['regret_ci_low']:.3f}, {r['regret_ci_high']:.3f}]")
+                     f"held-out {num(r['held_out'])}  regret {num(r['regret'])} [{num(r['regret_ci_low'])}, {num(r['regret_ci_high'])}]")
     lines.append("")
     for r in t.tau.to_dict("records"):
-        lines.append(f"  Kendall tau {r['model_a']} vs {r['model_b']}: {r['kendall_tau']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+        lines.append(f"  Kendall tau {r['model_a']} vs {r['model_b']}: {num(r['kendall_tau'])} [{num(r['ci_low'])}, {num(r['ci_high'])}]")
     if not t.axes.empty:
         agree = t.axes["agrees"].sum()
         lines.append(f"  axes whose best value agrees across models: {agree} of {len(t.axes)}")
     lines.append(f"\nprompt that holds across models ({t.how} over models of the selection {t.aggregate}): {t.chosen}")
     with pd.option_context("display.width", 250):
         lines.append(t.cross[["model", "selection", "held_out", "own_best", "own_best_held_out", "cost_selection",
-                              "cost_held_out"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+                              "cost_held_out"]].to_string(index=False, float_format=num))
     return "\n".join(lines)
 
 
@@ -294,16 +300,29 @@ def format_rules(rules, rec) -> str:
     """`promptkit rank --recommend`: every selection rule and ensemble judged out of sample, and the pick."""
     import pandas as pd
 
+    from ..analysis.advice import why
+    from ..analysis.selection import RULE_COST
+
     lines = ["selection rules and prompt ensembles (loto_mean_norm: score on selection tasks left out of the choice, "
              "nested leave-one-task-out; t_vs_default: paired t against the default rule, which only t >= 3 replaces; "
              "cost: model calls per example; held-out scores are never used to choose):"]
     with pd.option_context("display.width", 250, "display.max_colwidth", 70):
-        lines.append(rules.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append(rules.to_string(index=False, float_format=num))
     c = rec.candidate
     what = c.name if c.method == "single" else f"{c.method} ensemble of {len(c.members)}: {', '.join(c.members)}"
     lines.append(f"recommended rule: {rec.rule} → {what if rec.rule != 'task_aware' else 'chosen per task by its features'}"
                  f" ({c.cost}× calls per example)")
+    short = [f"{r} holds {c}" for r, c in zip(rules["rule"], rules["cost"]) if c < RULE_COST.get(r, c)]
+    if short:
+        lines.append(f"  (ensembles named by the prompts they ask for; this run has fewer variants: {', '.join(short)})")
+    lines.append(f"  why: {why(rec)}")
     return "\n".join(lines)
+
+
+def _same_command(command: str, running: str) -> bool:
+    """Whether `command` ('promptkit rank RUN_DIR --recommend') is the one being run ('rank --recommend')."""
+    words, ran = command.split(), running.split()
+    return len(words) > 1 and words[1] == ran[0] and all(w in words for w in ran[1:])
 
 
 def format_adaptation(a) -> str:
@@ -317,11 +336,11 @@ def format_adaptation(a) -> str:
              f"(weight on the task's own evidence {a.shrink:.2f})",
              f"recommended prompt: {a.variant}" + ("" if a.variant == a.cross_task_variant else
                                                    f" (the cross-task choice would be {a.cross_task_variant})"),
-             f"expected accuracy on the task's other examples {a.expected_accuracy:.3f} [{lo:.3f}, {hi:.3f}] "
-             f"(mean_norm {a.expected_norm:.3f}; chance {a.chance:.3f}; 95% interval)",
+             f"expected accuracy on the task's other examples {num(a.expected_accuracy)} [{num(lo)}, {num(hi)}] "
+             f"(mean_norm {num(a.expected_norm)}; chance {num(a.chance)}; 95% interval)",
              f"cost: {cost}", "", "candidates (posterior mean and sd on the chance-normalized scale):"]
     with pd.option_context("display.width", 250, "display.max_rows", 40):
-        lines.append(a.table.head(20).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        lines.append(a.table.head(20).to_string(index=False, float_format=num))
     return "\n".join(lines)
 
 
