@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..analysis import ranking as rk
+
+
+def _plain_text(make):
+    """Every label of the figure is plain text: a task, family or variant name with `$…$` in it was read as
+    mathtext and failed the report after all scoring ("ParseFatalException"). The rc setting holds only while
+    the figure is made, so a notebook's own matplotlib settings are left alone."""
+    @functools.wraps(make)
+    def made(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return make(*args, **kwargs)
+    return made
 
 
 def _short(task: str, width: int = 18) -> str:
@@ -13,13 +27,23 @@ def _short(task: str, width: int = 18) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+def _text_inches(labels, fontsize: float) -> float:
+    """About how long the longest label is on the page, in inches."""
+    return max((len(str(x)) for x in labels), default=0) * fontsize * 0.62 / 72
+
+
+@_plain_text
 def heatmap(results, normalized: bool = False, max_variants: int = 40) -> Figure:
-    """Variant × task accuracy, variants in ranking order; held-out tasks marked with *."""
+    """Variant × task accuracy, variants in ranking order; held-out tasks marked with *. The figure is sized to its
+    labels (variant ids on the left, task names turned 60° below), so that the cells always keep some room."""
     order = results.ranking()["variant"].tolist()[:max_variants]
     table = results.by_task(normalized=normalized).loc[order]
     tasks = [t for t in results.tasks if t in table.columns]
     table = table[tasks]
-    fig = Figure(figsize=(1.0 + 0.55 * len(tasks) + 2.2, 0.8 + 0.28 * len(order)), layout="constrained")
+    below = 0.87 * _text_inches([_short(t) + "*" for t in tasks], 8)  # sin 60°
+    width = _text_inches(order, 7) + 0.55 * max(len(tasks), 2) + 1.6  # labels, cells, colorbar
+    height = below + 0.28 * max(len(order), 3) + 0.9  # labels, rows, title
+    fig = Figure(figsize=(max(width, 5.0), max(height, 2.5)), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(table.to_numpy(), aspect="auto", cmap="viridis", vmin=-1 if normalized else 0, vmax=1)
     ax.set_xticks(range(len(tasks)), [_short(t) + ("*" if results.tasks[t]["split"] == "held_out" else "") for t in tasks],
@@ -36,6 +60,7 @@ def heatmap(results, normalized: bool = False, max_variants: int = 40) -> Figure
     return fig
 
 
+@_plain_text
 def cd_diagram(analysis) -> Figure:
     """Critical-difference diagram: mean rank of each variant (1 = best) and the Nemenyi CD from the best."""
     fr = analysis.friedman
@@ -62,6 +87,7 @@ def cd_diagram(analysis) -> Figure:
     return fig
 
 
+@_plain_text
 def sensitivity(results) -> Figure:
     """Per task: the spread of variant scores (box) with every variant as a dot, and chance as a tick."""
     table = results.by_task()
@@ -80,6 +106,7 @@ def sensitivity(results) -> Figure:
     return fig
 
 
+@_plain_text
 def selection_vs_held_out(results, aggregate: str = rk.DEFAULT_AGGREGATE) -> Figure:
     """Does the selection score predict the held-out score? One dot per variant, the chosen one marked."""
     from scipy.stats import spearmanr
@@ -112,6 +139,7 @@ def selection_vs_held_out(results, aggregate: str = rk.DEFAULT_AGGREGATE) -> Fig
     return fig
 
 
+@_plain_text
 def axis_effects(analysis, top: int = 15) -> Figure:
     """Share of each family's variance explained by each axis (eta squared)."""
     table = analysis.axes.head(top)
@@ -131,6 +159,7 @@ def axis_effects(analysis, top: int = 15) -> Figure:
     return fig
 
 
+@_plain_text
 def transfer_heatmap(transfer) -> Figure:
     """Chosen-on × scored-on regret (held out): how much a prompt chosen on one model gives up on another."""
     m = transfer.matrix
