@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import PromptkitError
 from .launch import exit_now
+from .results.text import escape_controls, escaped_stdout
 
 DEFAULT_MAX_VARIANTS = 16
 
@@ -21,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
                 if threading.current_thread() is threading.main_thread() else {})
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        with escaped_stdout():  # names from suites and templates never drive the terminal
+            return args.func(args)
     except PromptkitError as exc:
-        print(f"promptkit: error{_rank_tag()}: {exc}", file=sys.stderr)
+        print(f"promptkit: error{_rank_tag()}: {escape_controls(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print("promptkit: " + ("stopped (SIGTERM)" if isinstance(exc, _Stopped) else "interrupted"), file=sys.stderr)
@@ -211,7 +213,7 @@ def cmd_run(args) -> int:
     from .results.ownership import new_run_dir, removed_if_unused
     from .run.evaluate import evaluate
 
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(escape_controls(msg), file=sys.stderr, flush=True))
     cache = False if args.no_cache else (args.cache or True)
     analysis = _analysis_from(args)
     watch = Stopwatch.since_process_start()  # start-up: from the process's start to here (imports, arguments)
@@ -322,7 +324,7 @@ def cmd_recommend(args) -> int:
         a = full.analyze(mode=args.mode)
         print(format_rules(a.rules, full.recommend(mode=args.mode)))
         return 0
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(escape_controls(msg), file=sys.stderr, flush=True))
     adapted = full.recommend(args.task, args.labelled, model=args.model, candidates=args.candidates, mode=args.mode,
                              seed=args.seed, cache=not args.no_cache, progress=not args.quiet, log=log)
     print(format_adaptation(adapted))

@@ -135,7 +135,7 @@ def sample_html(results, variant: str) -> str:
     if "references" in sample:
         refs = "".join(f"<li><code>{esc(repr(r))}</code></li>" for r in sample["references"])
         return (head + f"<pre>{esc(sample['prompt'])}</pre><p class='note'>generated greedily after the prompt (up to "
-                f"{sample.get('max_new_tokens')} tokens, cut at {esc(', '.join(map(repr, sample.get('stop', []))) or 'nothing')}); "
+                f"{esc(sample.get('max_new_tokens'))} tokens, cut at {esc(', '.join(map(repr, sample.get('stop', []))) or 'nothing')}); "
                 f"references:</p><ul>{refs}</ul>")
     return head + f"<pre>{esc(sample['prompt'])}</pre><p class='note'>continuations scored after the prompt:</p><ul>{conts}</ul>"
 
@@ -323,7 +323,7 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
             continue
         col = by_task[task].sort_values(ascending=False)
         frame = pd.DataFrame({"variant": col.index, "accuracy": col.to_numpy()})
-        parts.append(f"<details><summary>{esc(task)} — {esc(info['split'])}, {info['n_examples']} examples, chance "
+        parts.append(f"<details><summary>{esc(task)} — {esc(info['split'])}, {esc(info['n_examples'])} examples, chance "
                      f"{fmt(info['chance'])}, best {fmt(col.iloc[0])}</summary>"
                      + (f"<p class='note'>instruction: {esc(info['instruction'])}</p>" if info.get("instruction") else "")
                      + frame_html(frame, left=("variant",)) + "</details>")

@@ -3,6 +3,8 @@ robustness, demonstration sources, a search's spending, and the one-line footer 
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..analysis.names import LOWER_IS_BETTER, num
@@ -264,6 +266,32 @@ def escape_controls(text: str) -> str:
     """`text` with control characters other than newline and tab shown escaped (ESC as \\x1b), so a template or
     data that holds terminal escape sequences cannot clear or rewrite the terminal it is printed on."""
     return str(text).translate(_CONTROLS)
+
+
+class _Escaping:
+    """A text stream whose writes pass through escape_controls."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(escape_controls(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def escaped_stdout():
+    """Standard output with control characters escaped while the block runs: task, family and variant names come
+    from suites and templates, and a name holding ESC sequences reached the terminal raw from `run` and `rank`.
+    (Progress bars write to standard error, which keeps its carriage returns.)"""
+    saved = sys.stdout
+    sys.stdout = _Escaping(saved)
+    try:
+        yield
+    finally:
+        sys.stdout = saved
 
 
 def print_escaped(*values, **kwargs) -> None:
