@@ -75,10 +75,19 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     out = tmp / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-          "--wheel-dir", str(out), str(src)], cwd=tmp, timeout=180)
+    result = _run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index",
+                   "--wheel-dir", str(out), str(src)], cwd=tmp, timeout=180)
     (built,) = out.glob("promptkit-*.whl")
+    (tmp / "build.log").write_text(result.stdout + result.stderr)
     return built
+
+
+def test_the_build_has_no_deprecation_that_will_become_an_error(wheel):
+    """setuptools stops building a `project.license` TOML table on 2027-02-18: the license is an SPDX string."""
+    log = (wheel.parent.parent / "build.log").read_text()
+    assert "Successfully built promptkit" in log or wheel.is_file()
+    deprecated = [line.strip() for line in log.splitlines() if "deprecat" in line.lower()]
+    assert not deprecated, deprecated[:5]
 
 
 def test_the_wheel_ships_every_template_suite_and_module(wheel):
