@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests set the environment they need: a user's HF_HUB_OFFLINE=1 (common among people who work offline) is read
+# by huggingface_hub when it is first imported, and made the Hub tests see no Hub. Removed before any test
+# module imports it; a test that needs offline mode sets it itself.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.pop(_name, None)
 
 CORPUS = [
     "Question: Is the sky blue? Answer: yes", "Q: Is grass red? A: no", "Input: two plus two Output: four",
