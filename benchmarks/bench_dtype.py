@@ -10,7 +10,7 @@ first (the reference, float32 by default) example by example.
 Prints, per dtype: the run's wall time and scoring time (from its config.json), the share of evaluated items whose
 predicted choice is the reference's, the largest and median change of a continuation's log-likelihood, Kendall's tau
 between the two rankings of variants (selection mean), and whether the chosen (top) variant is the same. The rule
-issue 18 set: a dtype may become the CPU default only if >= 99% of predictions agree and the chosen variant is the same.
+for choosing the CPU default: a dtype may become the CPU default only if >= 99% of predictions agree and the chosen variant is the same.
 """
 
 from __future__ import annotations
