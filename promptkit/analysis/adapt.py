@@ -6,7 +6,12 @@ mu[v] its cross-task mean, b[t] how easy the task is for every prompt, e[v, t] t
 with variance tau2 (the part a new task can change). N labelled examples of the new task give each variant an
 observed score y[v] with binomial noise sigma2 / N. The posterior of s[v, new] shrinks y[v] − mu[v] − b toward
 0 by tau2 / (tau2 + sigma2 / N): with N = 0 the choice is the cross-task choice (argmax mu), and as N grows it
-moves to the variant that is best on the task's own examples."""
+moves to the variant that is best on the task's own examples.
+
+What the chosen prompt is expected to score is a second question, answered per variant from its own N labelled
+answers and its prior mu[v] (spread task_var + tau2 over tasks): the other candidates answered the same N
+examples, so they say little more about how hard this task is, and reading them would make the estimate depend on
+which candidates were scored."""
 
 from __future__ import annotations
 
@@ -65,15 +70,19 @@ def prior(table: np.ndarray, n_examples: np.ndarray, chance: np.ndarray, noise: 
 
 @dataclass(frozen=True)
 class Posterior:
-    """Per variant: the expected normalized score on the new task and its standard deviation."""
+    """Per variant: the expected normalized score on the new task and its standard deviation (from the variant's own
+    labelled answers and its prior alone), and the score the choice maximizes."""
 
     mean: np.ndarray
     sd: np.ndarray
     n_labelled: int
-    shrink: float  # weight on the task's own evidence, tau2 / (tau2 + sigma2 / N); 0 with N = 0
+    shrink: float  # weight on the task's own evidence in the choice, tau2 / (tau2 + sigma2 / N); 0 with N = 0
+    choice_score: np.ndarray  # (1 − shrink) · prior mean + shrink · labelled score: what the choice maximizes
+    sigma2: float = 0.0  # the noise of one variant's lead over the others on the N labels (paired_noise)
+    spread: float = 0.0  # the observed variance of the candidates' leads on the labels (labelled − prior, centred)
 
     def choice(self) -> int:
-        return int(np.argmax(self.mean))  # the first variant on ties
+        return int(np.argmax(self.choice_score))  # the first variant on ties
 
     def interval(self, i: int, chance: float, level_z: float = Z95) -> tuple[float, float]:
         """An interval for variant i's normalized score, within what the scale allows."""
@@ -87,18 +96,39 @@ def posterior(p: Prior, correct: np.ndarray | None, chance: float) -> Posterior:
     examples of the new task; None or N = 0 for no labels)."""
     scale = 1 - chance if chance < 1 else 1.0
     n = 0 if correct is None else int(np.asarray(correct).shape[1])
+    level_var = p.tau2 + p.task_var  # how far a task moves a variant from its cross-task mean
     if n == 0:
-        sd = np.full_like(p.mu, np.sqrt(p.tau2 + p.task_var))
-        return Posterior(p.mu.copy(), sd, 0, 0.0)
+        sd = np.full_like(p.mu, np.sqrt(level_var))
+        return Posterior(p.mu.copy(), sd, 0, 0.0, p.mu.copy())
     correct = np.asarray(correct, dtype=float)
     if correct.shape[0] != len(p.mu):
         raise PromptkitError(f"the labelled scores cover {correct.shape[0]} variants; the prior has {len(p.mu)}")
     y = (correct.mean(axis=1) - chance) / scale
     sigma2 = paired_noise(correct, chance)
-    b = float(np.mean(y - p.mu))  # how easy the new task is for every prompt
     k = p.tau2 / (p.tau2 + sigma2)
-    mean = p.mu + b + k * (y - p.mu - b)
-    pooled = (correct.sum() + 1) / (correct.size + 2)  # how well b is known: the binomial noise of the task's mean
-    var_b = (pooled * (1 - pooled) / n / scale ** 2 + p.tau2) / len(p.mu)
-    sd = np.sqrt(k * sigma2 + var_b) * np.ones_like(mean)
-    return Posterior(mean, sd, n, float(k))
+    lead = y - p.mu - np.mean(y - p.mu)
+    spread = float(lead.var(ddof=1)) if len(lead) > 1 else 0.0
+    # each variant's level from its own answers: binomial noise of its accuracy (one success and one failure added)
+    smoothed = (correct.sum(axis=1) + 1) / (n + 2)
+    own = smoothed * (1 - smoothed) / n / scale ** 2
+    w = level_var / (level_var + own)
+    return Posterior(p.mu + w * (y - p.mu), np.sqrt(w * own), n, float(k), (1 - k) * p.mu + k * y, float(sigma2), spread)
+
+
+def weight_reason(p: Prior, post: Posterior, n_tasks: int) -> str:
+    """Why the task's own labels weigh what they weigh in the choice, in words and numbers."""
+    n = post.n_labelled
+    if n == 0:
+        return "no labelled examples: the cross-task prior decides"
+    tau, noise, spread = np.sqrt(p.tau2), np.sqrt(post.sigma2), np.sqrt(post.spread)
+    seen = (f"the spread between prompts on these {n} labels (sd {spread:.3f}) is "
+            + ("within" if post.spread <= 2 * post.sigma2 else "beyond") + f" what chance gives (sd {noise:.3f})")
+    parts = (f"on the run's {n_tasks} selection tasks the prompts' order changes from task to task by sd {tau:.3f} beyond "
+             f"sampling noise, against noise sd {noise:.3f} in one prompt's lead on {n} labels")
+    if post.shrink >= 0.05:
+        return f"weight {post.shrink:.2f} = {tau:.3f}² / ({tau:.3f}² + {noise:.3f}²): {parts}; {seen}"
+    if p.tau2 <= 1.5e-4:  # at the floor: the selection tasks show no task-specific differences at all
+        more = "no number of labels will move it much: the run's prompts rank alike on every selection task"
+    else:
+        more = f"about {int(np.ceil(n * post.sigma2 / p.tau2))} labels would give them half the weight"
+    return f"the cross-task prior decides: {parts}; {seen}; {more}"

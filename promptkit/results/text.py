@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..analysis.names import LOWER_IS_BETTER, num
+from .choice_text import format_adaptation, format_rules  # noqa: F401  the views of choosing a prompt, kept apart
 from ..errors import PromptkitError
 
 
@@ -146,6 +147,12 @@ def format_analysis(a, brief: bool = False, running: str | None = None) -> str:
         lines.append("\nscoring modes ranked like variants:")
         lines.append(a.modes.to_string(index=False, float_format=num))
     return "\n".join(lines)
+
+
+def _same_command(command: str, running: str) -> bool:
+    """Whether `command` ('promptkit rank RUN_DIR --recommend') is the one being run ('rank --recommend')."""
+    words, ran = command.split(), running.split()
+    return len(words) > 1 and words[1] == ran[0] and all(w in words for w in ran[1:])
 
 
 def format_ranking(results, max_rows: int = 40) -> str:
@@ -321,54 +328,6 @@ def format_render(variants, requests, task, example, position: int, seed: int) -
             lines += [f"[{i}] {cont!r}" + ("  <- correct" if i in shown.correct_indices() else "")
                       for i, cont in enumerate(request.continuations)]
         lines.append("")
-    return "\n".join(lines)
-
-
-def format_rules(rules, rec) -> str:
-    """`promptkit rank --recommend`: every selection rule and ensemble judged out of sample, and the pick."""
-    import pandas as pd
-
-    from ..analysis.advice import why
-    from ..analysis.selection import RULE_COST
-
-    lines = ["selection rules and prompt ensembles (loto_mean_norm: score on selection tasks left out of the choice, "
-             "nested leave-one-task-out; t_vs_default: paired t against the default rule, which only t >= 3 replaces; "
-             "cost: model calls per example; held-out scores are never used to choose):"]
-    with pd.option_context("display.width", 250, "display.max_colwidth", 70):
-        lines.append(rules.to_string(index=False, float_format=num))
-    c = rec.candidate
-    what = c.name if c.method == "single" else f"{c.method} ensemble of {len(c.members)}: {', '.join(c.members)}"
-    lines.append(f"recommended rule: {rec.rule} → {what if rec.rule != 'task_aware' else 'chosen per task by its features'}"
-                 f" ({c.cost}× calls per example)")
-    short = [f"{r} holds {c}" for r, c in zip(rules["rule"], rules["cost"]) if c < RULE_COST.get(r, c)]
-    if short:
-        lines.append(f"  (ensembles named by the prompts they ask for; this run has fewer variants: {', '.join(short)})")
-    lines.append(f"  why: {why(rec)}")
-    return "\n".join(lines)
-
-
-def _same_command(command: str, running: str) -> bool:
-    """Whether `command` ('promptkit rank RUN_DIR --recommend') is the one being run ('rank --recommend')."""
-    words, ran = command.split(), running.split()
-    return len(words) > 1 and words[1] == ran[0] and all(w in words for w in ran[1:])
-
-
-def format_adaptation(a) -> str:
-    """`promptkit recommend --task`: the choice for one new task, its expected score and what it cost."""
-    import pandas as pd
-
-    lo, hi = a.interval_accuracy
-    cost = (f"{a.calls.get('prompts', 0)} prompts scored ({a.calls.get('continuations', 0)} continuations, "
-            f"{a.calls.get('from_cache', 0)} from the cache, {a.calls.get('forward_tokens', 0):,} forward tokens)")
-    lines = [f"task {a.task}: {a.n_labelled} labelled example(s); prior from the run's selection tasks "
-             f"(weight on the task's own evidence {a.shrink:.2f})",
-             f"recommended prompt: {a.variant}" + ("" if a.variant == a.cross_task_variant else
-                                                   f" (the cross-task choice would be {a.cross_task_variant})"),
-             f"expected accuracy on the task's other examples {num(a.expected_accuracy)} [{num(lo)}, {num(hi)}] "
-             f"(mean_norm {num(a.expected_norm)}; chance {num(a.chance)}; 95% interval)",
-             f"cost: {cost}", "", "candidates (posterior mean and sd on the chance-normalized scale):"]
-    with pd.option_context("display.width", 250, "display.max_rows", 40):
-        lines.append(a.table.head(20).to_string(index=False, float_format=num))
     return "\n".join(lines)
 
 
