@@ -98,7 +98,7 @@ def test_lint_reports_problems_with_file_and_line(tmp_path, capsys):
     assert code == 1
     assert f"{tmp_path / 'vars.yaml'}:5: error: 'prompt' uses variable 'question'" in text
     assert f"{tmp_path / 'vars.yaml'}:6: error: 'continuation' uses variable 'labl'" in text
-    assert f"{tmp_path / 'vars.yaml'}:2: warning: axis 'unused' is declared but never used" in text
+    assert f"{tmp_path / 'vars.yaml'}:4: warning: axis 'unused' is declared but never used" in text  # the axis's own line
     assert f"{tmp_path / 'syntax.yaml'}:4: error: Jinja syntax error" in text
     assert f"{tmp_path / 'yaml.yaml'}:" in text and "YAML syntax error" in text
     assert "an hf task needs `dataset:`" in text

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2.meta
+import yaml
 
 from ..errors import PromptkitError, TemplateError, TemplateSecurityError
 from ..tasks.suites import suite_from_dict
+from .safe_read import BoundedLoader
 from .templates import (CANONICAL_FIELDS, CONTINUATION_FIELDS, RESERVED_AXES, _node_lines, family_from_dict, too_deep,
                         make_environment, read_yaml)
 
@@ -44,12 +47,95 @@ def lint_file(path: Path) -> list[LintMessage]:
         out = lint_family_file(path, data, text)
         return out if any(m.level == "error" for m in out) else out + trial_render(path, data, text)
     if isinstance(data, dict) and ("selection" in data or "held_out" in data):
-        try:
-            suite_from_dict(data, path)
-        except PromptkitError as exc:
-            return [LintMessage.from_error(path, exc)]
-        return []
+        return lint_suite_file(path, data, text)
     return [LintMessage(str(path), None, "error", "not a template family (needs `prompt:`) nor a suite (needs `selection:`)")]
+
+
+def lint_suite_file(path: Path, data: dict, text: str) -> list[LintMessage]:
+    """Check a suite as `run` loads it, without a model: its fields, then every task entry on its own (so that one
+    bad entry does not hide the next) with its data read and mapped onto examples (columns, choices, targets), each
+    error at the line of the task entry, or of the field, it concerns. Data that only the network has (a Hub
+    dataset, a BIG-bench task not cached yet) is not fetched: a BIG-bench name is checked against the listing when
+    one is cached, and the rest is left to `run`."""
+    from ..tasks.suites import load_tasks
+
+    lines = nested_lines(text)
+    top = {k: v for k, v in data.items() if k not in ("selection", "held_out")}
+    out: dict[tuple, LintMessage] = {}
+    parsed = {k: v for k, v in data.items() if k in ("selection", "held_out") and not isinstance(v, list)}
+    index: dict[str, list[int]] = {}
+    for split in ("selection", "held_out"):
+        entries = data.get(split)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            key = f"{split}[{i}]"
+            try:
+                one = suite_from_dict({**top, "selection": [entry], "held_out": []}, path)
+                parsed.setdefault(split, []).append(entry)
+                index.setdefault(split, []).append(i)  # where the entry that parses stands in the file
+                if _offline(one.tasks[0]):
+                    load_tasks(one, None, 0)
+            except PromptkitError as exc:
+                m = _at_entry(path, str(exc).replace(f"{path}: selection[0]", f"{path}: {key}"), lines, key)
+                out.setdefault((m.line, m.message), m)
+    try:  # what concerns the suite as a whole (its fields, a task listed twice), over the entries that parse
+        suite_from_dict({**top, **parsed} if parsed.get("selection") or not out else data, path)
+    except PromptkitError as exc:
+        text = re.sub(r"(selection|held_out)\[(\d+)\]", lambda g: f"{g[1]}[{index.get(g[1], [])[int(g[2])]}]"
+                      if int(g[2]) < len(index.get(g[1], [])) else g[0], str(exc))
+        m = _at_entry(path, text, lines)
+        if not any(m.message == seen.message for seen in out.values()):
+            out[(m.line, m.message)] = m
+    return list(out.values())
+
+
+def _offline(spec) -> bool:
+    """Whether lint can read the task's data without the network (and, for a BIG-bench name, check it)."""
+    if spec.source == "hf":
+        return False
+    if spec.source == "bigbench" and not spec.options.get("path"):
+        from ..tasks.sources import bigbench
+
+        bigbench._check_known([spec.options["task"]])  # a typo, when a listing is cached
+        return bigbench._task_file(spec.options["task"]).is_file()
+    return True
+
+
+def _at_entry(path: Path, text: str, lines: dict[str, int], where: str | None = None) -> LintMessage:
+    """A suite error at its line: the field it names inside the task entry, else the entry, else the suite's."""
+    entry = re.search(r"(selection|held_out)\[(\d+)\]", where or text)
+    key = f"{entry.group(1)}[{entry.group(2)}]" if entry else None
+    field = re.search(r"`(\w+):?`", text)
+    line = (lines.get(f"{key}.{field.group(1)}") if key and field else None) or (lines.get(key) if key else None) \
+        or (lines.get(field.group(1)) if field and not key else None)
+    prefix = f"{path}: {key}: " if key else f"{path}: "
+    message = text[len(prefix):] if text.startswith(prefix) else text.removeprefix(f"{path}: ")
+    if line is None:
+        return LintMessage.from_error(path, PromptkitError(text))
+    return LintMessage(str(path), line, "error", message)
+
+
+def nested_lines(text: str) -> dict[str, int]:
+    """1-based lines of a YAML file's top-level keys, of each key one level down ('axes.NAME'), and of each item of
+    a top-level list with its keys ('selection[0]', 'selection[0].choices')."""
+    try:
+        root = yaml.compose(text, Loader=BoundedLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key_node, value in root.value:
+        key = str(key_node.value)
+        lines[key] = key_node.start_mark.line + 1
+        if isinstance(value, yaml.MappingNode):
+            for sub, _ in value.value:
+                lines[f"{key}.{sub.value}"] = sub.start_mark.line + 1
+        elif isinstance(value, yaml.SequenceNode):
+            for i, item in enumerate(value.value):
+                lines[f"{key}[{i}]"] = item.start_mark.line + 1
+                for sub, _ in item.value if isinstance(item, yaml.MappingNode) else []:
+                    lines[f"{key}[{i}].{sub.value}"] = sub.start_mark.line + 1
+    return lines
 
 
 def trial_render(path: Path, data: dict, text: str) -> list[LintMessage]:
@@ -120,6 +206,8 @@ def lint_family_file(path: Path, data: Any, text: str) -> list[LintMessage]:
                     f"({', '.join(CANONICAL_FIELDS)}) nor a declared axis; declare it under `axes:` or fix the name",
                 )
             )
+    axis_lines = nested_lines(text)
     for axis in sorted(axes - used - set(RESERVED_AXES)):
-        out.append(LintMessage(str(path), lines.get("axes"), "warning", f"axis '{axis}' is declared but never used by the templates; it only multiplies identical variants"))
+        out.append(LintMessage(str(path), axis_lines.get(f"axes.{axis}") or lines.get("axes"), "warning",
+                               f"axis '{axis}' is declared but never used by the templates; it only multiplies identical variants"))
     return out
