@@ -408,8 +408,8 @@ def set_field(path, value):
 
 
 BAD_ANSWERS = {
-    "nan-logprob": (lambda a: json.dumps(a).replace("-0.5", "NaN", 1).encode(), "NaN"),
-    "inf-logprob": (lambda a: json.dumps(a).replace("-0.5", "-1e999", 1).encode(), "Infinity"),
+    "nan-logprob": (lambda a: json.dumps(a).replace("-0.5", "NaN", 1).encode(), "token_logprobs[1] = NaN"),
+    "inf-logprob": (lambda a: json.dumps(a).replace("-0.5", "-1e999", 1).encode(), "token_logprobs[1] = -1e999"),
     "positive-logprob": (set_lp(-1, 50.0), "token_logprobs"),
     "string-logprob": (set_lp(-1, "-0.5"), "token_logprobs"),
     "negative-offset": (set_field(["choices", 0, "logprobs", "text_offset", 1], -3), "text_offset"),
@@ -419,7 +419,7 @@ BAD_ANSWERS = {
     "top-logprob-string": (lambda a: a["choices"][0]["logprobs"].update(
         top_logprobs=[None] + [{"x": "high"}] * (len(a["choices"][0]["logprobs"]["text_offset"]) - 1)), "top_logprobs"),
     "usage-strings": (set_field(["usage", "prompt_tokens"], "12"), "usage.prompt_tokens"),
-    "usage-nan": (lambda a: json.dumps(a).replace('"completion_tokens": 1', '"completion_tokens": NaN').encode(), "NaN"),
+    "usage-nan": (lambda a: json.dumps(a).replace('"completion_tokens": 1', '"completion_tokens": NaN').encode(), "usage.completion_tokens = NaN"),
     "text-not-string": (set_field(["choices", 0, "text"], ["a"]), "text"),
     "choices-not-list": (set_field(["choices"], {"0": 1}), "choices"),
     "top-level-list": (lambda a: b"[1, 2, 3]", "JSON object"),
@@ -476,7 +476,7 @@ def test_a_bad_answer_mid_run_fails_clearly_and_keeps_what_was_scored(tmp_path, 
         with pytest.raises(PromptkitError) as err:
             evaluate(str(tmp_path / "short.yaml"), str(toy_suite), "openai:x", base_url=url, concurrency=1, cache=cache,
                      **QUIET)
-    assert f"{url}/completions" in str(err.value) and "NaN" in str(err.value)
+    assert f"{url}/completions" in str(err.value) and "token_logprobs[1] = NaN" in str(err.value)
     assert count_rows(cache) == 5  # the five answers before the bad one
 
 

@@ -65,14 +65,33 @@ def _constant(name: str):
     raise _NotFinite(name)
 
 
+def _non_finite_at(raw: bytes) -> str:
+    """Where the first NaN or Infinity sits in `raw` (e.g. choices[0].logprobs.token_logprobs[3]), '' if unknown."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ""
+    stack = [("", data)]
+    while stack:  # depth first, in document order, without recursion
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path or "the answer"
+        items = (node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ())
+        stack.extend(reversed([(f"{path}.{k}" if isinstance(k, str) and path else k if isinstance(k, str)
+                                else f"{path}[{k}]", v) for k, v in items]))
+    return ""
+
+
 def parse_json(raw: bytes, where: str, what: str = "", redact: Callable[[str], str] = str):
     """JSON as the standard allows it (no NaN or Infinity, no number overflowing to infinity), nested no deeper than
     the interpreter's recursion limit; anything else is one BadResponse naming the endpoint."""
     try:
         return json.loads(raw, parse_constant=_constant, parse_float=_finite)
     except _NotFinite as exc:
-        raise BadResponse(f"{where}: the server's answer holds the number {show(str(exc))[1:-1]} (NaN or Infinity), "
-                          "which JSON does not allow and promptkit cannot score with") from None
+        at = redact(_non_finite_at(raw))[:200]
+        raise BadResponse(f"{where}: the server's answer has {at + ' = ' if at else 'the number '}"
+                          f"{show(str(exc))[1:-1]} (NaN or Infinity), which JSON does not allow and promptkit cannot "
+                          "score with") from None
     except RecursionError:
         raise BadResponse(f"{where}: the server's answer is JSON nested too deeply to read") from None
     except ValueError:
