@@ -59,6 +59,16 @@ def test_the_plot_and_the_protocol_mark_the_same_chosen_prompt(aggregate):
     assert fig.axes[0].get_legend_handles_labels()[1] == ["chosen: a.1"]
 
 
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_regret_is_positive_when_another_prompt_wins_the_held_out_task(aggregate):
+    # a.1 leads on the selection tasks, b.1 on the held-out one: b.1 is the best in hindsight, the regret is > 0
+    acc = {"a.1": {"t1": 9, "t2": 9, "t3": 9, "t4": 5}, "b.1": {"t1": 7, "t2": 7, "t3": 7, "t4": 9},
+           "c.1": {"t1": 6, "t2": 6, "t3": 6, "t4": 6}}
+    a = results(acc, held=("t4",)).analyze(protocol="split", aggregate=aggregate, n_boot=50)
+    row = a.folds.iloc[0]
+    assert row["chosen"] == "a.1" and row["best"] == "b.1" and row["regret"] > 0
+
+
 def test_mean_rank_verdict_reads_a_lower_rank_as_better():
     folds = pd.DataFrame([{"regret": 0.0, "chosen_held_out": 2.833, "median_held_out": 3.75}])
     good = advise({"regret_ci": [0.0, 0.5], "aggregate": "mean_rank", "n_variants": 8}, "loto", None, folds)
