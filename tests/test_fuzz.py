@@ -98,7 +98,7 @@ def test_any_data_row_normalizes_to_a_valid_example_or_fails_clearly(row):
     try:
         example = map_row(row, spec, 3, "data.jsonl")
     except pk.SuiteError as exc:
-        assert "data.jsonl, row 3" in str(exc) or "suite.yaml" in str(exc)
+        assert "data.jsonl, row 4" in str(exc) or "suite.yaml" in str(exc)
         return
     assert isinstance(example.input, str) and isinstance(example.id, str)
     assert all(isinstance(c, str) and c.strip() for c in example.choices)

@@ -263,7 +263,7 @@ def test_a_generation_task_without_references_is_refused(tmp_path):
         load_tasks(load_suite(tmp_path / "s.yaml"))
     (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n" + json.dumps({"q": "c", "a": "  "}))
     (tmp_path / "f.yaml").write_text("selection:\n  - {name: f, source: files, path: rows.jsonl, input: q, target: a}\n")
-    with pytest.raises(SuiteError, match=r"rows.jsonl, row 1: task 'f': .*reference answer"):
+    with pytest.raises(SuiteError, match=r"rows.jsonl, row 2: task 'f': .*reference answer"):
         load_tasks(load_suite(tmp_path / "f.yaml"))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import promptkit as pk
+from promptkit.results.rundir import write_manifest
 import promptkit.results.rundir as rundir
 from promptkit.cli import main
 
@@ -51,8 +52,9 @@ def test_files_of_another_run_are_refused(tiny_model, toy_suite, two_templates, 
 def test_rerun_into_same_out_replaces_the_earlier_run(tiny_model, toy_suite, two_templates, tmp_path):
     out = tmp_path / "run"
     _run(tiny_model, toy_suite, two_templates, out, seed=1)
-    (out / "transfer.csv").write_text("A,B\n")  # as a multi-model run would have left
+    (out / "transfer.csv").write_text("A,B\n")  # as a multi-model run would have left (its manifest lists them)
     (out / "transfer.json").write_text("{}")
+    write_manifest(out)
     (out / "notes.txt").write_text("mine")  # not a run file: kept
     logged = []
     second = _run(tiny_model, toy_suite, two_templates, out, seed=2, log=logged.append)
@@ -163,11 +165,11 @@ def _load(suite):
 def test_list_valued_input_is_refused(tmp_path, two_templates, capsys):
     rows = [{"q": "fine?", "opts": ["a", "b"], "label": 0}, {"q": ["x"], "opts": ["a", "b"], "label": 1}]
     suite = _files_task(tmp_path, rows)
-    with pytest.raises(pk.SuiteError, match=r"d\.jsonl, row 1: task 'caps': `input:` .*gives a list, not text"):
+    with pytest.raises(pk.SuiteError, match=r"d\.jsonl, row 2: task 'caps': `input:` .*gives a list, not text"):
         _load(suite)
     assert main(["render", "plain", "--templates", str(two_templates), "--suite", str(suite), "--task", "caps"]) == 2
     err = capsys.readouterr().err
-    assert "row 1" in err and "`input:`" in err and "['x']" in err and "Traceback" not in err
+    assert "row 2" in err and "`input:`" in err and "['x']" in err and "Traceback" not in err
 
 
 def test_oversized_input_or_choice_is_refused_as_data(tmp_path):
@@ -175,10 +177,10 @@ def test_oversized_input_or_choice_is_refused_as_data(tmp_path):
 
     big = "w " * (MAX_SIZE // 2 + 10)
     suite = _files_task(tmp_path, [{"q": "ok?", "opts": ["a", "b"], "label": 0}, {"q": big, "opts": ["a", "b"], "label": 0}])
-    with pytest.raises(pk.SuiteError, match=r"row 1: task 'caps': input is [\d,]+ characters, over the [\d,]+ a template"):
+    with pytest.raises(pk.SuiteError, match=r"row 2: task 'caps': input is [\d,]+ characters, over the [\d,]+ a template"):
         _load(suite)
     suite = _files_task(tmp_path, [{"q": "ok?", "opts": ["a", big], "label": 0}])
-    with pytest.raises(pk.SuiteError, match=r"row 0: task 'caps': choice 1 is [\d,]+ characters") as info:
+    with pytest.raises(pk.SuiteError, match=r"row 1: task 'caps': choice 1 is [\d,]+ characters") as info:
         _load(suite)
     assert "sandbox" not in str(info.value) and "template was stopped" not in str(info.value)
 
@@ -252,8 +254,9 @@ def test_a_bigbench_task_path_that_is_a_fifo_or_dev_zero_is_refused_not_read(tmp
     os.mkfifo(tmp_path / "fifo.json")
     (tmp_path / "zero.json").symlink_to("/dev/zero")
     (tmp_path / "t.yaml").write_text("name: t\nprompt: 'Q: {{ input }}'\n")
-    for name in ("fifo.json", "zero.json"):
-        (tmp_path / "suite.yaml").write_text(f"name: s\nselection:\n  - {{name: x, source: bigbench, path: {name}}}\n")
+    for name in ("fifo.json", "zero.json"):  # the link leads out of the suite's folder: allowed here, to reach the read
+        (tmp_path / "suite.yaml").write_text(f"name: s\nallow_outside_data: true\nselection:\n"
+                                             f"  - {{name: x, source: bigbench, path: {name}}}\n")
         proc = subprocess.run([sys.executable, "-m", "promptkit", "render", "t", "--templates", str(tmp_path / "t.yaml"),
                                "--suite", str(tmp_path / "suite.yaml"), "--task", "x"],
                               capture_output=True, text=True, timeout=60)

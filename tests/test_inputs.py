@@ -55,7 +55,7 @@ def test_mapping_expression_with_a_type_error_names_task_field_and_row(toy_suite
     with pytest.raises(SuiteError) as info:
         load_task(pk.load_suite(toy_suite).task("capitals"))
     message = str(info.value)
-    assert "capitals.jsonl, row 0" in message and "'capitals'" in message and "`input:`" in message
+    assert "capitals.jsonl, row 1" in message and "'capitals'" in message and "`input:`" in message
     assert "TypeError" not in message or "fix" in message.lower()
 
 

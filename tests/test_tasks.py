@@ -4,7 +4,7 @@ import pytest
 
 import promptkit as pk
 from promptkit.tasks.sources import bigbench
-from promptkit.tasks.suites import load_task, load_tasks
+from promptkit.tasks.suites import load_suite, load_task, load_tasks
 
 from conftest import write_bigbench_task
 
@@ -83,13 +83,13 @@ def test_missing_column_names_file_row_and_column(tmp_path):
     with pytest.raises(pk.SuiteError) as err:
         load_tasks(pk.load_suite(path))
     message = str(err.value)
-    assert "data.jsonl, row 1" in message and "'opts'" in message and "choices" in message
+    assert "data.jsonl, row 2" in message and "'opts'" in message and "choices" in message
 
 
 def test_target_out_of_range_is_reported(tmp_path):
     path = _suite(tmp_path, "{name: t, source: files, path: data.jsonl, input: q, choices: o, target: y}",
                   [{"q": "q", "o": ["a", "b"], "y": 5}])
-    with pytest.raises(pk.SuiteError, match=r"task 't', example '0': target 5 is outside the 2 choices"):
+    with pytest.raises(pk.SuiteError, match=r"data.jsonl, row 1: task 't': target 5 is outside the 2 choices"):
         load_tasks(pk.load_suite(path))
 
 
@@ -198,3 +198,18 @@ def test_hf_source_unknown_dataset_is_a_clear_error(tmp_path, monkeypatch):
     suite_file.write_text("selection:\n  - {name: x, source: hf, dataset: no-such-org/no-such-set, split: test, input: a, choices: b, target: c}\n")
     with pytest.raises(pk.SuiteError, match="could not load dataset no-such-org/no-such-set"):
         load_tasks(pk.load_suite(suite_file))
+
+
+def test_a_data_error_names_the_first_row_at_fault_counted_from_one(tmp_path):
+    """Rows were counted from 0, and a later row with a missing target was named before an earlier row whose
+    target was outside the choices."""
+    rows = [{"q": "a", "opts": ["x", "y"], "label": 0}, {"q": "b", "opts": ["x", "y"], "label": 0},
+            {"q": "c", "opts": ["x", "y"], "label": 5}, {"q": "d", "opts": ["x", "y"]}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nselection:\n  - {name: t, source: files, path: d.jsonl, input: q, choices: opts, target: label}\n")
+    with pytest.raises(pk.SuiteError, match=r"d\.jsonl, row 3: task 't': target 5 is outside the 2 choices"):
+        load_tasks(load_suite(suite))
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:2] + rows[3:]))
+    with pytest.raises(pk.SuiteError, match=r"d\.jsonl, row 3: task 't': column 'label' \(mapped to `target`\) is empty"):
+        load_tasks(load_suite(suite))

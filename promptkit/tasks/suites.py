@@ -94,7 +94,8 @@ def _check_inside(spec: TaskSpec, suite: Path) -> None:
     folder = suite.parent.resolve()
     target = Path(local).resolve()
     if target != folder and folder not in target.parents:
-        raise SuiteError(f"{spec.where}: {target} is outside the suite's folder {folder}; a suite reads local data "
+        shown = local if Path(local) == target else f"{local} (which is {target})"
+        raise SuiteError(f"{spec.where}: {shown} is outside the suite's folder {folder}; a suite reads local data "
                          "from its own folder unless it says otherwise. If you mean it, add `allow_outside_data: true` "
                          f"at the top of {suite.name}, or move the data next to the suite")
 
@@ -199,11 +200,11 @@ def load_task(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> Task:
         rows, total, origin = loader(spec, pick)
         by_index = {idx: row for idx, row in rows}
         examples = [map_row(by_index[i], spec, i, origin) for i in plan["eval"]]
-        demos = [map_row(by_index[i], spec, i, origin) for i in plan["demos"]]
+        demos = [map_row(by_index[i], spec, i, origin, evaluated=False) for i in plan["demos"]]
         if split_pool:  # demonstrations from the data set's own training split
             demo_spec = TaskSpec(spec.name, spec.source, {**spec.options, "split": spec.options["demo_split"]}, spec.split, spec.where)
             picked, _, demo_origin = hf.rows(demo_spec, lambda n: sorted(random.Random(f"{seed}:{spec.name}:demos").sample(range(n), min(n, pool_size))))
-            demos = [replace(map_row(row, demo_spec, i, demo_origin), id=f"{spec.options['demo_split']}:{i}") for i, row in picked]
+            demos = [replace(map_row(row, demo_spec, i, demo_origin, evaluated=False), id=f"{spec.options['demo_split']}:{i}") for i, row in picked]
         task = Task(spec.name, examples, str(spec.options.get("instruction", "")), source=spec.source, demos=demos,
                     origin=f"hub {origin}" if spec.source == "hf" else f"file {origin}")
     task.split = spec.split
@@ -276,7 +277,7 @@ def _check_size(text: str, what: str, spec: TaskSpec, where: str) -> None:
 
 def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str) -> Any:
     """Resolve one mapped field: a column name, or a small Jinja expression over the row."""
-    where = f"{origin}, row {idx}"
+    where = f"{origin}, row {idx + 1}"
     if isinstance(expr, list):
         return [_field(row, e, key, spec, idx, origin) for e in expr]
     if not isinstance(expr, str):
@@ -306,38 +307,40 @@ def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str
     return value
 
 
-def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
-    """Map one data row onto the canonical Example using the task's `input/choices/target/id`."""
+def map_row(row: dict, spec: TaskSpec, idx: int, origin: str, evaluated: bool = True) -> Example:
+    """Map one data row onto the canonical Example using the task's `input/choices/target/id`. An evaluated row's
+    choices and target are checked here, so the first row at fault is the one named; a demonstration-pool row
+    without a usable answer is left out later, with a note."""
     o = spec.options
     text = _field(row, o["input"], "input", spec, idx, origin)
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-        raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': `input:` (column or mapping {o['input']!r}) gives a "
+        raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': `input:` (column or mapping {o['input']!r}) gives a "
                          f"{type(text).__name__}, not text ({_short(text)}); map `input:` to a text column, or join "
                          "the values in a mapping, e.g. \"{{ col | join(' ') }}\"")
-    _check_size(str(text), "input", spec, f"{origin}, row {idx}")
+    _check_size(str(text), "input", spec, f"{origin}, row {idx + 1}")
     ex_id = str(_field(row, o["id"], "id", spec, idx, origin)) if o.get("id") else str(idx)
     if not o.get("choices"):  # generation: the target is the reference answer (or a list of them)
         refs = _field(row, o["target"], "target", spec, idx, origin)
         refs = [refs] if isinstance(refs, (str, int, float)) and not isinstance(refs, bool) else refs
         if not isinstance(refs, (list, tuple)) or not refs or not all(isinstance(r, (str, int, float)) and str(r).strip() for r in refs):
-            raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': `target:` must give a non-empty reference answer "
+            raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': `target:` must give a non-empty reference answer "
                              f"or a list of them for a generation task (got {refs!r})")
         return Example(ex_id, str(text), None, [str(r) for r in refs], {"row": idx})
     choices = _field(row, o["choices"], "choices", spec, idx, origin)
     if isinstance(choices, str):
         choices = [c.strip() for c in choices.split("|")] if "|" in choices else [choices]
     if not isinstance(choices, (list, tuple)):
-        raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': `choices:` must give a list (got {type(choices).__name__}); "
+        raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': `choices:` must give a list (got {type(choices).__name__}); "
                          "map it to a list column, or to text separated by '|'")
     for k, c in enumerate(choices):
         if c is None or (isinstance(c, float) and c != c) or not str(c).strip():
-            raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': choice {k} is empty ({c!r}); fill it in or drop the row")
+            raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': choice {k} is empty ({c!r}); fill it in or drop the row")
     choices = [str(c) for c in choices]
     for k, c in enumerate(choices):
-        _check_size(c, f"choice {k}", spec, f"{origin}, row {idx}")
+        _check_size(c, f"choice {k}", spec, f"{origin}, row {idx + 1}")
     raw_target = _field(row, o["target"], "target", spec, idx, origin)
     if isinstance(raw_target, bool) or not isinstance(raw_target, (int, str)):
-        raise SuiteError(f"{origin}, row {idx}: task '{spec.name}': target {raw_target!r} must be a choice index or a choice's text")
+        raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': target {raw_target!r} must be a choice index or a choice's text")
     if isinstance(raw_target, str):
         if raw_target in choices:
             target: int = choices.index(raw_target)
@@ -345,11 +348,20 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str) -> Example:
             target = int(raw_target)
         else:
             raise SuiteError(
-                f"{origin}, row {idx}: task '{spec.name}': target {raw_target!r} is neither a choice index nor one of "
+                f"{origin}, row {idx + 1}: task '{spec.name}': target {raw_target!r} is neither a choice index nor one of "
                 f"the choices {choices}; fix the `target:` mapping"
             )
     else:
         target = raw_target
+    if not evaluated:
+        return Example(ex_id, str(text), choices, target, {"row": idx})
+    if len(choices) < 2:
+        raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': {len(choices)} choice(s) ({_short(choices)}); "
+                         "multiple choice needs at least 2 (a list column, several columns in a list, or text separated "
+                         "by '|')")
+    if not 0 <= target < len(choices):
+        raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': target {raw_target!r} is outside the "
+                         f"{len(choices)} choices (valid: 0..{len(choices) - 1}); fix the `target:` mapping or the data")
     return Example(ex_id, str(text), choices, target, {"row": idx})
 
 
