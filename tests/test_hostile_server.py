@@ -483,3 +483,23 @@ def test_a_bad_answer_mid_run_fails_clearly_and_keeps_what_was_scored(tmp_path, 
 def test_the_limits_are_module_constants():
     assert http_client.MAX_RESPONSE_BYTES == 8 * MiB
     assert http_client.MAX_WAIT_S <= 60 and http_client.MAX_TOTAL_WAIT_S <= 600
+
+
+# --- 6: the CLI path, not only evaluate() --------------------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_a_cli_run_scored_by_a_server_prints_its_ranking_and_footer(toy_suite, tmp_path, capsys, monkeypatch):
+    """Every CLI run whose first --model was openai:... ended in KeyError: 'dtype' in the footer after the run
+    directory was written (exit 1, no ranking printed); the tests called evaluate() and missed it."""
+    from promptkit.cli import main
+
+    monkeypatch.setenv("PROMPTKIT_TEST_KEY", "sk-local-test-key")
+    (tmp_path / "short.yaml").write_text(TEMPLATE)
+    with hostile() as (url, state):
+        code = main(["run", "--templates", str(tmp_path / "short.yaml"), "--suite", str(toy_suite), "--model",
+                     "openai:x", "--base-url", url, "--api-key-env", "PROMPTKIT_TEST_KEY", "--no-cache", "--quiet",
+                     "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert state.posts > 0 and "held-out summary" in out and "openai" in out
+    assert (tmp_path / "run" / "manifest.json").is_file() and "sk-local-test-key" not in out
