@@ -213,3 +213,13 @@ def test_a_data_error_names_the_first_row_at_fault_counted_from_one(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:2] + rows[3:]))
     with pytest.raises(pk.SuiteError, match=r"d\.jsonl, row 3: task 't': column 'label' \(mapped to `target`\) is empty"):
         load_tasks(load_suite(suite))
+
+
+def test_a_csv_cell_holding_a_list_of_choices_is_a_list(tmp_path):
+    (tmp_path / "d.csv").write_text('q,opts,label\nCapital of France?,"[""Paris"", ""Rome""]",0\n'
+                                    "Capital of Italy?,\"['Paris', 'Rome']\",Rome\nBoth?,a|b,1\n")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nselection:\n  - {name: t, source: files, path: d.csv, input: q, choices: opts, target: label}\n")
+    [task] = load_tasks(load_suite(suite))
+    assert [e.choices for e in task.examples] == [["Paris", "Rome"], ["Paris", "Rome"], ["a", "b"]]
+    assert [e.target for e in task.examples] == [0, 1, 1]

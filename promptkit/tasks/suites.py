@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -307,6 +309,21 @@ def _field(row: dict, expr: Any, key: str, spec: TaskSpec, idx: int, origin: str
     return value
 
 
+def _list_text(text: str) -> list | None:
+    """The list a text cell spells as JSON or a Python literal (a CSV cannot hold a list otherwise), or None."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            return value
+    return None
+
+
 def map_row(row: dict, spec: TaskSpec, idx: int, origin: str, evaluated: bool = True) -> Example:
     """Map one data row onto the canonical Example using the task's `input/choices/target/id`. An evaluated row's
     choices and target are checked here, so the first row at fault is the one named; a demonstration-pool row
@@ -328,7 +345,8 @@ def map_row(row: dict, spec: TaskSpec, idx: int, origin: str, evaluated: bool = 
         return Example(ex_id, str(text), None, [str(r) for r in refs], {"row": idx})
     choices = _field(row, o["choices"], "choices", spec, idx, origin)
     if isinstance(choices, str):
-        choices = [c.strip() for c in choices.split("|")] if "|" in choices else [choices]
+        listed = _list_text(choices)  # a CSV cell holding a list: ["Paris", "Rome"] or ['Paris', 'Rome']
+        choices = listed if listed is not None else [c.strip() for c in choices.split("|")] if "|" in choices else [choices]
     if not isinstance(choices, (list, tuple)):
         raise SuiteError(f"{origin}, row {idx + 1}: task '{spec.name}': `choices:` must give a list (got {type(choices).__name__}); "
                          "map it to a list column, or to text separated by '|'")
