@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "promptkit"
 # lower layers never import higher ones; prompts and tasks share a layer (a template renders a task's example,
 # a suite's field expressions run in the template sandbox)
 LAYERS = {"errors": 0, "paths": 0, "launch": 0, "prompts": 1, "tasks": 1, "backends": 2, "engine": 3, "analysis": 4,
-          "results": 5, "run": 6, "cli": 7, "__main__": 8, "__init__": 8}
+          "results": 5, "run": 6, "cli_parser": 7, "cli": 7, "__main__": 8, "__init__": 8}
 
 
 def _module_name(path: Path, package: Path = PACKAGE) -> str:

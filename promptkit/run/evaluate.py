@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,13 +14,14 @@ from ..results.core import Results
 from ..results.rundir import claimed, write_run
 from .models import check_models, combine, label, model_list, score_model
 from .options import RunOptions, options_from
+from .threads import choose as choose_threads
 from .plan import make_plan
 from .work import render_work
 
 
 def evaluate(templates=None, suite=None, model: str | Backend | list | None = None, *, limit: int | None = None,
              max_variants: int | None = None, seed: int = 0, variants: list[str] | None = None,
-             dtype: str = "auto", device: str = "auto", batch_tokens: int | str = "auto",
+             threads: int | str = "auto", dtype: str = "auto", device: str = "auto", batch_tokens: int | str = "auto",
              cache: str | Path | bool | None = True, calibrate: bool = False, trust_remote_code: bool = False,
              device_map: str | dict | None = None, search: str | None = None,
              budget: str | float | None = None, noise: list[str] | None = None, synthetic=None, synthetic_model=None,
@@ -43,6 +45,10 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
     values = {k: v for k, v in locals().items() if k not in ("templates", "suite", "model", "started")}
     ranks = distributed.current(device)  # several only under `accelerate launch` / torchrun
     options = options_from({**values, "noise": noise or []}).validated().for_rank(ranks)
+    n_threads, note = choose_threads(options.threads)
+    options = replace(options, threads=n_threads)
+    if note:
+        options.log(note)
     watch = options.timings  # seconds per stage, into config.json
     with claimed(options.out):  # checked before any scoring; removed again if the run fails before writing it
         with watch.stage("task_load"):

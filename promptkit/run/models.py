@@ -13,6 +13,7 @@ from .collect import collect
 from .execute import execute
 from .options import RunOptions
 from .plan import Plan
+from .threads import apply as apply_threads
 from .work import WorkItem, with_chat
 
 
@@ -60,6 +61,7 @@ def score_model(model, work: list[WorkItem], plan: Plan, options: RunOptions, ra
     watch = options.timings
     with watch.stage("model_load"):
         backend: Backend = load_backend(model, **options.load_options())
+    apply_threads(options.threads)  # a number by now (evaluate chose it)
     try:
         with watch.stage("render"):
             items = with_chat(work, backend)

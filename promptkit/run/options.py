@@ -27,6 +27,8 @@ class RunOptions:
     limit: examples per task (default: the suite's `limit`); max_variants: a seeded sample of at most N
         variants, spread over families (None: all); seed: variant and example sampling; variants: keep only
         these variant ids (after expansion; an id the templates do not produce is an error).
+    threads: CPU threads for scoring ("auto": the cores this process may use, fewer when the load average shows
+        other work on them, said in one line).
     dtype, device, batch_tokens, trust_remote_code, device_map: how the model loads (backends that do not
         load a model locally ignore them). trust_remote_code lets a hub model run the Python code in its
         repository; device_map spreads one model over this machine's GPUs (transformers' device_map).
@@ -59,6 +61,7 @@ class RunOptions:
     max_variants: int | None = None
     seed: int = 0
     variants: list[str] | None = None
+    threads: int | str = "auto"
     dtype: str = "auto"
     device: str = "auto"
     batch_tokens: int | str = "auto"
@@ -121,6 +124,8 @@ class RunOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise PromptkitError(f"--{name.replace('_', '-')} ({name}=) must be a whole number >= {least}, not {value!r}")
+        if self.threads != "auto" and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise PromptkitError(f"--threads (threads=) must be 'auto' or a whole number >= 1, not {self.threads!r}")
         if self.cache not in (None, False):
             check_cache_path(default_cache_path() if self.cache is True else Path(self.cache))
 
