@@ -363,3 +363,29 @@ def test_an_edit_of_a_block_between_any_two_sampled_pieces_is_another_model(tmp_
         f.seek(size // 30)
         f.write(bytes(64 << 10))
     assert acquire.files_fingerprint(folder)[0] != before
+
+
+def test_the_progress_bar_starts_after_the_model_has_loaded(tiny_model, monkeypatch):
+    """The bar showed 'scoring 0%' for as long as the weights took to load (they load on first use)."""
+    events = []
+    backend = HFBackend(tiny_model, dtype="float32", device="cpu")
+    real_load = backend.load_weights
+    monkeypatch.setattr(backend, "load_weights", lambda: events.append("load") or real_load())
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            events.append("bar")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n=1):
+            pass
+
+    monkeypatch.setattr(engine, "tqdm", Bar)
+    requests = [Request("v", "t", "0", "Q: 1+1?\nA:", (" 2", " 3"))]
+    engine.score(requests, backend, progress=True)
+    assert events[:2] == ["load", "bar"]

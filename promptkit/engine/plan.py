@@ -54,6 +54,7 @@ def score(requests: list[Request], backend: Backend, progress: bool = True,
     stats.unique += len(pairs)
 
     def run(mine: list[int], commit) -> None:
+        _load_before_the_bar(backend, mine)
         with tqdm(total=len(mine), unit="seq", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
             backend.loglikelihood([pairs[i] for i in mine], progress=bar.update, on_scores=commit)
 
@@ -63,6 +64,13 @@ def score(requests: list[Request], backend: Backend, progress: bool = True,
     stats.cache_hits += hits
     stats.computed += computed
     return [[scores[unique[(r.prompt, c)]] for c in r.continuations] for r in requests]
+
+
+def _load_before_the_bar(backend, mine: list[int]) -> None:
+    """A backend that loads its weights on first use (optional `load_weights`) loads them before the progress bar
+    starts, so the bar never sits at 0% while a model loads; with nothing to score (all cached) nothing loads."""
+    if mine and callable(getattr(backend, "load_weights", None)):
+        backend.load_weights()
 
 
 def generate(requests: list[Request], backend: Backend, progress: bool = True,
@@ -81,6 +89,7 @@ def generate(requests: list[Request], backend: Backend, progress: bool = True,
     stats.generations_unique += len(specs)
 
     def run(mine: list[int], commit) -> None:
+        _load_before_the_bar(backend, mine)
         with tqdm(total=len(mine), unit="seq", desc="generating", disable=not progress, dynamic_ncols=True) as bar:
             backend.generate([specs[i] for i in mine], progress=bar.update, on_results=commit)
 
