@@ -1,0 +1,68 @@
+"""The project's files say what and why, not how the work on them was organised: no "session", no "issue 17" or
+"issue's" in code, comments, suite files or docs. A finding is named file:line. A date or a commit says when.
+
+Third-party API names that contain the word are allowed precisely, one pattern each, never by file:
+pytest's fixture scope `scope="session"`, and the Flask template global `session` that the template sandbox
+refuses by name (listed beside `url_for`). Class names are matched case-sensitively (`requests.Session`); a
+CamelCase name such as `InferenceSession` never matches the word at all."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = re.compile(r"\bsessions?\b|\bissues?\s+#?\d+|\bissue's\b", re.IGNORECASE)
+ALLOWED = [
+    re.compile(r"""scope=["']session["']"""),               # pytest's fixture scope
+    re.compile(r"""(["'`])session\1,\s*(["'`])url_for\2"""),  # Flask's template globals, refused by the sandbox
+    re.compile(r"\b[A-Za-z_][\w.]*\.Session\b"),            # a Session class (requests.Session), case-sensitive
+]
+
+
+def tracked_text_files() -> list[Path]:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    files = []
+    for name in filter(None, names):
+        path = ROOT / name.decode()
+        if path.resolve() == Path(__file__).resolve() or not path.is_file():
+            continue
+        head = path.read_bytes()[:8192]
+        if b"\0" in head:
+            continue  # binary
+        files.append(path)
+    return files
+
+
+def findings(text: str) -> list[tuple[int, str]]:
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        kept = line
+        for pattern in ALLOWED:
+            kept = pattern.sub("", kept)
+        if FORBIDDEN.search(kept):
+            found.append((number, line.strip()))
+    return found
+
+
+def test_no_words_about_how_the_work_was_organised():
+    problems = []
+    for path in tracked_text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # not text
+        problems += [f"{path.relative_to(ROOT)}:{n}: {line[:160]}" for n, line in findings(text)]
+    assert not problems, "say what and why (a date or a commit for when) instead of:\n" + "\n".join(problems)
+
+
+def test_the_check_finds_the_words_and_allows_only_the_named_apis():
+    assert findings("we did this in session 28\n") == [(1, "we did this in session 28")]
+    assert findings("Sessions 31-33 measured it") and findings("the issue's target") and findings("see issue 17")
+    assert findings("fixed in Issue #4")
+    assert not findings('@pytest.fixture(scope="session")')
+    assert not findings('    "request", "session", "url_for",')
+    assert not findings("client = requests.Session()") and not findings("ort.InferenceSession(path)")
+    assert findings('@pytest.fixture(scope="session")  # shared by the session')  # the allowance is not a blanket one
+    assert not findings("the tissue 3 sample") and not findings("reissue 5 times")
