@@ -262,7 +262,7 @@ def hub_reachable() -> bool:
     return _hub_answers[endpoint]
 
 
-def _cached_snapshot(repo_id: str) -> str | None:
+def cached_snapshot(repo_id: str) -> str | None:
     """The folder of a hub model already in the local Hugging Face cache, or None (no network is used)."""
     try:
         from huggingface_hub import snapshot_download
@@ -278,7 +278,7 @@ def hub_location(repo_id: str, log: Callable[[str], None] = print) -> str:
     offline = _offline_variable()
     if not offline and hub_reachable():
         return repo_id
-    cached = _cached_snapshot(repo_id)
+    cached = cached_snapshot(repo_id)
     why = f"{offline} is set" if offline else f"the Hugging Face Hub ({hub_endpoint()}) is unreachable from here"
     if cached:
         log(f"promptkit: {why}; loading '{repo_id}' from the local Hugging Face cache ({cached})")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ...errors import ModelError
 from ...launch import launch_env
-from ..acquire import (DEFAULT_MODEL, _cached_snapshot, files_fingerprint, resolve_model, tokenizer_fingerprint,
+from ..acquire import (DEFAULT_MODEL, cached_snapshot, files_fingerprint, resolve_model, tokenizer_fingerprint,
                        weights_fingerprint)
 from ..base import ContinuationScore, Generation, cut_at_stop
 from ..batching import run_halving
@@ -105,7 +105,7 @@ class HFBackend:
         if folder is None or own_code:
             self._configure()
             self._load()
-            folder = folder or _cached_snapshot(self.location)
+            folder = folder or cached_snapshot(self.location)
         # which class loads the files: (kind, model_type) as transformers maps it, the same whether the files came from
         # the Hub just now or from a local copy; for code shipped with the model, the class that code defined
         kind = [type(self._model).__name__] if own_code else \
