@@ -168,7 +168,7 @@ def cmd_rank(args) -> int:
 
 def cmd_recommend(args) -> int:
     from .results.core import Results
-    from .results.text import format_adaptation, format_rules
+    from .results.text import format_adaptation, format_rules, format_unlabelled
     from .run import recommend  # noqa: F401  registers the new-task scorer of Results.recommend
 
     full = Results.load(args.run_dir)
@@ -178,8 +178,9 @@ def cmd_recommend(args) -> int:
         return 0
     log = (lambda msg: None) if args.quiet else (lambda msg: print(escape_controls(msg), file=sys.stderr, flush=True))
     adapted = full.recommend(args.task, args.labelled, model=args.model, candidates=args.candidates, mode=args.mode,
-                             seed=args.seed, cache=not args.no_cache, progress=not args.quiet, log=log)
-    print(format_adaptation(adapted))
+                             seed=args.seed, cache=not args.no_cache, progress=not args.quiet, log=log,
+                             unlabelled=args.unlabelled, ensemble=args.ensemble)
+    print(format_adaptation(adapted) if args.unlabelled is None else format_unlabelled(adapted))
     return 0
 
 

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--task", help="generated:NAME, bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, choices, target "
                                     "(without it: the cross-task rule, as rank --recommend)")
     rec.add_argument("--labelled", type=int, default=8, help="labelled examples to score (default 8; 0: no model calls)")
+    rec.add_argument("--unlabelled", type=int, metavar="N", help="instead of labels: score N inputs of the task, "
+                     "targets unread, and choose by the label-free criterion the run's selection tasks support")
+    rec.add_argument("--ensemble", type=int, default=1, metavar="K", help="with --unlabelled: average the K best "
+                     "prompts by the combined score (K calls per example; default 1)")
     rec.add_argument("--candidates", type=int, help="score only the N best variants by the prior (default all)")
     rec.add_argument("--model", help="the model to score with (default: the run's)")
     rec.add_argument("--mode", default="raw", choices=["raw", "per_token", "per_char"], help="scoring mode (default raw)")

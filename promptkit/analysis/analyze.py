@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import ranking as rk
+from . import unlabelled
 from .advice import advise, choice_table, rules_table
 from ..errors import PromptkitError
 from .metrics import available_modes, modes_as_variants, with_mode
@@ -96,6 +97,7 @@ class Analysis:
     modes: pd.DataFrame
     ranking_tasks: list[str] = field(default_factory=list)
     rules: pd.DataFrame = field(default_factory=pd.DataFrame)  # selection rules and ensembles, judged out of sample
+    transductive: pd.DataFrame = field(default_factory=pd.DataFrame)  # per held-out task: the label-free choice
 
     def tied_with_best(self) -> list[str]:
         return self.ranking.loc[self.ranking["tied_with_best"], "variant"].tolist()
@@ -138,7 +140,7 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
         per_fold, summary = rk.evaluate_protocol(scores, folds, aggregate, default_variant, n_boot, seed, level)
     if note:
         summary["note"] = note
-    advice, rules = _advice(results, ranking_tasks, summary, protocol, mode, per_fold)
+    advice, rules, trans = _advice(results, ranking_tasks, summary, protocol, mode, per_fold)
     summary.update(advice)
     overall = pd.Series(rk.agg_mean_norm(scores.table(), scores.chance), index=scores.variants)
     return Analysis(
@@ -146,19 +148,41 @@ def analyze(results, protocol: str = "split", aggregate: str = rk.DEFAULT_AGGREG
         summary=summary, sensitivity=task_sensitivity(scores), axes=axis_effects(overall, results.variants),
         families=rk.family_scores(scores.frame(), {v: i["family"] for v, i in results.variants.items()}),
         modes=_modes_table(results.rows, tasks, ranking_tasks, aggregate), ranking_tasks=ranking_tasks, rules=rules,
+        transductive=trans,
     )
 
 
 def _advice(results, ranking_tasks: list[str], summary: dict, protocol: str, mode: str,
-            folds: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+            folds: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """The verdict on generalization, the rule nested LOTO recommends on the ranking tasks (every rule and
-    ensemble beside the others, with its cost), and the next step."""
+    ensemble beside the others, with its cost), the next step, the prompt to use (the recommended rule's choice), and
+    per held-out task the label-free (transductive) choice from its inputs alone."""
     ct = choice_table(results.rows, results.tasks, mode)
     usable = [t for t in ranking_tasks if ct is not None and t in ct.tasks]
     rec, rules = None, pd.DataFrame(columns=["rule", "choice", "cost", "loto_mean_norm", "selection_mean_norm"])
+    trans = pd.DataFrame()
     if len(usable) >= 2:
-        rec, rules = rules_table(ct, usable, [t for t in ct.tasks if t not in ranking_tasks])
-    return advise(summary, protocol, rec, folds), rules
+        held = [t for t in ct.tasks if t not in ranking_tasks]
+        rec, rules = rules_table(ct, usable, held)
+        learned, trans = unlabelled.transductive(ct, usable, held, rec.candidate if rec.rule != "task_aware" else None)
+    out = advise(summary, protocol, rec, folds)
+    if rec is not None:
+        out["use"] = use_this(rec, rules)
+    if len(trans):
+        out["transductive"] = {"weighting": learned.name, "reason": learned.reason(),
+                               "tasks": trans.to_dict("records")}
+    return out, rules, trans
+
+
+def use_this(rec, rules: pd.DataFrame) -> dict:
+    """The run's headline: the prompt (or ensemble) of the rule that nested LOTO and the benchmark support."""
+    from .advice import rule_label, why
+
+    row = rules.set_index("rule").loc[rec.rule] if rec.rule in set(rules["rule"]) else None
+    held = float(row["held_out_mean_norm"]) if row is not None and "held_out_mean_norm" in row else None
+    return {"rule": rec.rule, "choice": rec.candidate.name if rec.rule != "task_aware" else "(per task)",
+            "label": rule_label(rec.rule, rec.candidate), "cost": rec.candidate.cost, "held_out_mean_norm": held,
+            "why": why(rec)}
 
 
 def _ranking_table(scores: Scores, ranking_tasks, held_tasks, aggregate, n_boot, seed, level, variants) -> pd.DataFrame:

@@ -48,3 +48,39 @@ def format_adaptation(a) -> str:
     with pd.option_context("display.width", 250, "display.max_rows", 40):
         lines.append(a.table.head(20).to_string(index=False, float_format=num))
     return "\n".join(lines)
+
+
+def format_unlabelled(u) -> str:
+    """`promptkit recommend --task --unlabelled`: the label-free choice for one new task, why, and what it cost."""
+    import pandas as pd
+
+    c = u.candidate
+    what = c.name if c.method == "single" else f"the {len(c.members)}-prompt ensemble (averaged probabilities) {c.name}"
+    cost = (f"{u.calls.get('prompts', 0)} prompts scored ({u.calls.get('continuations', 0)} continuations, "
+            f"{u.calls.get('from_cache', 0)} from the cache, {u.calls.get('forward_tokens', 0):,} forward tokens)")
+    lines = [f"task {u.task}: {u.n_unlabelled} unlabelled input(s), targets unread; prior from the run's selection tasks",
+             f"criterion: {u.weighting} — {u.reason}",
+             f"recommended prompt: {what}" + ("" if c.members[0] == u.cross_task_variant else
+                                             f" (the cross-task choice would be {u.cross_task_variant})"),
+             f"cost: {cost} ({c.cost}× calls per example from now on); prompt perplexity is not a criterion: it needs "
+             "each prompt's own log-likelihood, one more scoring call per prompt and input",
+             "", "candidates, by choice_score = z(prior_mean_norm) + weight × z(criterion) (mi: mutual information of "
+             "input and answer; agreement: share of answers equal to the candidates' mean vote; calibrated: mean top "
+             "probability after batch calibration):"]
+    with pd.option_context("display.width", 250, "display.max_rows", 40):
+        lines.append(u.table.head(20).to_string(index=False, float_format=num))
+        lines.append("\nweightings on the selection tasks left out in turn (mean_norm of what each picks):")
+        lines.append(u.loto.drop(columns=["criterion", "weight"]).head(8).to_string(index=False, float_format=num))
+    return "\n".join(lines)
+
+
+def format_transductive(frame, weighting: str | None) -> str:
+    """The label-free choice per held-out task from its inputs alone, beside the choice made on the selection tasks."""
+    import pandas as pd
+
+    if frame is None or len(frame) == 0:
+        return ""
+    head = (f"transductive (per held-out task, chosen from its inputs alone, targets unread; {weighting}, learned on "
+            "the selection tasks; mean_norm held out):")
+    with pd.option_context("display.width", 250, "display.max_colwidth", 40):
+        return head + "\n" + frame.to_string(index=False, float_format=num)

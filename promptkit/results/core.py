@@ -80,7 +80,8 @@ class Results:
         return self._analysis
 
     def recommend(self, task=None, n: int = 8, *, model=None, candidates: int | None = None, mode: str = "raw",
-                  seed: int = 0, cache=True, progress: bool = True, log=print, max_cost: int | None = None):
+                  seed: int = 0, cache=True, progress: bool = True, log=print, max_cost: int | None = None,
+                  unlabelled: int | None = None, ensemble: int = 1):
         """A prompt for tasks this run did not choose on.
 
         With no `task`: the selection rule (top-1, mean rank, worst task, shrinkage, task-aware, or a top-k
@@ -91,7 +92,10 @@ class Results:
         choices and target): score the variants (or the `candidates` best by the prior) on `n` labelled examples
         of it with the run's model (or `model`), and combine that with the cross-task prior — n = 0 gives the
         cross-task choice, more labels move toward the task's own best. Returns an Adaptation: the variant, its
-        expected score with an interval, and the model calls it cost."""
+        expected score with an interval, and the model calls it cost. With `unlabelled` = N instead: score N of the
+        task's inputs and choose from their answers alone, the targets unread, by the label-free criterion (mutual
+        information, ensemble agreement, calibrated confidence) and weight against the prior that the run's selection
+        tasks support; `ensemble` = k averages the top k. Returns promptkit.run.recommend.UnlabelledChoice."""
         if task is None:
             from ..analysis.advice import choice_table
             from ..analysis.selection import recommend
@@ -107,7 +111,7 @@ class Results:
             raise PromptkitError("scoring a new task is the run layer's work: import promptkit.run (promptkit.load and "
                                  "promptkit.evaluate do) before Results.recommend(task=...)")
         return TASK_SCORER[0](self, task, n, model=model, candidates=candidates, mode=mode, seed=seed, cache=cache,
-                       progress=progress, log=log)
+                       progress=progress, log=log, unlabelled=unlabelled, ensemble=ensemble)
 
     def plot(self, kind: str = "heatmap"):
         """A matplotlib Figure: heatmap, cd (critical difference), sensitivity, selection_vs_held_out, axes, and for

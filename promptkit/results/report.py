@@ -260,6 +260,10 @@ def report_html(results, analysis=None, title: str = "promptkit report", full=No
              f"({esc(model.get('dtype', ''))}, {esc(model.get('device', ''))}) · {len(results.variants)} variants × "
              f"{len(results.tasks)} tasks · written {time.strftime('%Y-%m-%d %H:%M')}</p>"]
     # --- headline
+    if s.get("use"):
+        u = s["use"]
+        parts.append(f"<p><b>Use this prompt: {esc(u['label'])}</b> (rule {esc(u['rule'])}, {esc(u['cost'])}× calls per "
+                     f"example; held-out mean_norm {fmt(u.get('held_out_mean_norm'))}). Why: {esc(u['why'])}.</p>")
     if a.protocol == "split" and len(a.folds):
         row = a.folds.iloc[0]
         parts.append("<div class='kpi'>"
@@ -349,6 +353,12 @@ def generalization_html(a) -> str:
                 "tasks it did not see when choosing (nested leave-one-task-out), t_vs_default its paired t statistic against "
                 "the default rule (the 5-prompt ensemble), which only a rule with t >= 3 replaces; cost is model calls "
                 "per example. Held-out scores are never used to choose.</p>" + rules_html(a.rules))
+    t = s.get("transductive")
+    if t and len(getattr(a, "transductive", [])):
+        out += (f"<h3>Transductive: each held-out task's prompt from its inputs alone</h3><p class='note'>Chosen by "
+                f"{esc(t['weighting'])}, its targets unread for the choice (read only for the score beside it): "
+                f"{esc(t['reason'])}.</p>" + frame_html(a.transductive, left=("task", "transductive", "weighting",
+                                                                              "chosen_on_selection")))
     return out
 
 

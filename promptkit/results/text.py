@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..analysis.names import LOWER_IS_BETTER, num
-from .choice_text import format_adaptation, format_rules  # noqa: F401  the views of choosing a prompt, kept apart
+from .choice_text import format_adaptation, format_rules, format_transductive, format_unlabelled  # noqa: F401  the views of choosing a prompt, kept apart
 from ..errors import PromptkitError
 
 
@@ -100,6 +100,11 @@ def format_analysis(a, brief: bool = False, running: str | None = None) -> str:
     level = int(round(s["level"] * 100))
     if s.get("note"):
         lines.append(f"note: {s['note']}")
+    if s.get("use"):
+        u = s["use"]
+        held = f"; held-out mean_norm {num(u['held_out_mean_norm'])}" if u.get("held_out_mean_norm") is not None else ""
+        lines.append(f"use this prompt: {u['label']} (rule {u['rule']}, {u['cost']}× calls per example{held}); "
+                     f"why: {u['why']}")
     if a.protocol == "none":
         pass
     elif a.protocol == "split":
@@ -122,6 +127,8 @@ def format_analysis(a, brief: bool = False, running: str | None = None) -> str:
         if running and command and _same_command(command, running):
             step = step.replace(f" ({command})", " (the rules side by side are below)")
         lines.append(f"next step: {step}")
+    if s.get("transductive"):
+        lines.append(format_transductive(getattr(a, "transductive", None), s["transductive"]["weighting"]))
     if a.friedman is not None:
         f = a.friedman
         tied = a.tied_with_best()

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import adapt
+from ..analysis import adapt, unlabelled
 from ..analysis.advice import choice_table
-from ..analysis.selection import fit_prior
+from ..analysis.selection import Candidate, fit_prior
 from ..errors import PromptkitError, SuiteError
 from ..paths import builtin_dir
 from ..prompts.safe_read import MAX_DATA_BYTES, open_regular
@@ -84,7 +84,7 @@ def new_task_suite(task):
     path = path.resolve()
     outside = True  # a data file the user named (it is in its own folder anyway)
     if path.suffix in (".yaml", ".yml"):  # a task file reads data from its own folder, unless it says otherwise
-        entry, outside = _task_file(path)
+        entry, outside = task_file(path)
     elif path.suffix == ".json" and _looks_bigbench(path):
         entry = {"source": "bigbench", "path": str(path)}
     else:
@@ -105,7 +105,7 @@ def named_errors(path: Path):
         raise SuiteError(str(exc).replace(f"{path}: selection[0]", name)) from None
 
 
-def _task_file(path: Path) -> tuple[dict, bool]:
+def task_file(path: Path) -> tuple[dict, bool]:
     try:
         data, _ = read_yaml(path)
     except PromptkitError as exc:
@@ -194,10 +194,15 @@ def _model(results, model):
 
 
 def recommend_for_task(results, task, n: int = 8, *, model=None, candidates: int | None = None, mode: str = "raw",
-                       seed: int = 0, cache=True, progress: bool = True, log: Callable[[str], None] = print) -> Adaptation:
+                       seed: int = 0, cache=True, progress: bool = True, log: Callable[[str], None] = print,
+                       unlabelled: int | None = None, ensemble: int = 1) -> Adaptation | UnlabelledChoice:
     """Score the run's variants (or the `candidates` best by the prior) on `n` labelled examples of `task` and
     combine that with the cross-task prior from the run's selection tasks. n = 0 scores nothing and returns the
-    cross-task choice. The model defaults to the run's; the result cache makes a rerun free."""
+    cross-task choice. The model defaults to the run's; the result cache makes a rerun free. With `unlabelled`:
+    that many inputs, their targets unread (recommend_unlabelled)."""
+    if unlabelled is not None:
+        return recommend_unlabelled(results, task, unlabelled, model=model, candidates=candidates, mode=mode, seed=seed,
+                                    cache=cache, progress=progress, log=log, ensemble=ensemble)
     if n < 0:
         raise PromptkitError(f"labelled examples must be 0 or more (got {n})")
     view = results.ranked()
@@ -245,3 +250,64 @@ def _adaptation(name, ids, correct, post: adapt.Posterior, prior: adapt.Prior, c
     table = table.sort_values(["choice_score", "variant"], ascending=[False, True], kind="stable").reset_index(drop=True)
     return Adaptation(name, post.n_labelled, ids[i], float(post.mean[i]), post.interval(i, chance), chance,
                       ids[int(np.argmax(prior.mu))], post.shrink, calls, table, adapt.weight_reason(prior, post, n_tasks))
+
+
+@dataclass
+class UnlabelledChoice:
+    """The prompt recommended for a new task from N of its inputs, unlabelled: the label-free criterion and its
+    weight against the cross-task prior (learned on the run's selection tasks), the candidates' criteria, the cost."""
+
+    task: str
+    n_unlabelled: int
+    candidate: Candidate
+    weighting: str  # 'prior', 'mi alone', 'prior + 1×agreement', ...
+    reason: str  # why that weighting, in words and numbers
+    cross_task_variant: str
+    calls: dict
+    table: pd.DataFrame  # per candidate: prior mean, every criterion, the choice score
+    loto: pd.DataFrame  # every weighting on the selection tasks left out in turn
+
+    @property
+    def variant(self) -> str:
+        return self.candidate.name
+
+    def as_dict(self) -> dict:
+        return {"task": self.task, "n_unlabelled": self.n_unlabelled, "choice": self.candidate.name,
+                "members": list(self.candidate.members), "method": self.candidate.method, "weighting": self.weighting,
+                "reason": self.reason, "cross_task_variant": self.cross_task_variant, "calls": self.calls}
+
+
+def recommend_unlabelled(results, task, n: int = 16, *, model=None, candidates: int | None = None, mode: str = "raw",
+                         seed: int = 0, cache=True, progress: bool = True, log: Callable[[str], None] = print,
+                         ensemble: int = 1) -> UnlabelledChoice:
+    """Score the run's variants (or the `candidates` best by the prior) on `n` inputs of `task`, read only their
+    choice probabilities (never the targets), and choose by the label-free weighting the run's selection tasks
+    support; `ensemble` > 1 averages the top k by that score."""
+    if n < 1:
+        raise PromptkitError(f"unlabelled inputs must be 1 or more (got {n})")
+    view = results.ranked()
+    ct = choice_table(view.rows, view.tasks, mode)
+    selection = [t for t in (ct.tasks if ct else []) if view.tasks[t]["split"] == "selection"] or (ct.tasks if ct else [])
+    if len(selection) < 2:
+        raise PromptkitError("this run has fewer than 2 multiple-choice selection tasks scored on every variant; the "
+                             "label-free choice learns how far to trust each criterion on them")
+    mu = ct.table(selection).mean(axis=1)
+    order = np.lexsort((np.arange(len(ct.variants)), -mu))
+    keep = order if not candidates else order[: max(2, int(candidates))]
+    ids = [ct.variants[i] for i in keep]
+    learned = unlabelled.learn(ct, selection, n, seed)
+    suite = new_task_suite(task)
+    name = suite.tasks[0].name
+    with named_errors(Path(suite.path)):
+        new = evaluate(_templates(results.config), suite, _model(results, model), limit=n, seed=seed, variants=ids,
+                       cache=cache, progress=progress, log=log, report=False)
+    nct = choice_table(new.rows, new.tasks, mode)
+    if nct is None or name not in nct.tasks:
+        raise PromptkitError(f"task '{name}' gave no multiple-choice scores; the label-free choice reads choice probabilities")
+    probs = nct.probs[name][[nct.variants.index(v) for v in ids]]  # the targets are never read
+    cand, table = unlabelled.choose(probs, mu[keep], ids, learned, ensemble)
+    eng = new.config.get("engine", {})
+    calls = {"prompts": int(new.config.get("n_requests", 0)), "continuations": int(eng.get("unique", 0)),
+             "from_cache": int(eng.get("cache_hits", 0)), "forward_tokens": int(new.config.get("forward_tokens", 0))}
+    return UnlabelledChoice(name, probs.shape[1], cand, learned.name, learned.reason(), ct.variants[int(order[0])],
+                            calls, table, learned.loto)

@@ -1,0 +1,189 @@
+"""Choosing a prompt for a new task from its inputs alone (no labels): label-free criteria computed from every
+candidate's choice probabilities on the task's inputs, combined with the run's cross-task prior.
+
+Criteria, per variant, on the new task's N inputs (higher is better):
+- mi: mutual information between input and answer, H(mean over inputs of p(answer|input)) − mean over inputs of
+  H(p(answer|input)) (Sorensen et al. 2022): a prompt whose answers depend on the input, confidently;
+- agreement: the share of inputs where the variant's answer is the ensemble's (every candidate's mean probability)
+  answer (zero-label prompt selection, Liao et al. 2022);
+- calibrated: the mean top probability after batch calibration, each choice's log-probability minus its mean over
+  the batch (Zhou et al. 2023).
+Prompt perplexity (Gonen et al. 2022) needs each prompt's own log-likelihood, which a run does not store: one more
+scoring call per prompt and input, so it is not among the criteria.
+
+How much a criterion is trusted is learned where labels exist: on the run's selection tasks, each left out in
+turn, the criteria come from its inputs alone (N of them), the prior from the other selection tasks, and each
+weighting (z-scored prior + weight × z-scored criterion, or the criterion alone) is scored by the held-out accuracy
+of what it picks. The weighting with the best mean over the folds is used when it is ahead of the prior alone on
+more folds than it is behind and on average; otherwise the prior decides."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import PromptkitError
+from .selection import Candidate, ChoiceTable
+
+CRITERIA = ("mi", "agreement", "calibrated")
+WEIGHTS = (0.25, 0.5, 1.0, 2.0)
+ALONE = math.inf  # the criterion alone, no prior
+
+
+def _clean(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities with missing choices (-1) set to 0, and the mask of real choices."""
+    probs = np.asarray(probs, dtype=float)
+    mask = probs >= 0
+    return np.where(mask, probs, 0.0), mask
+
+
+def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=axis)
+
+
+def criteria(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every criterion per variant from a variants × inputs × choices array of choice probabilities (-1 where an
+    input has fewer choices). Reads no label."""
+    p, mask = _clean(probs)
+    mi = _entropy(p.mean(axis=1)) - _entropy(p).mean(axis=1)
+    ensemble = p.mean(axis=0)
+    ensemble[~mask[0]] = -1
+    pseudo = ensemble.argmax(axis=1)
+    agreement = (p.argmax(axis=2) == pseudo[None, :]).mean(axis=1)
+    logp = np.log(np.clip(p, 1e-12, None))
+    counts = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    centred = logp - (np.where(mask, logp, 0.0).sum(axis=1, keepdims=True) / counts)
+    centred = np.where(mask, centred, -np.inf)
+    cal = np.exp(centred - centred.max(axis=2, keepdims=True))
+    cal = cal / cal.sum(axis=2, keepdims=True)
+    calibrated = cal.max(axis=2).mean(axis=1)
+    return {"mi": mi, "agreement": agreement, "calibrated": calibrated}
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+
+
+def combined(prior_mu: np.ndarray, crit: dict[str, np.ndarray], criterion: str, weight: float) -> np.ndarray:
+    """The score a weighting maximizes: z(prior) + weight × z(criterion); the criterion alone at weight inf; the
+    prior alone for criterion 'prior'."""
+    if criterion == "prior" or weight == 0:
+        return zscore(prior_mu)
+    if weight == ALONE:
+        return zscore(crit[criterion])
+    return zscore(prior_mu) + weight * zscore(crit[criterion])
+
+
+def configs() -> list[tuple[str, float]]:
+    return [("prior", 0.0)] + [(c, w) for c in CRITERIA for w in (*WEIGHTS, ALONE)]
+
+
+def config_name(criterion: str, weight: float) -> str:
+    if criterion == "prior":
+        return "prior"
+    return f"{criterion} alone" if weight == ALONE else f"prior + {weight:g}×{criterion}"
+
+
+def subset(n_examples: int, n: int | None, seed: int = 0) -> np.ndarray:
+    """The inputs a criterion reads: `n` of them drawn with `seed` (all when n is None or larger)."""
+    if n is None or n >= n_examples:
+        return np.arange(n_examples)
+    return np.sort(np.random.default_rng(seed).permutation(n_examples)[:n])
+
+
+def pick(scores: np.ndarray, k: int = 1) -> np.ndarray:
+    """The k best by score, best first (the first variant on ties)."""
+    return np.lexsort((np.arange(len(scores)), -np.round(scores, 12)))[:k]
+
+
+@dataclass
+class Learned:
+    """The weighting learned on the selection tasks, and every weighting's folds."""
+
+    criterion: str
+    weight: float
+    loto: pd.DataFrame  # weighting, criterion, weight, loto_mean_norm, gain_vs_prior, folds_ahead, folds_behind
+    n_tasks: int
+    n_inputs: int | None
+
+    @property
+    def name(self) -> str:
+        return config_name(self.criterion, self.weight)
+
+    def reason(self) -> str:
+        by = self.loto.set_index("weighting")
+        best = self.loto.iloc[0]
+        folds = f"the run's {self.n_tasks} selection tasks, each left out in turn with {self.n_inputs or 'all its'} inputs"
+        if self.criterion == "prior":
+            return (f"the cross-task prior decides: on {folds}, no criterion helped (best: {best['weighting']}, "
+                    f"{best['gain_vs_prior']:+.3f} mean_norm, ahead on {int(best['folds_ahead'])} and behind on "
+                    f"{int(best['folds_behind'])} folds)")
+        row = by.loc[self.name]
+        return (f"{self.name}: on {folds}, it picked a variant scoring {row['gain_vs_prior']:+.3f} mean_norm against "
+                f"the prior's pick (ahead on {int(row['folds_ahead'])}, behind on {int(row['folds_behind'])} folds)")
+
+
+def learn(ct: ChoiceTable, selection: list[str], n: int | None = None, seed: int = 0) -> Learned:
+    """Which weighting of criteria and prior picks best on selection tasks left out in turn (labels read only to
+    score the pick)."""
+    if len(selection) < 2:
+        raise PromptkitError("learning how far to trust a label-free criterion needs at least 2 selection tasks")
+    table = ct.table(selection)
+    grid = configs()
+    folds = np.zeros((len(grid), len(selection)))
+    for j, t in enumerate(selection):
+        mu = np.delete(table, j, axis=1).mean(axis=1)
+        crit = criteria(ct.probs[t][:, subset(ct.n_examples(t), n, seed)])
+        for i, (c, w) in enumerate(grid):
+            folds[i, j] = table[pick(combined(mu, crit, c, w))[0], j]
+    diff = folds - folds[0]
+    rows = [{"weighting": config_name(c, w), "criterion": c, "weight": w, "loto_mean_norm": float(folds[i].mean()),
+             "gain_vs_prior": float(diff[i].mean()) if abs(diff[i].mean()) > 1e-12 else 0.0,
+             "folds_ahead": int((diff[i] > 1e-9).sum()), "folds_behind": int((diff[i] < -1e-9).sum())}
+            for i, (c, w) in enumerate(grid)]
+    loto = pd.DataFrame(rows)
+    loto = loto.iloc[np.lexsort((np.arange(len(loto)), -loto["loto_mean_norm"].round(9).to_numpy()))].reset_index(drop=True)
+    helps = loto[(loto["gain_vs_prior"] > 1e-9) & (loto["folds_ahead"] > loto["folds_behind"])]
+    best = helps.iloc[0] if len(helps) else loto[loto["criterion"] == "prior"].iloc[0]
+    return Learned(str(best["criterion"]), float(best["weight"]), loto, len(selection), n)
+
+
+def choose(probs: np.ndarray, prior_mu: np.ndarray, variants: list[str], learned: Learned,
+           k: int = 1) -> tuple[Candidate, pd.DataFrame]:
+    """The candidate for a new task from its inputs' choice probabilities (variants × inputs × choices) and the
+    prior: the best variant by the learned weighting, or the top k averaged; and every variant's criteria."""
+    crit = criteria(probs)
+    score = combined(prior_mu, crit, learned.criterion, learned.weight)
+    top = pick(score, max(1, k))
+    members = tuple(variants[i] for i in top)
+    table = pd.DataFrame({"variant": variants, "prior_mean_norm": prior_mu, **crit, "choice_score": score})
+    table = table.iloc[pick(score, len(variants))].reset_index(drop=True)
+    return Candidate(members, "mean_prob" if len(members) > 1 else "single"), table
+
+
+def transductive(ct: ChoiceTable, selection: list[str], held_out: list[str], chosen_on_selection: Candidate | None = None,
+                 k: int = 1) -> tuple[Learned | None, pd.DataFrame]:
+    """Every held-out task as a new task: the label-free choice from its inputs alone (its labels read only for
+    the score shown beside it), with the weighting learned on the selection tasks."""
+    cols = ["task", "transductive", "weighting", "criterion_value", "held_out_mean_norm", "chosen_on_selection",
+            "chosen_on_selection_mean_norm", "best_in_hindsight_mean_norm"]
+    if len(selection) < 2 or not held_out:
+        return None, pd.DataFrame(columns=cols)
+    learned = learn(ct, selection)
+    mu = ct.table(selection).mean(axis=1)
+    rows = []
+    for t in held_out:
+        cand, table = choose(ct.probs[t], mu, ct.variants, learned, k)
+        crit = learned.criterion if learned.criterion != "prior" else None
+        value = float(table.loc[table["variant"] == cand.members[0], crit].iloc[0]) if crit else float("nan")
+        rows.append({"task": t, "transductive": cand.name, "weighting": learned.name, "criterion_value": value,
+                     "held_out_mean_norm": ct.score(cand, [t]),
+                     "chosen_on_selection": chosen_on_selection.name if chosen_on_selection else "",
+                     "chosen_on_selection_mean_norm": ct.score(chosen_on_selection, [t]) if chosen_on_selection else float("nan"),
+                     "best_in_hindsight_mean_norm": float(ct.single(t).max())})
+    return learned, pd.DataFrame(rows, columns=cols)

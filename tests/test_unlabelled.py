@@ -1,0 +1,123 @@
+"""A prompt for a new task from its inputs alone: the label-free criteria, how far each is trusted (learned on
+the selection tasks left out in turn), `promptkit recommend --unlabelled`, and the transductive choice per
+held-out task of a run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import promptkit as pk
+from promptkit.analysis import unlabelled as ul
+from promptkit.analysis.selection import ChoiceTable
+from promptkit.cli import main
+
+
+def test_mutual_information_is_high_for_confident_input_dependent_answers_and_zero_for_a_constant_one():
+    eye = np.tile(np.eye(3), (2, 1))  # confident, and a different answer per input
+    constant = np.tile([[0.9, 0.05, 0.05]], (6, 1))  # confident, always the same answer
+    uniform = np.full((6, 3), 1 / 3)
+    c = ul.criteria(np.stack([eye, constant, uniform]))
+    assert c["mi"][0] == pytest.approx(np.log(3), abs=1e-6) and abs(c["mi"][1]) < 1e-9 and abs(c["mi"][2]) < 1e-9
+    # batch calibration removes a constant preference: the constant prompt is no longer confident
+    assert c["calibrated"][0] > c["calibrated"][1]
+
+
+def test_agreement_with_the_ensemble_and_missing_choices():
+    a = np.array([[[0.8, 0.2, -1], [0.1, 0.6, 0.3]]] * 2 + [[[0.3, 0.7, -1], [0.2, 0.1, 0.7]]])
+    c = ul.criteria(a)
+    assert c["agreement"].tolist() == [1.0, 1.0, 0.0]
+    assert np.isfinite(c["calibrated"]).all() and np.isfinite(c["mi"]).all()
+
+
+def synthetic(n_tasks=6, n_var=5, n_ex=30, informative=True, seed=0):
+    """Tasks where the variant with the most input-dependent answers is the most accurate (informative) or not."""
+    rng = np.random.default_rng(seed)
+    probs, correct, chance = {}, {}, {}
+    for t in range(n_tasks):
+        target = rng.integers(0, 3, n_ex)
+        good = rng.permutation(n_var)[0]
+        p = np.empty((n_var, n_ex, 3))
+        for v in range(n_var):
+            sharp = 4.0 if v == good else 0.5
+            logits = rng.normal(0, 1, (n_ex, 3))
+            if informative or v != good:
+                logits[np.arange(n_ex), target] += sharp
+            p[v] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        c = np.zeros((n_ex, 3), dtype=bool)
+        c[np.arange(n_ex), target] = True
+        probs[f"t{t}"], correct[f"t{t}"], chance[f"t{t}"] = p, c, 1 / 3
+    return ChoiceTable([f"v{i}" for i in range(n_var)], list(probs), probs, correct, chance)
+
+
+def test_a_criterion_that_tracks_accuracy_is_learned_and_one_that_does_not_falls_back_to_the_prior():
+    ct = synthetic()
+    learned = ul.learn(ct, ct.tasks[:5], n=16)
+    assert learned.criterion != "prior" and "ahead on" in learned.reason()
+    _, trans = ul.transductive(ct, ct.tasks[:5], ct.tasks[5:])
+    assert trans["held_out_mean_norm"].iloc[0] == pytest.approx(trans["best_in_hindsight_mean_norm"].iloc[0])
+    # every variant alike on every task: no criterion can help, the prior decides
+    flat = synthetic(seed=1)
+    for t in flat.tasks:
+        flat.probs[t][:] = flat.probs[t][0]
+    assert ul.learn(flat, flat.tasks, n=8).criterion == "prior"
+
+
+def test_ensemble_averages_the_top_k_by_the_combined_score():
+    ct = synthetic()
+    learned = ul.learn(ct, ct.tasks[:5])
+    cand, table = ul.choose(ct.probs["t5"], ct.table(ct.tasks[:5]).mean(axis=1), ct.variants, learned, k=3)
+    assert cand.method == "mean_prob" and list(cand.members) == table["variant"].head(3).tolist()
+
+
+# ---------------------------------------------------------------------------- on the tiny model
+
+
+@pytest.fixture()
+def run_dir(tiny_model, toy_suite, two_templates, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates),
+                 "--limit", "4", "--max-variants", "4", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def write_task(path, targets):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"input": f"Is {i} even?", "choices": ["yes", "no", "maybe"], "target": t} for i, t in enumerate(targets)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_recommend_unlabelled_through_the_cli_and_poisoned_targets_change_nothing(run_dir, tmp_path, capsys):
+    true = write_task(tmp_path / "a" / "newtask.jsonl", [i % 2 for i in range(8)])
+    rng = np.random.default_rng(5)
+    poisoned = write_task(tmp_path / "b" / "newtask.jsonl", rng.integers(0, 3, 8).tolist())
+    assert main(["recommend", str(run_dir), "--task", str(true), "--unlabelled", "6", "--quiet"]) == 0
+    first = capsys.readouterr().out
+    assert main(["recommend", str(run_dir), "--task", str(poisoned), "--unlabelled", "6", "--quiet", "--no-cache"]) == 0
+    second = capsys.readouterr().out
+    assert "task newtask: 6 unlabelled input(s), targets unread" in first and "recommended prompt: " in first
+    assert "criterion: " in first and "perplexity" in first
+    scrub = lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("cost: "))  # noqa: E731
+    assert scrub(first) == scrub(second)  # every number and the choice: no target was read
+    res = pk.load(run_dir)
+    u = res.recommend(task=str(true), unlabelled=6, progress=False, log=lambda m: None)
+    assert u.n_unlabelled == 6 and u.variant in res.variants and u.calls["prompts"] == 6 * len(res.variants)
+    k2 = res.recommend(task=str(true), unlabelled=6, ensemble=2, progress=False, log=lambda m: None)
+    assert k2.candidate.cost == 2 and k2.candidate.members[0] == u.variant
+
+
+def test_a_run_shows_the_transductive_choice_per_held_out_task_and_the_prompt_to_use(run_dir, capsys):
+    summary = json.loads((run_dir / "analysis.json").read_text())["summary"]
+    trans = summary["transductive"]
+    assert trans["weighting"] and trans["reason"]
+    assert [r["task"] for r in trans["tasks"]] == [t for t, i in pk.load(run_dir).tasks.items() if i["split"] == "held_out"]
+    use = summary["use"]
+    assert use["rule"] == summary["recommendation"]["rule"] and use["choice"] == summary["recommendation"]["choice"]
+    html = (run_dir / "report.html").read_text()
+    assert "Transductive" in html and "Use this prompt" in html
+    assert main(["rank", str(run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "use this prompt: " in text and f"rule {use['rule']}" in text and "transductive (per held-out task" in text
