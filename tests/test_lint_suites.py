@@ -58,7 +58,8 @@ def test_bad_targets_and_single_choices_are_found_in_the_data(data, capsys):
     suite.write_text("name: s\nselection:\n  - {name: odd, source: files, path: odd.jsonl, input: q, choices: opts, "
                      "target: gold}\n")
     code, text = lint(suite, capsys)
-    assert code == 1 and f"{suite}:3: error: task 'odd', example '0': target 5 is outside the 2 choices" in text
+    assert code == 1 and f"{suite}:3: error: " in text
+    assert "odd.jsonl, row 1: task 'odd': target 5 is outside the 2 choices" in text
 
 
 def test_a_good_suite_and_the_builtin_suites_are_clean(data, capsys):

@@ -95,8 +95,8 @@ def _offline(spec) -> bool:
     if spec.source == "bigbench" and not spec.options.get("path"):
         from ..tasks.sources import bigbench
 
-        bigbench._check_known([spec.options["task"]])  # a typo, when a listing is cached
-        return bigbench._task_file(spec.options["task"]).is_file()
+        bigbench.check_known([spec.options["task"]])  # a typo, when a listing is cached
+        return bigbench.task_file(spec.options["task"]).is_file()
     return True
 
 

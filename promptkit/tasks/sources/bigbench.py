@@ -50,12 +50,12 @@ Answer = tuple[dict[str, Found], dict[str, str]]  # what a way found, and why it
 _WRITTEN: set[tuple[Path, str]] = set()  # (task file, origin) cached by this process: found again, it keeps that origin
 
 
-def _task_file(name: str) -> Path:
+def task_file(name: str) -> Path:
     return cache_dir("bigbench", "tasks") / (name.replace("/", "__") + ".json")
 
 
 def _origin_file(name: str) -> Path:
-    return _task_file(name).with_suffix(".origin")
+    return task_file(name).with_suffix(".origin")
 
 
 def _index_file() -> Path:
@@ -76,10 +76,10 @@ def _write(path: Path, data: bytes) -> None:
 
 def _cache(name: str, data: bytes, origin: str) -> Found:
     """Store a task file and its origin in the task cache."""
-    _write(_task_file(name), data)
+    _write(task_file(name), data)
     _write(_origin_file(name), origin.encode("utf-8"))
-    _WRITTEN.add((_task_file(name), origin))
-    return Found(_task_file(name), origin)
+    _WRITTEN.add((task_file(name), origin))
+    return Found(task_file(name), origin)
 
 
 def _recorded_origin(name: str) -> str:
@@ -105,7 +105,7 @@ def ensure_cached(names: list[str]) -> dict[str, Found]:
         if not missing:
             break
         if letter == "c":
-            _check_known(missing)
+            check_known(missing)
         got, reasons = way(missing)
         found.update(got)
         tried.append((letter, reasons))
@@ -147,7 +147,7 @@ def _known_tasks() -> list[str]:
         return []
 
 
-def _check_known(names: list[str]) -> None:
+def check_known(names: list[str]) -> None:
     """A name that the listing of BIG-bench does not have is a typo: say so before asking the Hub or index."""
     known = _known_tasks()
     unknown = [n for n in names if known and n not in known]
@@ -213,8 +213,8 @@ def _from_folder(folder: Path, names: list[str]) -> Answer:
 def _from_sdist(sdist: Path, names: list[str], origin: str) -> Answer:
     """Task files from an sdist tarball, extracted into the cache in one pass; a task cached from this
     same tarball before is not extracted again."""
-    found = {n: Found(_task_file(n), origin) for n in names
-             if _task_file(n).is_file() and _recorded_origin(n) == origin}
+    found = {n: Found(task_file(n), origin) for n in names
+             if task_file(n).is_file() and _recorded_origin(n) == origin}
     rest = [n for n in names if n not in found]
     if not rest:
         return found, {}
@@ -225,7 +225,7 @@ def _from_sdist(sdist: Path, names: list[str], origin: str) -> Answer:
     except (OSError, tarfile.TarError, EOFError) as exc:
         return found, dict.fromkeys(rest, f"{sdist} could not be read as a .tar.gz ({exc})")
     _write(_index_file(), json.dumps(sorted(listed)).encode())
-    found.update({n: Found(_task_file(n), origin) for n in rest if n in listed})
+    found.update({n: Found(task_file(n), origin) for n in rest if n in listed})
     return found, {n: f"{sdist} has no task {n}" for n in rest if n not in listed}
 
 
@@ -251,7 +251,7 @@ def _from_cache(names: list[str]) -> Answer:
     the origin of that fetch: suites resolve every task, then load each one)."""
     found, reasons = {}, {}
     for name in names:
-        file = _task_file(name)
+        file = task_file(name)
         if file.is_file():
             recorded = _recorded_origin(name)
             if (file, recorded) not in _WRITTEN:
