@@ -25,6 +25,12 @@ variant is scored on them, and the hierarchical prior from the selection tasks i
 task's other examples. On those same examples: the cross-task choice, the task's best on the k labelled
 examples without the prior, and the hindsight-best single variant (fixed across the held-out tasks).
 
+Unlabelled inputs ("unlabelled N=n"): on each held-out task, n inputs are drawn and their labels never read;
+each label-free criterion of promptkit.analysis.unlabelled (mutual information, agreement with the ensemble,
+calibrated confidence) chooses alone, and the weighting of prior and criterion learned on the split's selection
+tasks (each left out in turn with n inputs) chooses one prompt or the top 3 averaged (what `promptkit recommend
+--unlabelled n` does). Scored on all of the task's examples, as the rules are; the cost adds n × variants calls.
+
 Printed and written to benchmarks/results/generalization.json: per rule, the mean held-out mean_norm
 with a 95% interval over partitions (bootstrap of the mean), its ratio to the hindsight-best single
 variant (95% interval, partitions resampled), and the share of partitions where it beats the median variant
@@ -44,6 +50,7 @@ import numpy as np
 import promptkit as pk
 from promptkit.analysis import adapt
 from promptkit.analysis import selection as sel
+from promptkit.analysis import unlabelled as ul
 from promptkit.tasks.suites import load_suite, load_tasks
 
 POOL = Path(__file__).with_name("offline_pool.yaml")  # generated tasks: no download
@@ -104,9 +111,32 @@ def adapted(ct: sel.ChoiceTable, selection: list[str], held: list[str], k: int, 
     return out
 
 
-def run_partition(ct: sel.ChoiceTable, selection: list[str], held: list[str], labelled: list[int], seed: int) -> dict:
+def label_free(ct: sel.ChoiceTable, selection: list[str], held: list[str], n: int, rng: np.random.Generator) -> dict:
+    """The choice from n unlabelled inputs of each held-out task (promptkit.analysis.unlabelled; what `promptkit
+    recommend --unlabelled n` does): each criterion alone, the prior alone, and the weighting learned on the
+    selection tasks (one prompt, and the top 3 averaged). Scored on all of the task's examples: no label was read."""
+    learned = ul.learn(ct, selection, n, seed=int(rng.integers(1 << 30)))
+    mu = ct.table(selection).mean(axis=1)
+    per: dict[str, list] = {}
+    for t in held:
+        crit = ul.criteria(ct.probs[t][:, rng.permutation(ct.n_examples(t))[:n]])
+        scores = ct.single(t)
+        for c in ul.CRITERIA:
+            per.setdefault(f"{c} alone", []).append(scores[ul.pick(crit[c])[0]])
+        combined = ul.combined(mu, crit, learned.criterion, learned.weight)
+        per.setdefault("learned", []).append(scores[ul.pick(combined)[0]])
+        top3 = sel.Candidate(tuple(ct.variants[i] for i in ul.pick(combined, 3)), "mean_prob")
+        per.setdefault("learned, top-3 ensemble", []).append(ct.normalized(top3, t))
+    out = {key: float(np.mean(v)) for key, v in per.items()}
+    out["weighting"] = learned.name
+    return out
+
+
+def run_partition(ct: sel.ChoiceTable, selection: list[str], held: list[str], labelled: list[int], seed: int,
+                  unlabelled: list[int] = ()) -> dict:
     singles = ct.table(held).mean(axis=1)
-    row = {"best_single": float(singles.max()), "median": float(np.median(singles)), "rules": {}, "adapted": {}}
+    row = {"best_single": float(singles.max()), "median": float(np.median(singles)), "rules": {}, "adapted": {},
+           "unlabelled": {}}
     for name in sel.RULES:
         row["rules"][name] = held_out_score(ct, name, selection, held)
     rec = sel.recommend(ct, selection)
@@ -114,6 +144,8 @@ def run_partition(ct: sel.ChoiceTable, selection: list[str], held: list[str], la
     row["rules"]["recommended"] = row["rules"][rec.rule]
     for k in labelled:
         row["adapted"][k] = adapted(ct, selection, held, k, np.random.default_rng([seed, k]))
+    for n in unlabelled:
+        row["unlabelled"][n] = label_free(ct, selection, held, n, np.random.default_rng([seed, n, 1]))
     return row
 
 
@@ -133,7 +165,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
-def summarize(rows: list[dict], labelled: list[int]) -> list[dict]:
+def summarize(rows: list[dict], labelled: list[int], unlabelled: list[int] = ()) -> list[dict]:
     rng = np.random.default_rng(0)
     best = np.array([r["best_single"] for r in rows])
     median = np.array([r["median"] for r in rows])
@@ -162,6 +194,12 @@ def summarize(rows: list[dict], labelled: list[int]) -> list[dict]:
                            ("cross_task", f"cross-task choice (top1), same {24 - k} examples")):
             line(label, [x[key] for x in a], b, m, "1x" if key == "cross_task" else f"1x + {k}×variants calls")
         line(f"hindsight-best single, same {24 - k} examples", b, b, m, "1x")
+    for n in unlabelled:
+        for key in (*(f"{c} alone" for c in ul.CRITERIA), "learned", "learned, top-3 ensemble"):
+            label = f"unlabelled N={n}: " + ("prior + criterion, weight learned on the selection tasks" if key == "learned"
+                                             else key)
+            cost = ("3x" if "top-3" in key else "1x") + f" + {n}×variants calls"
+            line(label, [r["unlabelled"][n][key] for r in rows], best, median, cost)
     return lines
 
 
@@ -198,6 +236,7 @@ def main() -> None:
                         "bfloat16 instructions, else float32; bfloat16 without them is emulated and many times slower)")
     parser.add_argument("--partitions", type=int, default=50, help="random partitions (and as many stratified)")
     parser.add_argument("--labelled", default="4,8", help="labelled examples per held-out task for adaptation")
+    parser.add_argument("--unlabelled", default="8,16,24", help="unlabelled inputs per held-out task for the label-free choice")
     parser.add_argument("--mode", default="raw", help="scoring mode (raw, per_token, per_char)")
     parser.add_argument("--out", default="benchmarks/results/generalization.json")
     args = parser.parse_args()
@@ -207,6 +246,7 @@ def main() -> None:
         parser.error("--bigbench and --suite name two pools; give one")
     args.run = args.run or f"benchmarks/results/{Path(args.suite).stem}_run"
     labelled = [int(x) for x in args.labelled.split(",") if x]
+    unlabelled = [int(x) for x in args.unlabelled.split(",") if x]
 
     started = time.perf_counter()
     results = score_pool(Path(args.run), args.suite, args.variants, args.limit, args.dtype)
@@ -224,14 +264,17 @@ def main() -> None:
               "model": results.config.get("model", {})}
     for stratified in (False, True):
         parts = partitions(ct.tasks, types, args.partitions, stratified, seed=1 if stratified else 0)
-        rows = [run_partition(ct, s, h, labelled, seed=i) for i, (s, h) in enumerate(parts)]
+        rows = [run_partition(ct, s, h, labelled, seed=i, unlabelled=unlabelled) for i, (s, h) in enumerate(parts)]
         title = "stratified by task type" if stratified else "uniformly random"
-        summary = summarize(rows, labelled)
+        summary = summarize(rows, labelled, unlabelled)
         chosen = {r["recommended_rule"] for r in rows}
+        weightings = {n: [r["unlabelled"][n]["weighting"] for r in rows] for n in unlabelled}
         report[title] = {"partitions": len(rows), "summary": summary,
-                         "recommended_rules": {c: sum(r["recommended_rule"] == c for r in rows) for c in sorted(chosen)}}
+                         "recommended_rules": {c: sum(r["recommended_rule"] == c for r in rows) for c in sorted(chosen)},
+                         "unlabelled_weightings": {n: {w: ws.count(w) for w in sorted(set(ws))} for n, ws in weightings.items()}}
         print(f"\n{len(rows)} partitions, {title} ({len(parts[0][0])} selection / {len(parts[0][1])} held-out tasks); "
-              f"recommended rule per partition: {report[title]['recommended_rules']}")
+              f"recommended rule per partition: {report[title]['recommended_rules']}; label-free weighting learned per "
+              f"partition: {report[title]['unlabelled_weightings']}")
         print("| rule | cost | held-out mean_norm [95% CI] | ratio to hindsight-best [95% CI] | beats median [95% CI] |")
         print("|---|---|---|---|---|")
         for r in summary:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from pathlib import Path
 import pytest
 
 import promptkit as pk
@@ -123,10 +122,3 @@ def test_a_run_shows_the_transductive_choice_per_held_out_task_and_the_prompt_to
     text = capsys.readouterr().out
     assert "use this prompt: " in text and f"rule {use['rule']}" in text and "transductive (per held-out task" in text
 
-
-def test_show_output(run_dir, capsys, tmp_path):  # temporary
-    main(["rank", str(run_dir)])
-    out = capsys.readouterr().out
-    task = write_task(tmp_path / "c" / "newtask.jsonl", [0, 1] * 4)
-    main(["recommend", str(run_dir), "--task", str(task), "--unlabelled", "6", "--quiet"])
-    Path("/tmp/show.txt").write_text(out + "\n=====\n" + capsys.readouterr().out)
