@@ -2,7 +2,8 @@
 and Python block in README.md and docs/ runs.
 
 How a page's blocks run: one driver process per page, in a fresh working folder, with a private HOME and
-PROMPTKIT_CACHE (shared by the pages, so generated tasks are made once). Blocks run in page order: a bash block as
+PROMPTKIT_CACHE shared by the pages. The generated tasks the pages use are made first, then the pages run two at
+a time; within a page, blocks run in page order: a bash block as
 `bash -euo pipefail -c`, a Python block inside the driver (the page's Python blocks share one namespace, as in a
 notebook), and a block after `<!-- file: PATH -->` is written to PATH for the blocks after it. A block after
 `<!-- illustrative: REASON -->` is not run; the reason is required.
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -255,13 +255,15 @@ def test_mkdocs_build_strict(tmp_path):
 # ---------------------------------------------------------------------------------------------- running the pages
 
 
-def build_chat_model(folder: Path) -> Path:
-    """A second tiny random model, other weights than the first and a chat template, for pages that compare two
-    models or run chat variants."""
+def build_chat_model(tiny_model: str | Path, folder: Path) -> Path:
+    """A second tiny random model: a copy of the first with other weights and a chat template, for pages that
+    compare two models or run chat variants."""
+    import shutil
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    build_tiny_model(folder)
+    shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
     model = AutoModelForCausalLM.from_pretrained(folder)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -278,7 +280,7 @@ def build_chat_model(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def doc_env(tiny_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("docs-env")
-    chat = build_chat_model(base / "tiny-chat")
+    chat = build_chat_model(tiny_model, base / "tiny-chat")
     (base / "home").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTKIT_", "OPENAI_"))}
     (base / "small.yaml").write_text(SMALL_SUITE)

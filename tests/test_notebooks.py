@@ -29,8 +29,8 @@ def outputs(nb) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def chat_model(tmp_path_factory) -> str:
-    return str(build_chat_model(tmp_path_factory.mktemp("tiny-chat")))
+def chat_model(tiny_model, tmp_path_factory) -> str:
+    return str(build_chat_model(tiny_model, tmp_path_factory.mktemp("tiny-chat")))
 
 
 @pytest.fixture()

@@ -23,7 +23,9 @@ directory and what to fix; argparse's usage errors too); `130` interrupted (Ctrl
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Plain text in a table cell: markdown's code spans stay, HTML-like text (runs/<timestamp>) is shown as written."""
+    text = " ".join(str(text).split())
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
 def _code(text: str) -> str:
