@@ -2,7 +2,7 @@
 "issue's" in code, comments, suite files or docs. A finding is named file:line. A date or a commit says when.
 
 Third-party API names that contain the word are allowed precisely, one pattern each, never by file:
-pytest's fixture scope `scope="session"`, and the Flask template global `session` that the template sandbox
+pytest's fixture scope `scope="session"` and its `request.session.items`, and the Flask template global `session` that the template sandbox
 refuses by name (listed beside `url_for`). Class names are matched case-sensitively (`requests.Session`); a
 CamelCase name such as `InferenceSession` never matches the word at all."""
 
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = re.compile(r"\bsessions?\b|\bissues?\s+#?\d+|\bissue's\b", re.IGNORECASE)
 ALLOWED = [
     re.compile(r"""scope=["']session["']"""),               # pytest's fixture scope
+    re.compile(r"\brequest\.session\.items\b"),               # pytest's FixtureRequest.session: the collected tests
     re.compile(r"""(["'`])session\1,\s*(["'`])url_for\2"""),  # Flask's template globals, refused by the sandbox
     re.compile(r"\b[A-Za-z_][\w.]*\.Session\b"),            # a Session class (requests.Session), case-sensitive
 ]
@@ -61,7 +62,7 @@ def test_the_check_finds_the_words_and_allows_only_the_named_apis():
     assert findings("we did this in session 28\n") == [(1, "we did this in session 28")]
     assert findings("Sessions 31-33 measured it") and findings("the issue's target") and findings("see issue 17")
     assert findings("fixed in Issue #4")
-    assert not findings('@pytest.fixture(scope="session")')
+    assert not findings('@pytest.fixture(scope="session")') and not findings("for item in request.session.items")
     assert not findings('    "request", "session", "url_for",')
     assert not findings("client = requests.Session()") and not findings("ort.InferenceSession(path)")
     assert findings('@pytest.fixture(scope="session")  # shared by the session')  # the allowance is not a blanket one
