@@ -177,7 +177,10 @@ def cmd_recommend(args) -> int:
         print(format_rules(a.rules, full.recommend(mode=args.mode)))
         return 0
     log = (lambda msg: None) if args.quiet else (lambda msg: print(escape_controls(msg), file=sys.stderr, flush=True))
-    adapted = full.recommend(args.task, args.labelled, model=args.model, candidates=args.candidates, mode=args.mode,
+    if args.unlabelled is not None and args.labelled is not None:
+        raise PromptkitError("--labelled and --unlabelled are two ways to choose: give one")
+    labelled = 8 if args.labelled is None else args.labelled
+    adapted = full.recommend(args.task, labelled, model=args.model, candidates=args.candidates, mode=args.mode,
                              seed=args.seed, cache=not args.no_cache, progress=not args.quiet, log=log,
                              unlabelled=args.unlabelled, ensemble=args.ensemble)
     print(format_adaptation(adapted) if args.unlabelled is None else format_unlabelled(adapted))

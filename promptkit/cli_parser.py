@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("run_dir", metavar="RUN_DIR")
     rec.add_argument("--task", help="generated:NAME, bigbench:NAME, a task.json, or a .json/.jsonl/.csv file with input, choices, target "
                                     "(without it: the cross-task rule, as rank --recommend)")
-    rec.add_argument("--labelled", type=int, default=8, help="labelled examples to score (default 8; 0: no model calls)")
+    rec.add_argument("--labelled", type=int, default=None, help="labelled examples to score (default 8; 0: no model calls)")
     rec.add_argument("--unlabelled", type=int, metavar="N", help="instead of labels: score N inputs of the task, "
                      "targets unread, and choose by the label-free criterion the run's selection tasks support")
     rec.add_argument("--ensemble", type=int, default=1, metavar="K", help="with --unlabelled: average the K best "

@@ -105,6 +105,8 @@ def test_recommend_unlabelled_through_the_cli_and_poisoned_targets_change_nothin
     res = pk.load(run_dir)
     u = res.recommend(task=str(true), unlabelled=6, progress=False, log=lambda m: None)
     assert u.n_unlabelled == 6 and u.variant in res.variants and u.calls["prompts"] == 6 * len(res.variants)
+    assert main(["recommend", str(run_dir), "--task", str(true), "--unlabelled", "6", "--labelled", "4"]) == 2
+    assert "give one" in capsys.readouterr().err
     k2 = res.recommend(task=str(true), unlabelled=6, ensemble=2, progress=False, log=lambda m: None)
     assert k2.candidate.cost == 2 and k2.candidate.members[0] == u.variant
 
