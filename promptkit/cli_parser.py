@@ -40,14 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true",
                      help="let a hub model run the Python code shipped in its repository (off by default)")
     run.add_argument("--search", default=None, choices=["exhaustive", "halving", "racing", "thompson"],
-                     help="spend --budget where the ranking is uncertain instead of scoring everything (see README)")
+                     help="spend --budget where the ranking is uncertain instead of scoring everything (docs/guides/search.md)")
     run.add_argument("--budget", default=None,
                      help="with --search: a fraction of the exhaustive forward tokens (0.25, 25%%) or a token count (2e6)")
     run.add_argument("--noise", nargs="+", default=None, metavar="SPEC",
                      help="also run every variant under each noise spec: typos:0.05, word_drop:0.1, word_swap:0.1, "
-                          "casing:0.1, whitespace:0.1, choices, prompt.typos:0.05 (see README)")
+                          "casing:0.1, whitespace:0.1, choices, prompt.typos:0.05 (docs/guides/synthetic-and-noise.md)")
     run.add_argument("--synthetic-model", default=None,
-                     help="the model that writes synthetic demonstrations (default: --model); see README")
+                     help="the model that writes synthetic demonstrations (default: --model); docs/guides/synthetic-and-noise.md")
     run.add_argument("--synthetic-n", type=int, default=16, help="synthetic demonstrations written per task (default 16)")
     run.add_argument("--synthetic-template", default=None, metavar="FILE",
                      help="a Jinja file that asks for one input given `answer` (also instruction, choices, index, task)")
@@ -159,7 +159,7 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mc-scoring", default="loglikelihood", choices=["loglikelihood", "generation"],
                    help="multiple choice: each choice's log-likelihood (default), or a generated answer mapped to a choice")
-    g = p.add_argument_group("models behind a server (--model openai:NAME; see README)")
+    g = p.add_argument_group("models behind a server (--model openai:NAME; docs/guides/models.md)")
     g.add_argument("--base-url", help="the server's base URL, e.g. http://127.0.0.1:8000/v1 (default $PROMPTKIT_BASE_URL)")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
                    help="the environment variable that holds the API key (default OPENAI_API_KEY; the key is never recorded)")

@@ -3,7 +3,6 @@
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
@@ -11,7 +10,6 @@ from matplotlib.figure import Figure
 import promptkit as pk
 from promptkit.results.report import write_report
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,23 +84,6 @@ def test_report_in_headless_chromium(run, tmp_path):
     broken.write_text("<html><body><script>notDefinedAnywhere()</script></body></html>")
     proc = _chromium([f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", broken.as_uri()])
     assert "CONSOLE" in proc.stderr and "notDefinedAnywhere" in proc.stderr
-
-
-def test_quickstart_notebook_runs_in_a_real_kernel(tiny_model, toy_suite, monkeypatch, tmp_path):
-    import nbclient
-    import nbformat
-
-    monkeypatch.setenv("PROMPTKIT_MODEL", tiny_model)
-    monkeypatch.setenv("PROMPTKIT_SUITE", str(toy_suite))
-    monkeypatch.setenv("PROMPTKIT_LIMIT", "3")
-    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
-    assert any("<table class='ranking'>" in h for h in html)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
-    assert (tmp_path / "runs" / "quickstart" / "report.html").is_file()
 
 
 def test_footer_of_a_run_scored_by_a_server_names_the_backend(tmp_path):

@@ -72,6 +72,7 @@ def test_notebook_runs(path, tiny_env):
     if path.name == "quickstart.ipynb":
         assert any("<table class='ranking'>" in o.get("data", {}).get("text/html", "") for o in out)
         assert (tiny_env / "runs" / "quickstart" / "report.html").is_file()
+        assert sum("image/png" in o.get("data", {}) for o in out) >= 2  # the notebook's figures
     if path.name == "choose_a_prompt.ipynb":
         text = "".join(o.get("text", "") for o in out)
         assert "use " in text and "expected accuracy" in text

@@ -39,7 +39,7 @@ def evaluate(templates=None, suite=None, model: str | Backend | list | None = No
         and the rows get a `model` column (see Results.transfer for how prompts carry over between models).
     Every other argument is a field of RunOptions (promptkit.RunOptions documents each).
     Under `accelerate launch` every process scores its share of the requests on its own device; rank 0
-    plans, gathers and writes the run directory (see README, "Several GPUs or machines").
+    plans, gathers and writes the run directory (docs/guides/distributed.md).
     """
     started = time.time()
     values = {k: v for k, v in locals().items() if k not in ("templates", "suite", "model", "started")}
