@@ -11,7 +11,6 @@ import promptkit as pk
 from promptkit.results.report import write_report
 
 
-
 @pytest.fixture(scope="module")
 def run(tiny_backend, tmp_path_factory):
     from conftest import write_bigbench_task
@@ -100,3 +99,21 @@ def test_footer_of_a_run_scored_by_a_server_names_the_backend(tmp_path):
     assert "openai-compatible, 3 s. Run directory: " in line
     config["model"] = {"dtype": "float32"}
     assert "float32, 3 s." in footer(SimpleNamespace(config=config, tasks={"t": {}}), tmp_path)
+
+
+def test_demo_sources_table_prints_prompts_that_lack_a_comparison():
+    """A sampled set of variants can leave a prompt without one demonstration source: its CI is NaN in the
+    table, which the terminal view tried to unpack (TypeError: cannot unpack non-iterable float object)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from promptkit.results.text import format_demo_sources
+
+    table = pd.DataFrame([
+        {"prompt": "a", "selection_none": 0.5, "selection_synthetic": 0.6, "selection_synthetic_vs_none": 0.1,
+         "selection_synthetic_vs_none_ci": (0.0, 0.2)},
+        {"prompt": "b", "selection_none": 0.4},
+    ])
+    text = format_demo_sources(SimpleNamespace(demo_sources=lambda n_boot: table))
+    assert "synthetic−none +0.100 [0.000, +0.200]" in text and "\n    b " in text and "nan" not in text

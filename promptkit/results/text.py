@@ -21,11 +21,13 @@ def format_demo_sources(results) -> str:
             continue
         lines.append(f"  {split.replace('_', '-')} tasks:")
         for r in table.to_dict("records"):
-            parts = [f"{s} {r[f'{split}_{s}']:.3f}" for s in ("none", "real", "synthetic") if f"{split}_{s}" in r]
+            parts = [f"{s} {r[f'{split}_{s}']:.3f}" for s in ("none", "real", "synthetic")
+                     if f"{split}_{s}" in r and r[f"{split}_{s}"] == r[f"{split}_{s}"]]  # NaN: the prompt lacks it
             for other in ("none", "real"):
                 key = f"{split}_synthetic_vs_{other}"
-                if key in r and r.get(key + "_ci") is not None:
-                    lo, hi = r[key + "_ci"]
+                ci = r.get(key + "_ci")
+                if key in r and isinstance(ci, (tuple, list)) and len(ci) == 2:  # NaN where a prompt lacks a source
+                    lo, hi = ci
                     parts.append(f"synthetic−{other} {num(r[key], sign=True)} [{num(lo, sign=True)}, {num(hi, sign=True)}]")
             lines.append(f"    {r['prompt']:<28} " + "  ".join(parts))
     return "\n".join(lines)
