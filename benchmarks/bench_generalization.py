@@ -27,8 +27,9 @@ examples without the prior, and the hindsight-best single variant (fixed across 
 
 Unlabelled inputs ("unlabelled N=n"): on each held-out task, n inputs are drawn and their labels never read;
 each label-free criterion of promptkit.analysis.unlabelled (mutual information, agreement with the ensemble,
-calibrated confidence) chooses alone, and the weighting of prior and criterion learned on the split's selection
-tasks (each left out in turn with n inputs) chooses one prompt or the top 3 averaged (what `promptkit recommend
+calibrated confidence) chooses alone, and the weighting of prior and criterion that the split's selection tasks
+support (each left out in turn with n inputs; the default unless another is clearly better) chooses one prompt or
+the top 3 averaged (what `promptkit recommend
 --unlabelled n` does). Scored on all of the task's examples, as the rules are; the cost adds n × variants calls.
 
 Printed and written to benchmarks/results/generalization.json: per rule, the mean held-out mean_norm
@@ -196,7 +197,7 @@ def summarize(rows: list[dict], labelled: list[int], unlabelled: list[int] = ())
         line(f"hindsight-best single, same {24 - k} examples", b, b, m, "1x")
     for n in unlabelled:
         for key in (*(f"{c} alone" for c in ul.CRITERIA), "learned", "learned, top-3 ensemble"):
-            label = f"unlabelled N={n}: " + ("prior + criterion, weight learned on the selection tasks" if key == "learned"
+            label = f"unlabelled N={n}: " + ("prior + criterion, as recommend --unlabelled weighs them" if key == "learned"
                                              else key)
             cost = ("3x" if "top-3" in key else "1x") + f" + {n}×variants calls"
             line(label, [r["unlabelled"][n][key] for r in rows], best, median, cost)
