@@ -131,3 +131,26 @@ def test_a_run_shows_the_transductive_choice_per_held_out_task_and_the_prompt_to
     text = capsys.readouterr().out
     assert "use this prompt: " in text and f"rule {use['rule']}" in text and "transductive (per held-out task" in text
 
+
+
+def test_the_transductive_table_of_a_report_with_long_ids_fits_a_1280_pixel_window(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from test_report_layout import long_run
+
+    from promptkit.results.report import write_report
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("headless Chromium is needed for the report test: apt-get install chromium (.ci/run does this)")
+    html = write_report(long_run(), tmp_path / "run").read_text()
+    assert html.count("<table class='rules'>") == 2 and "Transductive" in html and "Use this prompt" in html
+    proc = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,900",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                           (tmp_path / "run" / "report.html").as_uri()], capture_output=True, text=True, timeout=90)
+    right = re.search(r'data-rules-right="(\d+)"', proc.stdout)
+    assert right, proc.stdout[:500]
+    assert int(right.group(1)) <= 1280

@@ -43,8 +43,9 @@ window.addEventListener('load', function () {
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; });
   document.body.setAttribute('data-images', String(imgs.length));
   document.body.setAttribute('data-images-decoded', String(ok.length));
-  var rules = document.querySelector('table.rules');  // how far right the rules table reaches, in CSS pixels
-  if (rules) { document.body.setAttribute('data-rules-right', String(Math.ceil(rules.getBoundingClientRect().right))); }
+  var rules = Array.from(document.querySelectorAll('table.rules'));  // how far right the rules tables reach (CSS px)
+  if (rules.length) { document.body.setAttribute('data-rules-right', String(Math.ceil(Math.max.apply(null,
+    rules.map(function (t) { return t.getBoundingClientRect().right; }))))); }
 });
 """
 
@@ -357,30 +358,33 @@ def generalization_html(a) -> str:
     if t and len(getattr(a, "transductive", [])):
         out += (f"<h3>Transductive: each held-out task's prompt from its inputs alone</h3><p class='note'>Chosen by "
                 f"{esc(t['weighting'])}, its targets unread for the choice (read only for the score beside it): "
-                f"{esc(t['reason'])}.</p>" + frame_html(a.transductive, left=("task", "transductive", "weighting",
-                                                                              "chosen_on_selection")))
+                f"{esc(t['reason'])}.</p>" + rules_html(a.transductive, choices=("transductive", "chosen_on_selection"),
+                                                         left=("task", "weighting")))
     return out
 
 
 RULE_HEADS = {"loto_mean_norm": "LOTO mean_norm", "selection_mean_norm": "selection mean_norm",
-              "held_out_mean_norm": "held-out mean_norm", "t_vs_default": "t vs default"}
+              "held_out_mean_norm": "held-out mean_norm", "t_vs_default": "t vs default",
+              "criterion_value": "criterion value", "chosen_on_selection": "chosen on selection tasks",
+              "chosen_on_selection_mean_norm": "its held-out mean_norm",
+              "best_in_hindsight_mean_norm": "best in hindsight"}
 
 
-def rules_html(rules: pd.DataFrame) -> str:
+def rules_html(rules: pd.DataFrame, choices: tuple[str, ...] = ("choice",), left: tuple[str, ...] = ("rule",)) -> str:
     """The rules table, narrow enough for a 1280-pixel window: an ensemble's members one per line (a variant id
-    may break anywhere), and headers that can wrap."""
-    head = "".join(f"<th class='{'l' if c in ('rule', 'choice') else ''}'>{esc(RULE_HEADS.get(c, c))}</th>"
+    may break anywhere), and headers that can wrap. `choices`: the columns that name a prompt or an ensemble."""
+    head = "".join(f"<th class='{'l' if c in left + choices else ''}'>{esc(RULE_HEADS.get(c, c))}</th>"
                    for c in rules.columns)
     body = []
     for _, r in rules.iterrows():
         cells = []
         for c, v in r.items():
-            if c == "choice" and "(" in str(v) and str(v).endswith(")"):
+            if c in choices and "(" in str(v) and str(v).endswith(")"):
                 method, members = str(v)[:-1].split("(", 1)
                 v = f"{esc(method)} of {len(members.split('+'))}:<br>" + "<br>".join(esc(m) for m in members.split("+"))
                 cells.append(f"<td class='l choice'>{v}</td>")
             else:
-                cells.append(f"<td class='{'l choice' if c == 'choice' else 'l' if c == 'rule' else ''}'>{fmt(v)}</td>")
+                cells.append(f"<td class='{'l choice' if c in choices else 'l' if c in left else ''}'>{fmt(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table class='rules'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
