@@ -111,7 +111,7 @@ class Learned:
 
     criterion: str
     weight: float
-    loto: pd.DataFrame  # weighting, criterion, weight, loto_mean_norm, gain_vs_prior, folds_ahead, folds_behind
+    loto: pd.DataFrame  # weighting, criterion, weight, loto_mean_norm, gain_vs_prior, folds_ahead/behind, t_vs_default
     n_tasks: int
     n_inputs: int | None
 
@@ -131,10 +131,10 @@ class Learned:
                 f"and no weighting beats it clearly on {folds} (paired t >= {T_NEEDED:g} needed); {seen}")
 
 
-def learn(ct: ChoiceTable, selection: list[str], n: int | None = None, seed: int = 0, objective: str = "pick",
+def learn(ct: ChoiceTable, selection: list[str], n: int | None = None, seed: int = 0,
           t_needed: float = T_NEEDED) -> Learned:
     """Every weighting of criteria and prior judged on the selection tasks left out in turn (labels read only to
-    score the pick; objective 'rank': how well it orders the variants by held-out accuracy, Spearman). The default
+    score the pick). The default
     weighting is kept unless another beats it clearly (paired t >= `t_needed` over the folds): the prior alone
     when no criterion helps, a criterion alone when the prior does not."""
     if len(selection) < 2:
@@ -146,14 +146,14 @@ def learn(ct: ChoiceTable, selection: list[str], n: int | None = None, seed: int
         mu = np.delete(table, j, axis=1).mean(axis=1)
         crit = criteria(ct.probs[t][:, subset(ct.n_examples(t), n, seed)])
         for i, (c, w) in enumerate(grid):
-            score = combined(mu, crit, c, w)
-            folds[i, j] = table[pick(score)[0], j] if objective == "pick" else _spearman(score, table[:, j])
+            folds[i, j] = table[pick(combined(mu, crit, c, w))[0], j]
     d = grid.index(DEFAULT)
     rows = []
     for i, (c, w) in enumerate(grid):
         gain, vs = folds[i] - folds[0], folds[i] - folds[d]
         sd = vs.std(ddof=1) if len(vs) > 1 else 0.0
-        t_stat = float(vs.mean() / (sd / np.sqrt(len(vs)))) if sd > 0 else (math.copysign(math.inf, vs.mean()) if abs(vs.mean()) > 1e-12 else 0.0)
+        t_stat = (float(vs.mean() / (sd / np.sqrt(len(vs)))) if sd > 0
+                  else math.copysign(math.inf, vs.mean()) if abs(vs.mean()) > 1e-12 else 0.0)
         rows.append({"weighting": config_name(c, w), "criterion": c, "weight": w, "loto_mean_norm": float(folds[i].mean()),
                      "gain_vs_prior": float(gain.mean()) if abs(gain.mean()) > 1e-12 else 0.0,
                      "folds_ahead": int((gain > 1e-9).sum()), "folds_behind": int((gain < -1e-9).sum()),
@@ -163,15 +163,6 @@ def learn(ct: ChoiceTable, selection: list[str], n: int | None = None, seed: int
     clear = loto[(loto["weighting"] == config_name(*DEFAULT)) | (loto["t_vs_default"] >= t_needed)]
     best = clear.iloc[0]
     return Learned(str(best["criterion"]), float(best["weight"]), loto, len(selection), n)
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    ra, rb = rankdata(a), rankdata(b)
-    if ra.std() < 1e-12 or rb.std() < 1e-12:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def choose(probs: np.ndarray, prior_mu: np.ndarray, variants: list[str], learned: Learned,
