@@ -135,6 +135,10 @@ def test_special_template_files_are_refused(workdir, kind):
 def test_special_suite_and_data_files_are_refused(workdir, kind):
     (workdir / "data.jsonl").unlink()
     special(workdir / "data.jsonl", kind)
+    if kind == "zero":  # a link out of the suite's folder is refused as such, before the file is opened
+        assert_refused(render(workdir), "data.jsonl", "/dev/zero", "outside the suite's folder")
+        suite = yaml.safe_load((workdir / "suite.yaml").read_text())
+        (workdir / "suite.yaml").write_text(yaml.safe_dump({**suite, "allow_outside_data": True}))
     assert_refused(render(workdir), "data.jsonl", KINDS[kind], "not a regular file")
     special(workdir / "other.yaml", kind)
     assert_refused(render(workdir, suite="other.yaml"), "other.yaml", KINDS[kind], "not a regular file")
