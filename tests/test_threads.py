@@ -12,7 +12,7 @@ from promptkit.run import threads
 
 @pytest.mark.parametrize("load, expected, says", [(0.1, 2, False), (0.6, 1, True), (1.4, 1, True), (7.0, 1, True)])
 def test_auto_uses_the_free_cores_and_says_so_when_fewer(load, expected, says):
-    n, note = threads.choose("auto", cores=2, load=load)
+    n, note = threads.choose("auto", cores=2, load=load, running=1)
     assert n == expected and (note is not None) == says
     if says:
         assert note.startswith("1 of 2 cores are busy with other work") and "--threads N" in note
@@ -20,7 +20,15 @@ def test_auto_uses_the_free_cores_and_says_so_when_fewer(load, expected, says):
 
 def test_a_number_is_used_as_given():
     assert threads.choose(3, cores=2, load=5.0) == (3, None)
-    assert threads.choose("auto", cores=8, load=2.2) == (6, threads.choose("auto", cores=8, load=2.2)[1])
+    assert threads.choose("auto", cores=8, load=2.2, running=5)[0] == 6
+
+
+def test_work_that_just_ended_does_not_count():
+    """The install before a first run left the load average at 1.1 on an idle machine, and the run scored on one
+    of its two cores (seen in a fresh clone, 2026-12-07): nothing runnable right now means the cores are free."""
+    assert threads.choose("auto", cores=2, load=1.1, running=0) == (2, None)
+    assert threads.choose("auto", cores=2, load=0.0, running=1) == (2, None)  # a moment's spike alone does not count
+    assert threads.running_now() is None or threads.running_now() >= 0
 
 
 def test_a_run_scores_on_the_threads_asked_for(tiny_model, toy_suite, two_templates):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def available_cores() -> int:
@@ -16,8 +17,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def choose(requested, cores: int | None = None, load: float | None = None) -> tuple[int, str | None]:
-    """(threads, a one-line note when fewer than the cores are used because of other work, else None)."""
+def running_now(samples: int = 5, interval: float = 0.01) -> int | None:
+    """Other runnable threads right now (the median of a few readings of /proc/stat's procs_running, less this
+    process's own), or None where there is no /proc/stat."""
+    readings = []
+    for _ in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                line = next(line for line in f if line.startswith("procs_running"))
+        except (OSError, StopIteration):
+            return None
+        readings.append(int(line.split()[1]) - 1)
+        time.sleep(interval)
+    return max(0, sorted(readings)[len(readings) // 2])
+
+
+def choose(requested, cores: int | None = None, load: float | None = None,
+           running: int | None = -1) -> tuple[int, str | None]:
+    """(threads, a one-line note when fewer than the cores are used because of other work, else None). Other work
+    counts when both the 1-minute load average and the runnable threads right now show it: the load average
+    alone still counts work that just ended (the install before a first run), a single reading alone is noise."""
     cores = cores or available_cores()
     if requested != "auto":
         return int(requested), None
@@ -26,7 +45,9 @@ def choose(requested, cores: int | None = None, load: float | None = None) -> tu
             load = os.getloadavg()[0]
         except (AttributeError, OSError):
             return cores, None
-    busy = min(cores - 1, int(load + 0.5))  # runnable threads of other work, over the last minute
+    if running == -1:
+        running = running_now()
+    busy = min(cores - 1, int(load + 0.5), cores if running is None else running)  # other work's threads
     if busy <= 0:
         return cores, None
     free = cores - busy
