@@ -39,6 +39,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN_LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
+TEST_COMMAND = "bash scripts/test.sh"  # shown plainly in README (CI runs it); never run from inside the tests
 MARKER = re.compile(r"^\s*<!--\s*(illustrative|file):\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 INSTALL_PREFIX = "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e . && "
@@ -168,7 +169,7 @@ def steps_of(path: Path) -> list[dict]:
     page = str(path.relative_to(ROOT))
     steps = []
     for b in blocks(path):
-        if b["marker"] == "illustrative":
+        if b["marker"] == "illustrative" or b["code"].strip() == TEST_COMMAND:  # the test command would rerun the tests
             continue
         if b["marker"] == "file":
             steps.append({"kind": "file", "path": b["arg"], "code": b["code"], "page": page, "line": b["line"]})
