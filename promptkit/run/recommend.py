@@ -222,18 +222,11 @@ def recommend_for_task(results, task, n: int = 8, *, model=None, candidates: int
         with named_errors(Path(suite.path)):
             chance = _chance_of(suite, seed)
         return _adaptation(name, ids, None, adapt.posterior(sub, None, chance), sub, chance, {"prompts": 0}, len(selection))
-    with named_errors(Path(suite.path)):
-        new = evaluate(_templates(results.config), suite, _model(results, model), limit=n, seed=seed, variants=ids,
-                       cache=cache, progress=progress, log=log, report=False)
-    nct = choice_table(new.rows, new.tasks, mode)
-    if nct is None or name not in nct.tasks:
-        raise PromptkitError(f"task '{name}' gave no multiple-choice scores; adaptation chooses among multiple-choice prompts")
+    nct, calls = _scored(results, suite, name, ids, n, seed, model, mode, cache, progress, log,
+                         "adaptation chooses among multiple-choice prompts")
     correct = nct.correct_by_variant(name)[[nct.variants.index(v) for v in ids]]
     chance = nct.chance[name]
     post = adapt.posterior(sub, correct, chance)
-    eng = new.config.get("engine", {})
-    calls = {"prompts": int(new.config.get("n_requests", 0)), "continuations": int(eng.get("unique", 0)),
-             "from_cache": int(eng.get("cache_hits", 0)), "forward_tokens": int(new.config.get("forward_tokens", 0))}
     return _adaptation(name, ids, correct, post, sub, chance, calls, len(selection))
 
 
@@ -298,16 +291,25 @@ def recommend_unlabelled(results, task, n: int = 16, *, model=None, candidates: 
     learned = unlabelled.learn(ct, selection, n, seed)
     suite = new_task_suite(task)
     name = suite.tasks[0].name
+    nct, calls = _scored(results, suite, name, ids, n, seed, model, mode, cache, progress, log,
+                         "the label-free choice reads choice probabilities")
+    probs = nct.probs[name][[nct.variants.index(v) for v in ids]]  # the targets are never read
+    cand, table = unlabelled.choose(probs, mu[keep], ids, learned, ensemble)
+    return UnlabelledChoice(name, probs.shape[1], cand, learned.name, learned.reason(), ct.variants[int(order[0])],
+                            calls, table, learned.loto)
+
+
+def _scored(results, suite, name: str, ids: list[str], n: int, seed: int, model, mode: str, cache, progress, log,
+            why: str):
+    """The candidates `ids` scored on `n` examples of the new task: its ChoiceTable (errors name the user's file) and
+    the model calls it cost."""
     with named_errors(Path(suite.path)):
         new = evaluate(_templates(results.config), suite, _model(results, model), limit=n, seed=seed, variants=ids,
                        cache=cache, progress=progress, log=log, report=False)
     nct = choice_table(new.rows, new.tasks, mode)
     if nct is None or name not in nct.tasks:
-        raise PromptkitError(f"task '{name}' gave no multiple-choice scores; the label-free choice reads choice probabilities")
-    probs = nct.probs[name][[nct.variants.index(v) for v in ids]]  # the targets are never read
-    cand, table = unlabelled.choose(probs, mu[keep], ids, learned, ensemble)
+        raise PromptkitError(f"task '{name}' gave no multiple-choice scores; {why}")
     eng = new.config.get("engine", {})
     calls = {"prompts": int(new.config.get("n_requests", 0)), "continuations": int(eng.get("unique", 0)),
              "from_cache": int(eng.get("cache_hits", 0)), "forward_tokens": int(new.config.get("forward_tokens", 0))}
-    return UnlabelledChoice(name, probs.shape[1], cand, learned.name, learned.reason(), ct.variants[int(order[0])],
-                            calls, table, learned.loto)
+    return nct, calls
