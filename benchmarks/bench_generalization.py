@@ -4,13 +4,13 @@
     python benchmarks/bench_generalization.py --partitions 10    # a quicker look once the scores are cached
 
 A pool of multiple-choice tasks is scored once, exhaustively, with 32 variants of the built-in template library
-on 24 examples per task with the default model: by default the 40 tasks promptkit generates itself
+on 24 examples per task with the default model, and every prompt's own likelihood (for prompt perplexity): by default the 40 tasks promptkit generates itself
 (benchmarks/offline_pool.yaml, no download), with --bigbench 40 BIG-bench tasks (benchmarks/generalization_pool.yaml,
 where BIG-bench can be had). The scoring is a normal `promptkit run` in the run's default dtype (bf16-mixed on a
 CPU with bfloat16 instructions, else float32: bfloat16 without them is emulated and many times slower); its scores
 land in the result cache, so an interrupted run resumes and a rerun of this script costs seconds; on a busy machine,
-score halves of the pool first with `OMP_NUM_THREADS=1 promptkit run --suite HALF --max-variants 32 --limit 24`
-in two processes (the same requests, so this script then finds them all in the cache). Then, with no model calls, the pool is split many times into selection and
+score halves of the pool first with `OMP_NUM_THREADS=1 promptkit run --suite HALF --max-variants 32 --limit 24
+--prompt-likelihood 24` in two processes (the same requests, so this script then finds them all in the cache). Then, with no model calls, the pool is split many times into selection and
 held-out tasks: `--partitions` uniformly random splits and as many stratified by task type (yes/no,
 options listed in the input, 2-3 way, 4-5 way, many-way: each type split in half). For every split, each
 selection rule of promptkit.analysis.selection chooses on the selection tasks only and is scored on the
@@ -27,7 +27,7 @@ examples without the prior, and the hindsight-best single variant (fixed across 
 
 Unlabelled inputs ("unlabelled N=n"): on each held-out task, n inputs are drawn and their labels never read;
 each label-free criterion of promptkit.analysis.unlabelled (mutual information, agreement with the ensemble,
-calibrated confidence) chooses alone, and the weighting of prior and criterion that the split's selection tasks
+calibrated confidence, prompt perplexity: the pool's run scores every prompt's own likelihood too) chooses alone, and the weighting of prior and criterion that the split's selection tasks
 support (each left out in turn with n inputs; the default unless another is clearly better) chooses one prompt or
 the top 3 averaged (what `promptkit recommend
 --unlabelled n` does). Scored on all of the task's examples, as the rules are; the cost adds n × variants calls.
@@ -116,13 +116,13 @@ def label_free(ct: sel.ChoiceTable, selection: list[str], held: list[str], n: in
     """The choice from n unlabelled inputs of each held-out task (promptkit.analysis.unlabelled; what `promptkit
     recommend --unlabelled n` does): each criterion alone, the prior alone, and the weighting learned on the
     selection tasks (one prompt, and the top 3 averaged). Scored on all of the task's examples: no label was read."""
-    learned = ul.learn(ct, selection, n, seed=int(rng.integers(1 << 30)))
+    learned = ul.learn(ct, selection, n, seed=int(rng.integers(1 << 30)), also=held)
     mu = ct.table(selection).mean(axis=1)
     per: dict[str, list] = {}
     for t in held:
-        crit = ul.criteria(ct.probs[t][:, rng.permutation(ct.n_examples(t))[:n]])
+        crit = ul.task_criteria(ct, t, rng.permutation(ct.n_examples(t))[:n])
         scores = ct.single(t)
-        for c in ul.CRITERIA:
+        for c in crit:
             per.setdefault(f"{c} alone", []).append(scores[ul.pick(crit[c])[0]])
         combined = ul.combined(mu, crit, learned.criterion, learned.weight)
         per.setdefault("learned", []).append(scores[ul.pick(combined)[0]])
@@ -131,6 +131,11 @@ def label_free(ct: sel.ChoiceTable, selection: list[str], held: list[str], n: in
     out = {key: float(np.mean(v)) for key, v in per.items()}
     out["weighting"] = learned.name
     return out
+
+
+COST = {"perplexity": "1x + {n}×variants prompt likelihoods", "learned": "1x + {n}×variants calls (+ as many prompt "
+        "likelihoods where perplexity is weighed)", "learned, top-3 ensemble": "3x + {n}×variants calls (+ as many "
+        "prompt likelihoods where perplexity is weighed)"}
 
 
 def run_partition(ct: sel.ChoiceTable, selection: list[str], held: list[str], labelled: list[int], seed: int,
@@ -197,9 +202,11 @@ def summarize(rows: list[dict], labelled: list[int], unlabelled: list[int] = ())
         line(f"hindsight-best single, same {24 - k} examples", b, b, m, "1x")
     for n in unlabelled:
         for key in (*(f"{c} alone" for c in ul.CRITERIA), "learned", "learned, top-3 ensemble"):
+            if key not in rows[0]["unlabelled"][n]:
+                continue  # perplexity: a pool scored without prompt likelihoods
             label = f"unlabelled N={n}: " + ("prior + criterion, as recommend --unlabelled weighs them" if key == "learned"
-                                             else key)
-            cost = ("3x" if "top-3" in key else "1x") + f" + {n}×variants calls"
+                                             else f"{ul.NAMES[key[:-6]]} alone" if key.endswith(" alone") else key)
+            cost = COST.get(key.removesuffix(" alone"), "1x + {n}×variants calls").format(n=n)
             line(label, [r["unlabelled"][n][key] for r in rows], best, median, cost)
     return lines
 
@@ -220,7 +227,7 @@ def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str)
     if (run_dir / "results.jsonl").exists():
         return pk.load(run_dir)
     return pk.evaluate(None, suite, None, max_variants=variants, limit=limit, seed=0, dtype=dtype, out=run_dir,
-                       report=False)
+                       report=False, prompt_likelihood=limit)
 
 
 def main() -> None:

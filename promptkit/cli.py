@@ -76,6 +76,7 @@ def cmd_run(args) -> int:
                 args.templates, args.suite, _models(args.model), limit=args.limit, max_variants=args.max_variants or None,
                 seed=args.seed, threads=args.threads, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens,
                 out=out, cache=cache, progress=not args.quiet, log=log, calibrate=args.calibrate,
+                **({} if args.prompt_likelihood is None else {"prompt_likelihood": args.prompt_likelihood}),
                 trust_remote_code=args.trust_remote_code, device_map=args.device_map, search=args.search, budget=args.budget,
                 noise=args.noise, synthetic=_synthetic_options(args), synthetic_model=args.synthetic_model,
                 report=not args.no_report, analysis=analysis, mc_scoring=args.mc_scoring, base_url=args.base_url,

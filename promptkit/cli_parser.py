@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", default=None, help="result cache file (default: results.sqlite in the user cache directory)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     run.add_argument("--calibrate", action="store_true", help="also score content-free inputs, for the calibrated mode")
+    run.add_argument("--prompt-likelihood", type=int, default=None, metavar="N",
+                     help="score the prompts themselves on the first N examples of each multiple-choice task, for the "
+                          "label-free choice's prompt-perplexity criterion (default 0: none)")
     run.add_argument("--trust-remote-code", action="store_true",
                      help="let a hub model run the Python code shipped in its repository (off by default)")
     run.add_argument("--search", default=None, choices=["exhaustive", "halving", "racing", "thompson"],

@@ -503,3 +503,16 @@ def test_a_cli_run_scored_by_a_server_prints_its_ranking_and_footer(toy_suite, t
     assert code == 0, out
     assert state.posts > 0 and "held-out summary" in out and "openai" in out
     assert (tmp_path / "run" / "manifest.json").is_file() and "sk-local-test-key" not in out
+
+
+@pytest.mark.timeout(60)
+def test_a_text_scored_on_its_own_counts_from_its_second_token_and_a_lone_token_is_still_refused():
+    with hostile(post=completion_with(lambda a: None)) as (url, _):
+        backend = OpenAIBackend("x", base_url=url, max_retries=0, log=lambda m: None)
+        try:
+            whole = backend.loglikelihood([("", "Q: 1\nA:")])[0]  # a prompt's own likelihood (--prompt-likelihood)
+            assert whole.n_tokens == len("Q: 1\nA:") - 1 and whole.logprob == pytest.approx(-0.5 * whole.n_tokens)
+            with pytest.raises(PromptkitError, match="a prompt is empty"):
+                backend.loglikelihood([("", "Q")])
+        finally:
+            backend.close()

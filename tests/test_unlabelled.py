@@ -154,3 +154,57 @@ def test_the_transductive_table_of_a_report_with_long_ids_fits_a_1280_pixel_wind
     right = re.search(r'data-rules-right="(\d+)"', proc.stdout)
     assert right, proc.stdout[:500]
     assert int(right.group(1)) <= 1280
+
+
+def test_a_run_scores_the_prompts_of_each_tasks_first_examples_and_the_numbers_are_the_models(tiny_model, tiny_backend,
+                                                                                              toy_suite, two_templates):
+    res = pk.evaluate(two_templates, toy_suite, tiny_backend, limit=4, max_variants=3, prompt_likelihood=2,
+                      progress=False, log=lambda m: None)
+    rows = res.rows
+    scored = rows[rows["prompt_logprob"].notna()]
+    # two examples per task, every variant, and no more
+    assert scored.groupby("task")["example"].nunique().to_dict() == {t: 2 for t in res.tasks}
+    assert (scored.groupby(["task", "example"])["variant"].nunique() == len(res.variants)).all()
+    assert res.config["prompt_likelihood"] == 2
+    # each number is the model's log-likelihood of the prompt as rendered, after its start token
+    from promptkit.prompts.render import render
+    from promptkit.run.options import RunOptions
+    from promptkit.run.plan import make_plan
+
+    plan = make_plan(two_templates, toy_suite, RunOptions(limit=4, max_variants=3))
+    row = scored.iloc[0]
+    v = next(v for v in plan.variants if v.id == row["variant"])
+    t = next(t for t in plan.tasks if t.name == row["task"])
+    e = next(e for e in t.examples if e.id == row["example"])
+    direct = tiny_backend.loglikelihood([("", render(v, t, e, 0).prompt)])[0]
+    assert row["prompt_logprob"] == pytest.approx(direct.logprob, abs=1e-4) and row["prompt_tokens"] == direct.n_tokens
+    # the ChoiceTable reads them per token, NaN elsewhere; the perplexity criterion uses the inputs every variant has
+    ct = ChoiceTable.from_rows(rows, res.tasks)
+    ll = ct.prompt_ll["even"]
+    assert np.isfinite(ll).all(axis=0).sum() == 2 and np.isnan(ll).all(axis=0).sum() == ct.n_examples("even") - 2
+    assert np.isfinite(ul.task_criteria(ct, "even")["perplexity"]).all()
+    assert list(ul.inputs_of(ct, "even", 2)) == list(np.flatnonzero(np.isfinite(ll).all(axis=0)))
+    # none asked for: no column, and the label-free choice weighs the other criteria only
+    none = pk.evaluate(two_templates, toy_suite, tiny_backend, limit=4, max_variants=3, prompt_likelihood=0,
+                       progress=False, log=lambda m: None)
+    assert "prompt_logprob" not in none.rows
+    assert "perplexity" not in ul.available(ChoiceTable.from_rows(none.rows, none.tasks), ["even"])
+
+
+def test_prompt_perplexity_prefers_the_prompt_the_model_finds_likelier_and_is_learned_where_it_tracks_accuracy():
+    ct = synthetic(n_tasks=12, informative=False, seed=3)  # no choice-probability criterion points at the best prompt
+    for t in ct.tasks:
+        best = int(ct.single(t).argmax())
+        ll = np.full((len(ct.variants), ct.n_examples(t)), -3.0)
+        ll[best] = -1.5  # the best prompt is the likeliest
+        ll[:, 20:] = np.nan  # scored on 20 inputs only
+        ct.prompt_ll[t] = ll
+    crit = ul.task_criteria(ct, "t0")
+    assert int(np.argmax(crit["perplexity"])) == int(ct.single("t0").argmax())
+    learned = ul.learn(ct, ct.tasks[:-1], n=16)
+    assert learned.criterion == "perplexity" and "perplexity" in learned.criteria
+    _, trans = ul.transductive(ct, ct.tasks[:-1], ct.tasks[-1:])
+    assert trans["held_out_mean_norm"].iloc[0] == pytest.approx(trans["best_in_hindsight_mean_norm"].iloc[0])
+    # a task without prompt likelihoods: perplexity is not weighed for it
+    del ct.prompt_ll["t11"]
+    assert "perplexity" not in ul.learn(ct, ct.tasks[:-1], n=16, also=["t11"]).criteria

@@ -62,6 +62,8 @@ class ChoiceTable:
     correct: dict[str, np.ndarray]
     chance: dict[str, float]
     features: dict[str, dict] = field(default_factory=dict)
+    prompt_ll: dict[str, np.ndarray] = field(default_factory=dict)  # variants × examples: the prompt's mean
+    # log-likelihood per token (NaN where the run did not score the prompt itself)
     _single: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -72,7 +74,7 @@ class ChoiceTable:
         choice_rows = rows[kinds == "choice"]
         variants = sorted(rows["variant"].unique())
         vindex = {v: i for i, v in enumerate(variants)}
-        probs, correct, tasks = {}, {}, []
+        probs, correct, tasks, prompt_ll = {}, {}, [], {}
         present = set(choice_rows["task"])
         for task in [t for t in tasks_info if t in present]:
             part = choice_rows[choice_rows["task"] == task]
@@ -95,8 +97,14 @@ class ChoiceTable:
                                      "needs every variant scored on the same examples")
             probs[task], correct[task] = p, c
             tasks.append(task)
+            if "prompt_logprob" in part:
+                ll = np.full((len(variants), len(examples)), np.nan)
+                per_token = (pd.to_numeric(part["prompt_logprob"], errors="coerce")
+                             / pd.to_numeric(part["prompt_tokens"], errors="coerce").clip(lower=1)).to_numpy(dtype=float)
+                ll[vi, ei] = per_token
+                prompt_ll[task] = ll
         info = {t: (features or {}).get(t) or tasks_info[t].get("features") or {} for t in tasks}
-        return cls(variants, tasks, probs, correct, {t: float(tasks_info[t]["chance"]) for t in tasks}, info)
+        return cls(variants, tasks, probs, correct, {t: float(tasks_info[t]["chance"]) for t in tasks}, info, prompt_ll)
 
     def n_examples(self, task: str) -> int:
         return self.correct[task].shape[0]

@@ -268,8 +268,10 @@ class OpenAIBackend:
         ends = list(offsets[1:]) + [len(echoed)]
         mine = [k for k, (o, e) in enumerate(zip(offsets, ends)) if o < len(text) and e > len(prompt)]
         if mine and mine[0] == 0 and values[0] is None:
-            raise ModelError(f"{self.name}: a prompt is empty, and servers give the first token no log-probability; "
-                             "give the template some text before the answer")
+            if len(mine) == 1:
+                raise ModelError(f"{self.name}: a prompt is empty, and servers give the first token no log-probability; "
+                                 "give the template some text before the answer")
+            mine = mine[1:]  # a text scored on its own (a prompt's likelihood): from its second token on
         if not mine or any(values[k] is None for k in mine):
             raise self._no_logprobs("the continuation's tokens have no log-probabilities")
         best = [_best(top[k] if top and k < len(top) else None, where, f"{field}top_logprobs[{k}]", redact) for k in mine]

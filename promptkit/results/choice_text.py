@@ -62,11 +62,15 @@ def format_unlabelled(u) -> str:
              f"criterion: {u.weighting} — {u.reason}",
              f"recommended prompt: {what}" + ("" if c.members[0] == u.cross_task_variant else
                                              f" (the cross-task choice would be {u.cross_task_variant})"),
-             f"cost: {cost} ({c.cost}× calls per example from now on); prompt perplexity is not a criterion: it needs "
-             "each prompt's own log-likelihood, one more scoring call per prompt and input",
+             f"cost: {cost}" + (", each input's prompt scored for its choices and for its own likelihood"
+                                if "perplexity" in u.criteria else "") + f" ({c.cost}× calls per example from now on)",
+             *([] if "perplexity" in u.criteria else
+               ["prompt perplexity: not weighed, as the run's selection tasks have no prompt likelihoods (a run made "
+                "with `--prompt-likelihood N` has them for each task's first N examples)"]),
              "", "candidates, by choice_score = z(prior_mean_norm) + weight × z(criterion) (mi: mutual information of "
              "input and answer; agreement: share of answers equal to the candidates' mean vote; calibrated: mean top "
-             "probability after batch calibration):"]
+             "probability after batch calibration; perplexity: the prompt's mean log-likelihood per token, higher for a "
+             "prompt the model finds likelier):"]
     with pd.option_context("display.width", 250, "display.max_rows", 40):
         lines.append(u.table.head(20).to_string(index=False, float_format=num))
         lines.append("\nweightings on the selection tasks left out in turn (mean_norm of what each picks):")

@@ -16,7 +16,7 @@ from ..tasks.core import Task
 from .execute import Executed
 from .options import RunOptions
 from .plan import Plan
-from .work import CONTENT_FREE
+from .work import CONTENT_FREE, PROMPT
 
 
 def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, ranks: Ranks, started: float) -> Results:
@@ -24,6 +24,7 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
     was made, and one rendered sample per variant for reports."""
     seed = options.seed
     cf = {w.calibration_key: s for w, s in zip(done.work, done.scores) if w.role == CONTENT_FREE}
+    prompt = {w.key: s[0] for w, s in zip(done.work, done.scores) if w.role == PROMPT}
     rows = []
     for w, s in zip(done.work, done.scores):
         if not w.reported:
@@ -33,6 +34,8 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
                **score_fields(plan, w, s, seed)}
         if options.calibrate and not e.generative:
             row["cf_logprobs"] = [c.logprob for c in cf[w.calibration_key]]
+        if w.key in prompt:  # the prompt's own log-likelihood (nats) over its tokens after the start token
+            row["prompt_logprob"], row["prompt_tokens"] = prompt[w.key].logprob, prompt[w.key].n_tokens
         rows.append(row)
     info = variant_info(plan.variants)
     for w in done.work:
@@ -65,6 +68,7 @@ def run_config(plan: Plan, done: Executed, backend: Backend, options: RunOptions
         "max_variants": options.max_variants,
         "seed": options.seed,
         "calibrate": options.calibrate,
+        "prompt_likelihood": options.prompt_likelihood if options.search is None else 0,
         "mc_scoring": options.mc_scoring,
         "n_variants": len(plan.variants),
         "n_requests": done.n_requests,

@@ -13,7 +13,7 @@ from ..errors import PromptkitError
 from ..results.core import Results
 from ..results.rundir import claimed, write_run
 from .models import check_models, combine, label, model_list, score_model
-from .options import RunOptions, options_from
+from .options import PROMPT_LIKELIHOOD, RunOptions, options_from
 from .threads import choose as choose_threads
 from .plan import make_plan
 from .work import render_work
@@ -22,7 +22,8 @@ from .work import render_work
 def evaluate(templates=None, suite=None, model: str | Backend | list | None = None, *, limit: int | None = None,
              max_variants: int | None = None, seed: int = 0, variants: list[str] | None = None,
              threads: int | str = "auto", dtype: str = "auto", device: str = "auto", batch_tokens: int | str = "auto",
-             cache: str | Path | bool | None = True, calibrate: bool = False, trust_remote_code: bool = False,
+             cache: str | Path | bool | None = True, calibrate: bool = False, prompt_likelihood: int = PROMPT_LIKELIHOOD,
+             trust_remote_code: bool = False,
              device_map: str | dict | None = None, search: str | None = None,
              budget: str | float | None = None, noise: list[str] | None = None, synthetic=None, synthetic_model=None,
              mc_scoring: str = "loglikelihood", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",

@@ -14,7 +14,7 @@ from .options import RunOptions
 from .plan import Plan
 from .search import run_search
 from .synthetic import config_from, make as make_synthetic
-from .work import SYNTHETIC_DEMO, WorkItem, rerender
+from .work import SYNTHETIC_DEMO, WorkItem, rerender, with_prompt_likelihoods
 
 
 @dataclass
@@ -51,6 +51,8 @@ def execute(work: list[WorkItem], plan: Plan, backend: Backend, options: RunOpti
             synthetic = synthesize(plan, backend, options, store, stats, ranks)
             work = rerender(work, options.seed, backend, options.mc_scoring)
         if options.search is None:
+            work = with_prompt_likelihoods(work, options.prompt_likelihood)
+            n_requests = len(work)
             scores = score_all([w.request for w in work], backend, store, stats, options.progress, ranks)
         else:
             score_some = lambda requests: engine.score(requests, backend, progress=False, cache=store, stats=stats, ranks=ranks)

@@ -18,6 +18,8 @@ from ..results.timings import Stopwatch
 from .search import STRATEGIES
 
 MC_SCORING = ("loglikelihood", "generation")
+PROMPT_LIKELIHOOD = 0  # examples per task whose prompts are also scored, for prompt perplexity: off by default, as a
+# prompt's own likelihood projects every prompt token onto the vocabulary (262k entries for Gemma 3)
 
 
 @dataclass
@@ -36,6 +38,9 @@ class RunOptions:
         Scores are keyed by the model's fingerprint, so a cache never serves one model's scores for another.
     calibrate: also score each variant on a content-free input ("N/A") with each task's choice sets, for
         the `calibrated` scoring mode (Zhao et al. 2021).
+    prompt_likelihood: for the first N examples of every multiple-choice task, also score each variant's rendered
+        prompt itself (one more call per variant and example), so that the label-free choice can read prompt
+        perplexity (Gonen et al. 2022); 0 (the default) for none. A search scores none.
     search: "halving", "racing", "thompson" (or "exhaustive"): spend `budget` (a fraction of the exhaustive
         forward tokens, 0.25 or "25%", or a token count "2e6") where the ranking is uncertain; only the
         selection tasks steer it, and the chosen variant is then scored on the held-out tasks.
@@ -67,6 +72,7 @@ class RunOptions:
     batch_tokens: int | str = "auto"
     cache: str | Path | bool | None = True
     calibrate: bool = False
+    prompt_likelihood: int = PROMPT_LIKELIHOOD
     trust_remote_code: bool = False
     device_map: str | dict | None = None
     search: str | None = None
@@ -118,7 +124,7 @@ class RunOptions:
 
     def check_numbers(self) -> None:
         """limit, max_variants and seed: whole numbers in range; the result cache: a file that can be written."""
-        for name, least in (("limit", 1), ("max_variants", 1), ("seed", 0)):
+        for name, least in (("limit", 1), ("max_variants", 1), ("seed", 0), ("prompt_likelihood", 0)):
             value = getattr(self, name)
             if value is None and name != "seed":
                 continue

@@ -259,6 +259,7 @@ class UnlabelledChoice:
     calls: dict
     table: pd.DataFrame  # per candidate: prior mean, every criterion, the choice score
     loto: pd.DataFrame  # every weighting on the selection tasks left out in turn
+    criteria: tuple[str, ...] = unlabelled.CRITERIA  # the criteria weighed (perplexity where the run has it)
 
     @property
     def variant(self) -> str:
@@ -292,20 +293,23 @@ def recommend_unlabelled(results, task, n: int = 16, *, model=None, candidates: 
     suite = new_task_suite(task)
     name = suite.tasks[0].name
     nct, calls = _scored(results, suite, name, ids, n, seed, model, mode, cache, progress, log,
-                         "the label-free choice reads choice probabilities")
-    probs = nct.probs[name][[nct.variants.index(v) for v in ids]]  # the targets are never read
-    cand, table = unlabelled.choose(probs, mu[keep], ids, learned, ensemble)
+                         "the label-free choice reads choice probabilities",
+                         prompt_likelihood=n if "perplexity" in learned.criteria else 0)
+    rows = [nct.variants.index(v) for v in ids]
+    probs = nct.probs[name][rows]  # the targets are never read
+    ll = nct.prompt_ll.get(name)
+    cand, table = unlabelled.choose(probs, mu[keep], ids, learned, ensemble, None if ll is None else ll[rows])
     return UnlabelledChoice(name, probs.shape[1], cand, learned.name, learned.reason(), ct.variants[int(order[0])],
-                            calls, table, learned.loto)
+                            calls, table, learned.loto, learned.criteria)
 
 
 def _scored(results, suite, name: str, ids: list[str], n: int, seed: int, model, mode: str, cache, progress, log,
-            why: str):
-    """The candidates `ids` scored on `n` examples of the new task: its ChoiceTable (errors name the user's file) and
-    the model calls it cost."""
+            why: str, prompt_likelihood: int = 0):
+    """The candidates `ids` scored on `n` examples of the new task (and, on the first `prompt_likelihood` of them, their
+    prompts themselves): its ChoiceTable (errors name the user's file) and the model calls it cost."""
     with named_errors(Path(suite.path)):
         new = evaluate(_templates(results.config), suite, _model(results, model), limit=n, seed=seed, variants=ids,
-                       cache=cache, progress=progress, log=log, report=False)
+                       cache=cache, progress=progress, log=log, report=False, prompt_likelihood=prompt_likelihood)
     nct = choice_table(new.rows, new.tasks, mode)
     if nct is None or name not in nct.tasks:
         raise PromptkitError(f"task '{name}' gave no multiple-choice scores; {why}")

@@ -1,7 +1,9 @@
 """The render phase: one work list for the whole run. Each item is a variant × task × example with its
 rendered request and its role: `evaluated` (scored and reported), `synthetic_demo` (evaluated, but its
-prompt shows demonstrations a model writes first, so it is rendered again once they exist) or
-`content_free` (the calibration prompt of a variant × task × choice set; scored, never reported)."""
+prompt shows demonstrations a model writes first, so it is rendered again once they exist),
+`content_free` (the calibration prompt of a variant × task × choice set; scored, never reported) or
+`prompt_likelihood` (an evaluated prompt's own log-likelihood, for the prompt-perplexity criterion of the
+label-free choice; scored, its numbers added to that example's row)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from ..prompts.variants import Variant
 from ..tasks.core import Example, Task
 from .plan import Plan
 
-EVALUATED, SYNTHETIC_DEMO, CONTENT_FREE = "evaluated", "synthetic_demo", "content_free"
-ROLES = (EVALUATED, SYNTHETIC_DEMO, CONTENT_FREE)
+EVALUATED, SYNTHETIC_DEMO, CONTENT_FREE, PROMPT = "evaluated", "synthetic_demo", "content_free", "prompt_likelihood"
+ROLES = (EVALUATED, SYNTHETIC_DEMO, CONTENT_FREE, PROMPT)
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,13 @@ class WorkItem:
 
     @property
     def reported(self) -> bool:
-        """Gives a row of the results (content-free prompts only feed the calibrated mode)."""
-        return self.role != CONTENT_FREE
+        """Gives a row of the results (content-free prompts only feed the calibrated mode; a prompt's likelihood
+        adds to its example's row)."""
+        return self.role not in (CONTENT_FREE, PROMPT)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.variant.id, self.task.name, self.example.id)
 
     @property
     def calibration_key(self) -> tuple:
@@ -101,3 +108,21 @@ def rerender(work: list[WorkItem], seed: int, backend, mc_scoring: str = "loglik
     for i, item in zip(again, fresh):
         out[i] = item
     return out
+
+
+def with_prompt_likelihoods(work: list[WorkItem], n: int) -> list[WorkItem]:
+    """The items plus, for the first `n` examples of every multiple-choice task, one item per variant that scores the
+    rendered prompt itself (as written for the model, chat template included) after the model's start token: the
+    prompt's log-likelihood, from which the label-free choice reads its perplexity (Gonen et al. 2022)."""
+    if n <= 0:
+        return work
+    first: dict[str, set[str]] = {}
+    for w in work:
+        if w.role == EVALUATED and not w.example.generative:
+            ids = first.setdefault(w.task.name, set())
+            if len(ids) < n:
+                ids.add(w.example.id)
+    extra = [WorkItem(PROMPT, w.variant, w.task, w.example,
+                      Request(w.request.variant, w.request.task, w.request.example, "", (w.request.prompt,)))
+             for w in work if w.role == EVALUATED and w.example.id in first.get(w.task.name, ()) and w.request.prompt]
+    return work + extra
