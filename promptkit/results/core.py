@@ -94,8 +94,9 @@ class Results:
         cross-task choice, more labels move toward the task's own best. Returns an Adaptation: the variant, its
         expected score with an interval, and the model calls it cost. With `unlabelled` = N instead: score N of the
         task's inputs and choose from their answers alone, the targets unread, by the label-free criterion (mutual
-        information, ensemble agreement, calibrated confidence) and weight against the prior that the run's selection
-        tasks support; `ensemble` = k averages the top k. Returns promptkit.run.recommend.UnlabelledChoice."""
+        information, ensemble agreement, calibrated confidence, and prompt perplexity where the run scored its prompts'
+        own likelihoods) and weight against the prior that the run's selection tasks support; `ensemble` = k averages
+        the top k. Returns promptkit.run.recommend.UnlabelledChoice."""
         if task is None:
             from ..analysis.advice import choice_table
             from ..analysis.selection import recommend
