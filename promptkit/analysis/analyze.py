@@ -169,7 +169,7 @@ def _advice(results, ranking_tasks: list[str], summary: dict, protocol: str, mod
     if rec is not None:
         out["use"] = use_this(rec, rules)
     if len(trans):
-        out["transductive"] = {"weighting": learned.name, "reason": learned.reason(),
+        out["transductive"] = {"weighting": learned.name, "reason": learned.reason(), "criteria": list(learned.criteria),
                                "tasks": [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()}
                                          for r in trans.to_dict("records")]}  # no NaN in analysis.json
     return out, rules, trans

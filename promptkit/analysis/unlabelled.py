@@ -8,8 +8,8 @@ Criteria, per variant, on the new task's N inputs (higher is better):
   answer (zero-label prompt selection, Liao et al. 2022);
 - calibrated: the mean top probability after batch calibration, each choice's log-probability minus its mean over
   the batch (Zhou et al. 2023);
-- perplexity: the prompt's own mean log-likelihood per token over the inputs, minus the log of its perplexity: a
-  prompt the model finds likely ranks high (Gonen et al. 2022). It needs one more call per prompt and input (the run
+- perplexity: the prompt's own log-likelihood per token, averaged over the inputs (the negative log of its
+  perplexity): a prompt the model finds likely ranks high (Gonen et al. 2022). It needs one more call per prompt and input (the run
   scores the prompts of each task's first examples, `prompt_likelihood`), so it is used where every variant has it.
 
 How much a criterion is trusted is learned where labels exist: on the run's selection tasks, each left out in
