@@ -4,13 +4,13 @@
     python benchmarks/bench_generalization.py --partitions 10    # a quicker look once the scores are cached
 
 A pool of multiple-choice tasks is scored once, exhaustively, with 32 variants of the built-in template library
-on 24 examples per task with the default model, and every prompt's own likelihood (for prompt perplexity): by default the 40 tasks promptkit generates itself
+on 24 examples per task with the default model, and the prompts themselves on the first 8 (prompt perplexity): by default the 40 tasks promptkit generates itself
 (benchmarks/offline_pool.yaml, no download), with --bigbench 40 BIG-bench tasks (benchmarks/generalization_pool.yaml,
 where BIG-bench can be had). The scoring is a normal `promptkit run` in the run's default dtype (bf16-mixed on a
 CPU with bfloat16 instructions, else float32: bfloat16 without them is emulated and many times slower); its scores
 land in the result cache, so an interrupted run resumes and a rerun of this script costs seconds; on a busy machine,
 score halves of the pool first with `OMP_NUM_THREADS=1 promptkit run --suite HALF --max-variants 32 --limit 24
---prompt-likelihood 24` in two processes (the same requests, so this script then finds them all in the cache). Then, with no model calls, the pool is split many times into selection and
+--prompt-likelihood 8` in two processes (the same requests, so this script then finds them all in the cache). Then, with no model calls, the pool is split many times into selection and
 held-out tasks: `--partitions` uniformly random splits and as many stratified by task type (yes/no,
 options listed in the input, 2-3 way, 4-5 way, many-way: each type split in half). For every split, each
 selection rule of promptkit.analysis.selection chooses on the selection tasks only and is scored on the
@@ -27,7 +27,8 @@ examples without the prior, and the hindsight-best single variant (fixed across 
 
 Unlabelled inputs ("unlabelled N=n"): on each held-out task, n inputs are drawn and their labels never read;
 each label-free criterion of promptkit.analysis.unlabelled (mutual information, agreement with the ensemble,
-calibrated confidence, prompt perplexity: the pool's run scores every prompt's own likelihood too) chooses alone, and the weighting of prior and criterion that the split's selection tasks
+calibrated confidence, prompt perplexity: read from the inputs whose prompts were scored, which the choice reads
+first) chooses alone, and the weighting of prior and criterion that the split's selection tasks
 support (each left out in turn with n inputs; the default unless another is clearly better) chooses one prompt or
 the top 3 averaged (what `promptkit recommend
 --unlabelled n` does). Scored on all of the task's examples, as the rules are; the cost adds n × variants calls.
@@ -120,7 +121,7 @@ def label_free(ct: sel.ChoiceTable, selection: list[str], held: list[str], n: in
     mu = ct.table(selection).mean(axis=1)
     per: dict[str, list] = {}
     for t in held:
-        crit = ul.task_criteria(ct, t, rng.permutation(ct.n_examples(t))[:n])
+        crit = ul.task_criteria(ct, t, ul.inputs_of(ct, t, n, seed=int(rng.integers(1 << 30))))
         scores = ct.single(t)
         for c in crit:
             per.setdefault(f"{c} alone", []).append(scores[ul.pick(crit[c])[0]])
@@ -223,11 +224,11 @@ def task_table(ct: sel.ChoiceTable, types: dict[str, str]) -> list[dict]:
     return sorted(out, key=lambda r: (r["type"], -(r["best"] - r["chance"])))
 
 
-def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str) -> pk.Results:
+def score_pool(run_dir: Path, suite: str, variants: int, limit: int, dtype: str, prompts: int) -> pk.Results:
     if (run_dir / "results.jsonl").exists():
         return pk.load(run_dir)
     return pk.evaluate(None, suite, None, max_variants=variants, limit=limit, seed=0, dtype=dtype, out=run_dir,
-                       report=False, prompt_likelihood=limit)
+                       report=False, prompt_likelihood=prompts)
 
 
 def main() -> None:
@@ -245,6 +246,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=50, help="random partitions (and as many stratified)")
     parser.add_argument("--labelled", default="4,8", help="labelled examples per held-out task for adaptation")
     parser.add_argument("--unlabelled", default="8,16,24", help="unlabelled inputs per held-out task for the label-free choice")
+    parser.add_argument("--prompt-likelihood", type=int, default=8, help="inputs per task whose prompts are scored "
+                        "themselves, for prompt perplexity (default 8: each costs more than its choices; the label-free "
+                        "choice reads these inputs first)")
     parser.add_argument("--mode", default="raw", help="scoring mode (raw, per_token, per_char)")
     parser.add_argument("--out", default="benchmarks/results/generalization.json")
     args = parser.parse_args()
@@ -257,7 +261,7 @@ def main() -> None:
     unlabelled = [int(x) for x in args.unlabelled.split(",") if x]
 
     started = time.perf_counter()
-    results = score_pool(Path(args.run), args.suite, args.variants, args.limit, args.dtype)
+    results = score_pool(Path(args.run), args.suite, args.variants, args.limit, args.dtype, args.prompt_likelihood)
     suite = load_suite(args.suite)
     features = {t.name: t.features() for t in load_tasks(suite, args.limit, 0)}
     ct = sel.ChoiceTable.from_rows(results.rows, results.tasks, args.mode, features=features)

@@ -171,13 +171,14 @@ def test_a_run_scores_the_prompts_of_each_tasks_first_examples_and_the_numbers_a
     from promptkit.run.options import RunOptions
     from promptkit.run.plan import make_plan
 
+    # (scored as a shared beginning once per variant and task plus each example's rest: the sum is the whole's)
     plan = make_plan(two_templates, toy_suite, RunOptions(limit=4, max_variants=3))
-    row = scored.iloc[0]
-    v = next(v for v in plan.variants if v.id == row["variant"])
-    t = next(t for t in plan.tasks if t.name == row["task"])
-    e = next(e for e in t.examples if e.id == row["example"])
-    direct = tiny_backend.loglikelihood([("", render(v, t, e, 0).prompt)])[0]
-    assert row["prompt_logprob"] == pytest.approx(direct.logprob, abs=1e-4) and row["prompt_tokens"] == direct.n_tokens
+    for _, row in scored.iterrows():
+        v = next(v for v in plan.variants if v.id == row["variant"])
+        t = next(t for t in plan.tasks if t.name == row["task"])
+        e = next(e for e in t.examples if e.id == row["example"])
+        direct = tiny_backend.loglikelihood([("", render(v, t, e, 0).prompt)])[0]
+        assert row["prompt_logprob"] == pytest.approx(direct.logprob, abs=1e-3) and row["prompt_tokens"] == direct.n_tokens
     # the ChoiceTable reads them per token, NaN elsewhere; the perplexity criterion uses the inputs every variant has
     ct = ChoiceTable.from_rows(rows, res.tasks)
     ll = ct.prompt_ll["even"]
@@ -208,3 +209,11 @@ def test_prompt_perplexity_prefers_the_prompt_the_model_finds_likelier_and_is_le
     # a task without prompt likelihoods: perplexity is not weighed for it
     del ct.prompt_ll["t11"]
     assert "perplexity" not in ul.learn(ct, ct.tasks[:-1], n=16, also=["t11"]).criteria
+
+
+def test_the_shared_beginning_of_prompts_is_cut_before_whitespace():
+    from promptkit.run.work import shared_start
+
+    assert shared_start(["Q: the capital of France?\nA:", "Q: the capital of Peru?\nA:"]) == "Q: the capital of"
+    assert shared_start(["Demo one.\n\nQ: 1", "Demo one.\n\nQ: 2"]) == "Demo one.\n\nQ:"
+    assert shared_start(["abc", "abd"]) == "" and shared_start(["only one prompt"]) == ""

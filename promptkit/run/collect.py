@@ -24,7 +24,7 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
     was made, and one rendered sample per variant for reports."""
     seed = options.seed
     cf = {w.calibration_key: s for w, s in zip(done.work, done.scores) if w.role == CONTENT_FREE}
-    prompt = {w.key: s[0] for w, s in zip(done.work, done.scores) if w.role == PROMPT}
+    prompt = prompt_likelihoods(done)
     rows = []
     for w, s in zip(done.work, done.scores):
         if not w.reported:
@@ -35,7 +35,7 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
         if options.calibrate and not e.generative:
             row["cf_logprobs"] = [c.logprob for c in cf[w.calibration_key]]
         if w.key in prompt:  # the prompt's own log-likelihood (nats) over its tokens after the start token
-            row["prompt_logprob"], row["prompt_tokens"] = prompt[w.key].logprob, prompt[w.key].n_tokens
+            row["prompt_logprob"], row["prompt_tokens"] = prompt[w.key]
         rows.append(row)
     info = variant_info(plan.variants)
     for w in done.work:
@@ -43,6 +43,19 @@ def collect(plan: Plan, done: Executed, backend: Backend, options: RunOptions, r
             info[w.variant.id]["sample"] = sample_of(w.task, noisy_example(w.variant, w.task, w.example, seed), w.request)
     config = run_config(plan, done, backend, options, ranks, started)
     return Results(pd.DataFrame(rows), task_info(plan.tasks, plan.metrics), info, config)
+
+
+def prompt_likelihoods(done: Executed) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """Per (variant, task, example) whose prompt was scored: its log-likelihood and token count, the shared
+    beginning's (scored once per variant and task, example id "") added to the rest's (run.work.with_prompt_likelihoods)."""
+    parts = {(w.variant.id, w.task.name, w.request.example): s[0] for w, s in zip(done.work, done.scores) if w.role == PROMPT}
+    out = {}
+    for (v, t, e), score in parts.items():
+        if e:
+            shared = parts.get((v, t, ""))
+            out[(v, t, e)] = (score.logprob + (shared.logprob if shared else 0.0),
+                              score.n_tokens + (shared.n_tokens if shared else 0))
+    return out
 
 
 def score_fields(plan: Plan, item, score, seed: int) -> dict:

@@ -111,18 +111,48 @@ def rerender(work: list[WorkItem], seed: int, backend, mc_scoring: str = "loglik
 
 
 def with_prompt_likelihoods(work: list[WorkItem], n: int) -> list[WorkItem]:
-    """The items plus, for the first `n` examples of every multiple-choice task, one item per variant that scores the
-    rendered prompt itself (as written for the model, chat template included) after the model's start token: the
-    prompt's log-likelihood, from which the label-free choice reads its perplexity (Gonen et al. 2022)."""
+    """The items plus what scores the rendered prompts themselves (as written for the model, chat template included)
+    for the first `n` examples of every multiple-choice task: their log-likelihoods after the model's start token,
+    from which the label-free choice reads prompt perplexity (Gonen et al. 2022).
+
+    A variant's prompts on one task share a long beginning (instruction, demonstrations), and every prompt token's
+    log-probability needs the whole vocabulary projected, so the shared part is scored once: one item scores it
+    (example id ""), and one per example scores the rest of its prompt after it, the shared part's keys and values
+    reused. The two sum to the prompt's log-likelihood; the cut sits just before a whitespace character, where
+    tokenizers start a token."""
     if n <= 0:
         return work
-    first: dict[str, set[str]] = {}
+    first: dict[str, list[str]] = {}
     for w in work:
         if w.role == EVALUATED and not w.example.generative:
-            ids = first.setdefault(w.task.name, set())
-            if len(ids) < n:
-                ids.add(w.example.id)
-    extra = [WorkItem(PROMPT, w.variant, w.task, w.example,
-                      Request(w.request.variant, w.request.task, w.request.example, "", (w.request.prompt,)))
-             for w in work if w.role == EVALUATED and w.example.id in first.get(w.task.name, ()) and w.request.prompt]
+            ids = first.setdefault(w.task.name, [])
+            if len(ids) < n and w.example.id not in ids:
+                ids.append(w.example.id)
+    groups: dict[tuple[str, str], list[WorkItem]] = {}
+    for w in work:
+        if w.role == EVALUATED and w.request.prompt and w.example.id in first.get(w.task.name, ()):
+            groups.setdefault((w.variant.id, w.task.name), []).append(w)
+    extra = []
+    for items in groups.values():
+        shared = shared_start([w.request.prompt for w in items])
+        head = items[0]
+        if shared:
+            extra.append(WorkItem(PROMPT, head.variant, head.task, head.example,
+                                  Request(head.request.variant, head.request.task, "", "", (shared,))))
+        extra += [WorkItem(PROMPT, w.variant, w.task, w.example, Request(w.request.variant, w.request.task,
+                                                                         w.request.example, shared,
+                                                                         (w.request.prompt[len(shared):],)))
+                  for w in items]
     return work + extra
+
+
+def shared_start(texts: list[str]) -> str:
+    """The longest beginning all `texts` share, cut just before its last whitespace character ("" when there is
+    none, or for a single text)."""
+    if len(texts) < 2:
+        return ""
+    lo, hi = min(texts), max(texts)  # the common prefix of all is that of the smallest and largest
+    k = next((i for i, (a, b) in enumerate(zip(lo, hi)) if a != b), min(len(lo), len(hi)))
+    common = lo[:k]
+    cut = max((i for i, ch in enumerate(common) if ch.isspace()), default=0)
+    return common[:cut]
