@@ -134,7 +134,7 @@ def label_free(ct: sel.ChoiceTable, selection: list[str], held: list[str], n: in
     return out
 
 
-COST = {"perplexity": "1x + {n}×variants prompt likelihoods", "learned": "1x + {n}×variants calls (+ as many prompt "
+COST = {"perplexity": "1x + {p}×variants prompt likelihoods", "learned": "1x + {n}×variants calls (+ as many prompt "
         "likelihoods where perplexity is weighed)", "learned, top-3 ensemble": "3x + {n}×variants calls (+ as many "
         "prompt likelihoods where perplexity is weighed)"}
 
@@ -172,7 +172,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
-def summarize(rows: list[dict], labelled: list[int], unlabelled: list[int] = ()) -> list[dict]:
+def summarize(rows: list[dict], labelled: list[int], unlabelled: list[int] = (), prompts: int = 0) -> list[dict]:
     rng = np.random.default_rng(0)
     best = np.array([r["best_single"] for r in rows])
     median = np.array([r["median"] for r in rows])
@@ -207,7 +207,7 @@ def summarize(rows: list[dict], labelled: list[int], unlabelled: list[int] = ())
                 continue  # perplexity: a pool scored without prompt likelihoods
             label = f"unlabelled N={n}: " + ("prior + criterion, as recommend --unlabelled weighs them" if key == "learned"
                                              else f"{ul.NAMES[key[:-6]]} alone" if key.endswith(" alone") else key)
-            cost = COST.get(key.removesuffix(" alone"), "1x + {n}×variants calls").format(n=n)
+            cost = COST.get(key.removesuffix(" alone"), "1x + {n}×variants calls").format(n=n, p=min(n, prompts))
             line(label, [r["unlabelled"][n][key] for r in rows], best, median, cost)
     return lines
 
@@ -278,7 +278,7 @@ def main() -> None:
         parts = partitions(ct.tasks, types, args.partitions, stratified, seed=1 if stratified else 0)
         rows = [run_partition(ct, s, h, labelled, seed=i, unlabelled=unlabelled) for i, (s, h) in enumerate(parts)]
         title = "stratified by task type" if stratified else "uniformly random"
-        summary = summarize(rows, labelled, unlabelled)
+        summary = summarize(rows, labelled, unlabelled, int(results.config.get("prompt_likelihood") or 0))
         chosen = {r["recommended_rule"] for r in rows}
         weightings = {n: [r["unlabelled"][n]["weighting"] for r in rows] for n in unlabelled}
         report[title] = {"partitions": len(rows), "summary": summary,

@@ -19,7 +19,8 @@ from .search import STRATEGIES
 
 MC_SCORING = ("loglikelihood", "generation")
 PROMPT_LIKELIHOOD = 0  # examples per task whose prompts are also scored, for prompt perplexity: off by default, as a
-# prompt's own likelihood projects every prompt token onto the vocabulary (262k entries for Gemma 3)
+# prompt's own likelihood projects every prompt token onto the vocabulary (262k entries for Gemma 3): with every
+# evaluated prompt scored, the default suite's scoring took 2.5 times as long (benchmarks/README)
 
 
 @dataclass
