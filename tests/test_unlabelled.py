@@ -217,3 +217,26 @@ def test_the_shared_beginning_of_prompts_is_cut_before_whitespace():
     assert shared_start(["Q: the capital of France?\nA:", "Q: the capital of Peru?\nA:"]) == "Q: the capital of"
     assert shared_start(["Demo one.\n\nQ: 1", "Demo one.\n\nQ: 2"]) == "Demo one.\n\nQ:"
     assert shared_start(["abc", "abd"]) == "" and shared_start(["only one prompt"]) == ""
+
+
+def test_recommend_weighs_perplexity_where_the_run_scored_its_prompts_and_says_so_where_not(tiny_model, toy_suite,
+                                                                                            two_templates, tmp_path,
+                                                                                            run_dir, capsys):
+    out = tmp_path / "with_prompts"
+    assert main(["run", "--model", tiny_model, "--suite", str(toy_suite), "--templates", str(two_templates), "--limit",
+                 "4", "--max-variants", "4", "--prompt-likelihood", "4", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "analysis.json").read_text())["summary"]
+    assert "perplexity" in summary["transductive"]["criteria"]
+    task = write_task(tmp_path / "new" / "newtask.jsonl", [i % 2 for i in range(8)])
+    res = pk.load(out)
+    u = res.recommend(task=str(task), unlabelled=5, progress=False, log=lambda m: None)
+    assert "perplexity" in u.criteria and u.table["perplexity"].notna().all()
+    assert u.calls["prompts"] > 5 * len(res.variants)  # each input's prompt scored for its choices and on its own
+    assert main(["recommend", str(out), "--task", str(task), "--unlabelled", "5", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "scored for its choices and for its own likelihood" in text and "not weighed" not in text
+    # a run without prompt likelihoods: perplexity is not weighed, and the output says how to have it
+    plain = pk.load(run_dir).recommend(task=str(task), unlabelled=5, progress=False, log=lambda m: None)
+    assert "perplexity" not in plain.criteria and plain.calls["prompts"] == 5 * len(pk.load(run_dir).variants)
+    assert main(["recommend", str(run_dir), "--task", str(task), "--unlabelled", "5", "--quiet"]) == 0
+    assert "prompt perplexity: not weighed" in capsys.readouterr().out
